@@ -1,0 +1,188 @@
+//! Every setting of the service, parsed once: a CLI flag, its `LEAFRESH_*` environment twin, and
+//! `.env` (the working directory's, or the one `--env-file` names). Invalid values are refused at
+//! start with a message naming the setting; the rest of the program trusts [`Config`].
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The default model file, as `scripts/download-model` names it.
+pub const DEFAULT_MODEL: &str = "gguf/Mistral-7B-Instruct-v0.3-Q4_K_M.gguf";
+
+/// Command line and environment of `leafresh-llm`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "leafresh-llm",
+    version,
+    about = "Serves a GGUF model (llama.cpp, embedded) for the Leafresh chatbot",
+    after_help = "Every flag can also be set by the environment variable shown, in the \
+                  environment or in a .env file (./.env, or the file --env-file names)."
+)]
+pub struct Config {
+    /// Read settings from this file instead of ./.env (values already in the environment win).
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
+    /// The GGUF model file.
+    #[arg(long, env = "LEAFRESH_MODEL", default_value = DEFAULT_MODEL, value_name = "PATH")]
+    pub model: PathBuf,
+
+    /// Address to listen on. 127.0.0.1 accepts only this machine; 0.0.0.0 accepts every network.
+    #[arg(long, env = "LEAFRESH_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+
+    /// Port to listen on.
+    #[arg(long, env = "LEAFRESH_PORT", default_value_t = 8000,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Context window in tokens, shared by the parallel slots.
+    #[arg(long, env = "LEAFRESH_CTX_SIZE", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
+    pub ctx_size: u32,
+
+    /// CPU threads for llama.cpp (default: all cores).
+    #[arg(long, env = "LEAFRESH_THREADS",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// Model layers to offload to the GPU (0 = CPU only).
+    #[arg(long, env = "LEAFRESH_N_GPU_LAYERS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub n_gpu_layers: u32,
+
+    /// Requests generated at the same time; each gets ctx-size / parallel tokens of context.
+    #[arg(long, env = "LEAFRESH_PARALLEL", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: u32,
+
+    /// Most tokens one decode step processes (prompt chunks plus one token per stream).
+    #[arg(long, env = "LEAFRESH_BATCH_SIZE", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(32..=8192))]
+    pub batch_size: u32,
+
+    /// Requests that may wait for a free slot; beyond that the answer is 503.
+    #[arg(long, env = "LEAFRESH_QUEUE_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub queue_size: u32,
+
+    /// Generate the Leafresh answers without the JSON grammar (for fine-tuned models that
+    /// follow their own format; answers are then parsed and repaired leniently).
+    #[arg(long, env = "LEAFRESH_NO_GRAMMAR")]
+    pub no_grammar: bool,
+
+    /// Conversations kept in memory; the least recently used is dropped beyond this.
+    #[arg(long, env = "LEAFRESH_MAX_SESSIONS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_sessions: u32,
+
+    /// Seconds after which an idle conversation is forgotten.
+    #[arg(long, env = "LEAFRESH_SESSION_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub session_ttl: u64,
+}
+
+impl Config {
+    /// Reads `.env` (or `--env-file`), then the command line and environment.
+    pub fn load() -> anyhow::Result<Self> {
+        Self::load_from(std::env::args_os().collect())
+    }
+
+    /// As [`Config::load`], for the given arguments (the first is the program name).
+    pub fn load_from(args: Vec<OsString>) -> anyhow::Result<Self> {
+        // The env file must be read before clap looks at the environment, so find it first.
+        match env_file_argument(&args) {
+            Some(path) => {
+                dotenvy::from_path(&path).map_err(|e| {
+                    anyhow::anyhow!("--env-file {}: cannot read it: {e}", path.display())
+                })?;
+            }
+            None => match dotenvy::dotenv() {
+                Ok(_) => {}
+                Err(e) if e.not_found() => {}
+                Err(e) => anyhow::bail!("./.env: {e}"),
+            },
+        }
+        Ok(Self::try_parse_from(args)?)
+    }
+
+    /// CPU threads to use.
+    pub fn threads(&self) -> u32 {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(4)
+        })
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl)
+    }
+}
+
+/// The value of `--env-file PATH` or `--env-file=PATH`, if given.
+fn env_file_argument(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--env-file" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = arg.strip_prefix("--env-file=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut all = vec!["leafresh-llm"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all)
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.model, PathBuf::from(DEFAULT_MODEL));
+        assert_eq!(config.host.to_string(), "127.0.0.1");
+        assert_eq!(config.port, 8000);
+        assert_eq!(config.parallel, 1);
+    }
+
+    #[test]
+    fn invalid_values_are_refused_naming_the_setting() {
+        for (args, name) in [
+            (&["--port", "0"][..], "--port"),
+            (&["--port", "70000"][..], "--port"),
+            (&["--parallel", "0"][..], "--parallel"),
+            (&["--ctx-size", "10"][..], "--ctx-size"),
+            (&["--threads=-1"][..], "--threads"),
+            (&["--host", "not-an-ip"][..], "--host"),
+        ] {
+            let message = parse(args).unwrap_err().to_string();
+            assert!(message.contains(name), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn env_file_is_found_in_both_spellings() {
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            env_file_argument(&args(&["x", "--env-file", "a.env"])),
+            Some(PathBuf::from("a.env"))
+        );
+        assert_eq!(
+            env_file_argument(&args(&["x", "--port", "1", "--env-file=b.env"])),
+            Some(PathBuf::from("b.env"))
+        );
+        assert_eq!(env_file_argument(&args(&["x"])), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! Everything that touches llama.cpp, and nothing that knows HTTP.
+//!
+//! `model` opens the GGUF and turns conversations into prompt tokens; `scheduler` owns the one
+//! inference thread and hands out an [`EngineHandle`]; `sampling`, `detok` and `budget` are the
+//! pieces of a generation step.
+
+pub mod budget;
+pub mod chat;
+pub mod detok;
+pub mod model;
+pub mod sampling;
+pub mod scheduler;
+
+use std::path::PathBuf;
+
+pub use chat::{ChatMessage, Role};
+pub use model::{LoadOptions, Model, ModelInfo, Prompt};
+pub use sampling::SamplingParams;
+pub use scheduler::{
+    EngineHandle, EngineSettings, FinishReason, GenerationEvent, GenerationRequest,
+    GenerationSummary,
+};
+
+/// What can go wrong in the engine, from opening the model to a failed decode step.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "model file not found: {}\n  Download the default model with `scripts/download-model` \
+         (or pass another GGUF with --model / LEAFRESH_MODEL).",
+        path.display()
+    )]
+    ModelMissing { path: PathBuf },
+    #[error("{} is not a usable GGUF model: {why}", path.display())]
+    ModelNotGguf { path: PathBuf, why: String },
+    #[error(
+        "llama.cpp could not load {} (truncated download, unsupported architecture, or not \
+         enough memory; see the llama.cpp messages above)",
+        path.display()
+    )]
+    ModelRejected { path: PathBuf },
+    #[error("llama.cpp backend failed to start: {0}")]
+    Backend(String),
+    #[error("could not create the llama.cpp context: {0}")]
+    Context(String),
+    #[error(
+        "the prompt is {prompt} tokens long but the context window is {context} tokens; \
+         there is no room left to generate"
+    )]
+    PromptTooLong { prompt: usize, context: usize },
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+    #[error("invalid grammar: {0}")]
+    InvalidGrammar(String),
+    #[error("the sampler chose no token")]
+    NoTokenSampled,
+    #[error("the server is busy; try again shortly")]
+    Overloaded,
+    #[error("the inference engine has stopped")]
+    Stopped,
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+}
+
+impl EngineError {
+    /// True when the caller's input caused the error (as opposed to a server fault).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            EngineError::PromptTooLong { .. }
+                | EngineError::InvalidPrompt(_)
+                | EngineError::InvalidGrammar(_)
+        )
+    }
+}

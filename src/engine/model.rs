@@ -1,0 +1,211 @@
+//! Opening a GGUF model: checks before llama.cpp sees the file, loading, the chat template and
+//! tokenizer helpers. The model is shared (read-only, `Sync`); contexts are not (see scheduler).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+
+use super::chat::ChatMessage;
+use super::EngineError;
+
+/// Mistral's `[INST]` format, used when the GGUF carries no chat template (or one llama.cpp does not
+/// recognise). v3 is the format of Mistral-7B-Instruct v0.3, the default model.
+const FALLBACK_TEMPLATE: &str = "mistral-v3";
+
+/// The smallest file that can hold a GGUF header (magic, version, tensor and metadata counts).
+const GGUF_HEADER_LEN: u64 = 24;
+
+/// `LlamaBackend::init` succeeds once per process; everything shares this one.
+pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
+    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
+    if let Some(backend) = BACKEND.get() {
+        return Ok(backend);
+    }
+    let backend = LlamaBackend::init().map_err(|e| EngineError::Backend(e.to_string()))?;
+    Ok(BACKEND.get_or_init(|| backend))
+}
+
+/// How to load the weights.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub path: PathBuf,
+    pub n_gpu_layers: u32,
+}
+
+/// What was loaded, for the start-up log and `/v1/models`.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub path: PathBuf,
+    pub file_size: u64,
+    pub n_layer: u32,
+    pub n_ctx_train: u32,
+    pub n_vocab: i32,
+    pub n_params: u64,
+    /// Where the chat template came from: the GGUF itself or the built-in fallback.
+    pub template_source: &'static str,
+}
+
+/// A loaded model with its chat template: turns conversations into prompt tokens.
+pub struct Model {
+    llama: LlamaModel,
+    template: LlamaChatTemplate,
+    info: ModelInfo,
+}
+
+impl Model {
+    /// Checks the file, then loads it through llama.cpp. Every failure is a typed error that says
+    /// what to do; nothing here aborts the process.
+    pub fn load(options: &LoadOptions) -> Result<Self, EngineError> {
+        let path = absolute(&options.path);
+        let file_size = check_gguf_file(&path)?;
+        let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
+        let llama = LlamaModel::load_from_file(backend()?, &path, &params)
+            .map_err(|_| EngineError::ModelRejected { path: path.clone() })?;
+        let (template, template_source) = pick_template(&llama);
+        let info = ModelInfo {
+            path,
+            file_size,
+            n_layer: llama.n_layer(),
+            n_ctx_train: llama.n_ctx_train(),
+            n_vocab: llama.n_vocab(),
+            n_params: llama.n_params(),
+            template_source,
+        };
+        Ok(Self {
+            llama,
+            template,
+            info,
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub(crate) fn llama(&self) -> &LlamaModel {
+        &self.llama
+    }
+
+    /// Renders a conversation with the chat template (ending with the assistant's cue) and
+    /// tokenizes it, BOS included.
+    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        let text = self.render(messages)?;
+        let tokens = self.llama.vocab().tokenize(text.as_bytes(), true, true);
+        Ok(Prompt { tokens })
+    }
+
+    /// The chat template applied to `messages`, as text.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let chat = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| EngineError::InvalidPrompt("a message contains a NUL character".into()))?;
+        self.llama
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| EngineError::InvalidPrompt(format!("chat template failed: {e}")))
+    }
+
+    /// The bytes of one token as the model spells it (may be part of a UTF-8 character).
+    pub(crate) fn token_bytes(&self, token: LlamaToken, out: &mut Vec<u8>) {
+        out.clear();
+        self.llama
+            .vocab()
+            .token_to_piece_into(token, out, false, None);
+    }
+
+    pub(crate) fn is_end_of_generation(&self, token: LlamaToken) -> bool {
+        self.llama.vocab().is_eog(token)
+    }
+}
+
+/// A tokenized prompt, ready for the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub(crate) tokens: Vec<LlamaToken>,
+}
+
+impl Prompt {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Rejects what llama.cpp would fail on with a less helpful message (or worse): a missing path, a
+/// directory, an empty or short file, a file that is not GGUF.
+fn check_gguf_file(path: &Path) -> Result<u64, EngineError> {
+    let meta = std::fs::metadata(path).map_err(|_| EngineError::ModelMissing {
+        path: path.to_path_buf(),
+    })?;
+    if !meta.is_file() {
+        return Err(EngineError::ModelNotGguf {
+            path: path.to_path_buf(),
+            why: "it is not a regular file".into(),
+        });
+    }
+    if meta.len() < GGUF_HEADER_LEN {
+        return Err(EngineError::ModelNotGguf {
+            path: path.to_path_buf(),
+            why: format!("it is {} bytes long, too short to be a model", meta.len()),
+        });
+    }
+    let mut header = [0u8; 8];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .map_err(|e| EngineError::ModelNotGguf {
+            path: path.to_path_buf(),
+            why: format!("it cannot be read: {e}"),
+        })?;
+    if &header[..4] != b"GGUF" {
+        return Err(EngineError::ModelNotGguf {
+            path: path.to_path_buf(),
+            why: "it does not start with the GGUF magic bytes".into(),
+        });
+    }
+    let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(2..=3).contains(&version) {
+        return Err(EngineError::ModelNotGguf {
+            path: path.to_path_buf(),
+            why: format!("GGUF version {version} is not supported (2 or 3 expected)"),
+        });
+    }
+    Ok(meta.len())
+}
+
+/// The GGUF's own template when llama.cpp can apply it, else Mistral's format.
+fn pick_template(llama: &LlamaModel) -> (LlamaChatTemplate, &'static str) {
+    let probe = [
+        LlamaChatMessage::new("user".into(), "hi".into()).expect("no NUL in literal"),
+        LlamaChatMessage::new("assistant".into(), "hello".into()).expect("no NUL in literal"),
+        LlamaChatMessage::new("user".into(), "bye".into()).expect("no NUL in literal"),
+    ];
+    match llama.chat_template(None) {
+        Ok(template) if llama.apply_chat_template(&template, &probe, true).is_ok() => {
+            (template, "gguf")
+        }
+        Ok(_) => {
+            tracing::warn!("the model's chat template is not one llama.cpp can apply; using Mistral's [INST] format");
+            (fallback_template(), "fallback: mistral [INST]")
+        }
+        Err(_) => (fallback_template(), "fallback: mistral [INST]"),
+    }
+}
+
+fn fallback_template() -> LlamaChatTemplate {
+    LlamaChatTemplate::new(FALLBACK_TEMPLATE).expect("no NUL in literal")
+}

@@ -1,0 +1,118 @@
+//! One error type for the Leafresh endpoints and the one place that maps it to a status and the
+//! envelope `{"status", "message", "data"}`. Client mistakes are not logged as errors; server
+//! faults are logged with detail and shown to the client without it.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::engine::EngineError;
+use crate::leafresh::{QueryError, Rejection};
+
+/// Seconds a client should wait before retrying when every slot and the queue are busy.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The Leafresh envelope: every JSON body and every SSE `data:` has this shape.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T: Serialize> {
+    pub status: u16,
+    pub message: String,
+    pub data: T,
+}
+
+impl<T: Serialize> Envelope<T> {
+    pub fn new(status: u16, message: impl Into<String>, data: T) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            data,
+        }
+    }
+}
+
+/// Why a Leafresh request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum LeafreshError {
+    /// Validation or the topic filter (status and message come from the contract).
+    #[error("{}", .0.message)]
+    Rejected(Rejection),
+    #[error("{0}")]
+    Query(#[from] QueryError),
+    #[error("{0}")]
+    Engine(#[from] EngineError),
+    /// The prompt leaves too little room for a complete answer.
+    #[error(
+        "the prompt leaves room for {room} new tokens, but a complete answer needs at least \
+         {needed}; shorten the message or raise --ctx-size"
+    )]
+    NoRoomForAnswer { room: usize, needed: usize },
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<Rejection> for LeafreshError {
+    fn from(rejection: Rejection) -> Self {
+        LeafreshError::Rejected(rejection)
+    }
+}
+
+impl LeafreshError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            LeafreshError::Rejected(r) => {
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            LeafreshError::Query(_) | LeafreshError::NoRoomForAnswer { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            LeafreshError::Engine(EngineError::Overloaded | EngineError::Stopped) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            LeafreshError::Engine(e) if e.is_client_error() => StatusCode::BAD_REQUEST,
+            LeafreshError::Engine(_) | LeafreshError::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The message a client sees: the detail for its own mistakes, a plain sentence for faults.
+    pub fn client_message(&self) -> String {
+        if self.status().is_server_error()
+            && !matches!(
+                self,
+                LeafreshError::Engine(EngineError::Overloaded | EngineError::Stopped)
+            )
+        {
+            tracing::error!(error = %self, "request failed");
+            return "추천을 생성하는 중 서버 오류가 발생했습니다. (internal error while generating)".into();
+        }
+        self.to_string()
+    }
+
+    pub fn data(&self) -> Value {
+        match self {
+            LeafreshError::Rejected(r) => r.data.clone().unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// The envelope this error is sent as (a JSON body or an SSE `error` event).
+    pub fn envelope(&self) -> Envelope<Value> {
+        Envelope::new(self.status().as_u16(), self.client_message(), self.data())
+    }
+}
+
+impl ResponseError for LeafreshError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status());
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
+        }
+        response.json(self.envelope())
+    }
+}

@@ -1,0 +1,31 @@
+//! The Leafresh chatbot domain, pure Rust (no llama.cpp, no actix): request decoding and
+//! validation, prompts and the answer's grammar, the streaming cleansing of model text, the
+//! final answer, and the conversation store.
+//!
+//! A recommendation request flows through it as:
+//! `query::parse_query` -> `topic::validate_*` -> `prompt::*_messages` + `prompt::answer_grammar`
+//! -> (engine) -> `extract::FragmentExtractor` per piece -> `answer::parse_answer` on the full text
+//! -> `sessions::SessionStore::push_turn`.
+
+pub mod answer;
+pub mod categories;
+pub mod constants;
+pub mod extract;
+pub mod prompt;
+pub mod query;
+pub mod sessions;
+pub mod topic;
+
+pub use answer::{parse_answer, Answer, AnswerError, Challenge};
+pub use categories::{default_category, Category};
+pub use constants::{constants, Constants, GenerationDefaults, Messages};
+pub use extract::FragmentExtractor;
+pub use prompt::{
+    answer_grammar, answer_schema, base_info_messages, free_text_messages, AnswerBounds,
+};
+pub use query::{parse_query, QueryError, QueryParams};
+pub use sessions::{SessionStore, Turn};
+pub use topic::{
+    validate_base_info, validate_free_text, validate_session_id, Rejection, ValidBaseInfo,
+    ValidFreeText,
+};

@@ -1,0 +1,627 @@
+//! What the model is asked for: the Korean instruction, the chat messages of both endpoints, and
+//! the shape of the answer (its JSON schema, the llama.cpp grammar that enforces it, and the
+//! largest string bounds whose worst case fits the token budget).
+//!
+//! The original asked for free-form JSON and failed whenever `max_new_tokens` cut the answer
+//! short. Here the grammar caps every string so that even the worst-case answer fits the budget:
+//! the model cannot run out of tokens before the closing brace.
+
+use serde_json::{json, Value};
+
+use super::categories::Category;
+use super::sessions::Turn;
+use super::topic::ValidBaseInfo;
+use crate::engine::chat::ChatMessage;
+
+/// How many challenges an answer has.
+pub const CHALLENGE_COUNT: usize = 3;
+
+/// The instruction that begins every prompt of both endpoints, byte for byte, so that its KV
+/// cache can be computed once and reused. Everything that varies per request comes after it.
+pub const INSTRUCTION: &str = "\
+당신은 Leafresh 앱의 친환경 챌린지 추천 챗봇입니다.
+사용자의 상황과 요청에 맞는 친환경 챌린지 3개를 한국어로 추천하세요.
+반드시 아래 형식의 JSON 하나만 출력하고, 그 앞뒤에 설명이나 코드 블록을 붙이지 마세요.
+{\"recommend\": \"추천하는 이유를 담은 한 문장\", \"challenges\": [{\"title\": \"챌린지 제목\", \"description\": \"실천 방법\"}, {\"title\": \"챌린지 제목\", \"description\": \"실천 방법\"}, {\"title\": \"챌린지 제목\", \"description\": \"실천 방법\"}]}
+규칙:
+- recommend는 한 문장으로 씁니다.
+- challenges는 정확히 3개이고, 각각 title과 description을 가집니다.
+- title은 짧고 분명하게, description은 오늘 바로 실천할 수 있는 구체적인 행동을 한두 문장으로 씁니다.
+- 값 안에는 큰따옴표, 역슬래시, 중괄호, 대괄호를 쓰지 않습니다.";
+
+/// Separates the instruction from the request in the first user message.
+const INSTRUCTION_SEPARATOR: &str = "\n\n";
+
+/// Messages for a base-info request: one user message, instruction first.
+pub fn base_info_messages(req: &ValidBaseInfo) -> Vec<ChatMessage> {
+    vec![ChatMessage::user(with_instruction(&base_info_request(req)))]
+}
+
+/// Messages for a free-text request: the instruction goes into the FIRST user message (the oldest
+/// history turn's, or the new request's when there is no history), then the history as
+/// alternating user/assistant messages, then the new request.
+///
+/// The instruction is not a system message because Mistral's chat template moves the system text
+/// into the last user turn, which would change the prompt's beginning on every turn and defeat
+/// prefix caching. To keep the history within the context window, the caller passes a shorter
+/// tail of the history (`&history[k..]`); the result only depends on the slice given.
+pub fn free_text_messages(
+    history: &[Turn],
+    message: &str,
+    category: &Category,
+) -> Vec<ChatMessage> {
+    let mut messages = Vec::with_capacity(2 * history.len() + 1);
+    for turn in history {
+        messages.push(ChatMessage::user(turn.user.clone()));
+        messages.push(ChatMessage::assistant(turn.assistant.clone()));
+    }
+    messages.push(ChatMessage::user(free_text_request(message, category)));
+    messages[0].content = with_instruction(&messages[0].content);
+    messages
+}
+
+/// The per-request part of a base-info prompt (without the instruction). Store this as
+/// `Turn::user` so that replaying the turn reproduces the prompt byte for byte.
+pub fn base_info_request(req: &ValidBaseInfo) -> String {
+    format!(
+        "[요청]\n지역: {}\n근무 형태: {}\n카테고리: {}\n위 조건에 맞는 {} 챌린지 3개를 추천해 주세요.",
+        req.location, req.work_type, req.category.label, req.category.label
+    )
+}
+
+/// The per-request part of a free-text prompt (without the instruction). Store this as
+/// `Turn::user` so that replaying the turn reproduces the prompt byte for byte.
+pub fn free_text_request(message: &str, category: &Category) -> String {
+    format!(
+        "[요청]\n카테고리: {}\n사용자 메시지: {}\n이 요청에 맞는 챌린지 3개를 추천해 주세요.",
+        category.label, message
+    )
+}
+
+fn with_instruction(request: &str) -> String {
+    format!("{INSTRUCTION}{INSTRUCTION_SEPARATOR}{request}")
+}
+
+/// Maximum lengths, in characters, of the answer's strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerBounds {
+    pub recommend_chars: usize,
+    pub title_chars: usize,
+    pub description_chars: usize,
+}
+
+/// Worst-case tokens per content character: the grammar allows only characters of at most 3
+/// UTF-8 bytes, and a byte-fallback tokenizer may spend one token per byte.
+const TOKENS_PER_CHAR: usize = 3;
+/// At most this many whitespace characters (each one byte) where the grammar allows whitespace.
+const MAX_WS_BYTES: usize = 1;
+/// The end-of-generation token.
+const EOG_TOKENS: usize = 1;
+
+impl AnswerBounds {
+    /// The largest bounds `fitting` hands out: enough for a sentence, a title and a description.
+    pub const MAX: AnswerBounds = AnswerBounds {
+        recommend_chars: 100,
+        title_chars: 30,
+        description_chars: 120,
+    };
+    /// Below this an answer is not worth generating.
+    pub const MIN: AnswerBounds = AnswerBounds {
+        recommend_chars: 10,
+        title_chars: 5,
+        description_chars: 10,
+    };
+
+    /// `MIN`: the smallest bounds `fitting` hands out.
+    pub const fn minimum() -> AnswerBounds {
+        Self::MIN
+    }
+
+    /// `MAX`: the largest bounds `fitting` hands out.
+    pub const fn maximum() -> AnswerBounds {
+        Self::MAX
+    }
+
+    /// The largest bounds (up to `MAX`) whose worst case fits `max_new_tokens`, with the content
+    /// budget shared roughly 20% recommend, 20% titles, 60% descriptions; `None` when not even
+    /// `MIN` fits.
+    pub fn fitting(max_new_tokens: usize) -> Option<AnswerBounds> {
+        let budget = max_new_tokens.checked_sub(fixed_tokens())? / TOKENS_PER_CHAR;
+        let (min, max) = (Self::MIN, Self::MAX);
+        if budget < min.content_chars() {
+            return None;
+        }
+        // Proportional shares: recommend budget/5, each title budget/15, each description
+        // budget/5, which add up to at most `budget`.
+        let mut b = AnswerBounds {
+            recommend_chars: (budget / 5).clamp(min.recommend_chars, max.recommend_chars),
+            title_chars: (budget / 15).clamp(min.title_chars, max.title_chars),
+            description_chars: (budget / 5).clamp(min.description_chars, max.description_chars),
+        };
+        // Raising a share to its minimum may overshoot a small budget: take it back from the
+        // descriptions, then the recommendation (both start above their minimum there).
+        while b.content_chars() > budget {
+            if b.description_chars > min.description_chars {
+                b.description_chars -= 1;
+            } else if b.recommend_chars > min.recommend_chars {
+                b.recommend_chars -= 1;
+            } else {
+                b.title_chars -= 1; // unreachable: MIN fits, checked above
+            }
+        }
+        // Capped shares leave budget over: give it to what is not capped yet.
+        loop {
+            let left = budget - b.content_chars();
+            let per_item = CHALLENGE_COUNT;
+            if b.description_chars < max.description_chars && left >= per_item {
+                b.description_chars += 1;
+            } else if b.title_chars < max.title_chars && left >= per_item {
+                b.title_chars += 1;
+            } else if b.recommend_chars < max.recommend_chars && left >= 1 {
+                b.recommend_chars += 1;
+            } else {
+                break;
+            }
+        }
+        Some(b)
+    }
+
+    /// Content characters of a longest answer.
+    fn content_chars(&self) -> usize {
+        self.recommend_chars + CHALLENGE_COUNT * (self.title_chars + self.description_chars)
+    }
+
+    /// Tokens the longest answer the grammar allows can take: one token per byte of fixed text
+    /// (keys, punctuation, quotes, maximal whitespace), `TOKENS_PER_CHAR` per content character,
+    /// plus the end-of-generation token.
+    pub fn worst_case_tokens(&self) -> usize {
+        fixed_tokens() + TOKENS_PER_CHAR * self.content_chars()
+    }
+
+    fn max_chars(&self, field: Field) -> usize {
+        match field {
+            Field::Recommend => self.recommend_chars,
+            Field::Title => self.title_chars,
+            Field::Description => self.description_chars,
+        }
+    }
+}
+
+/// The answer's JSON schema (for the OpenAI-style `response_format` and for documentation; the
+/// grammar below is what constrains decoding).
+pub fn answer_schema(b: &AnswerBounds) -> Value {
+    let string = |max: usize| json!({"type": "string", "minLength": 1, "maxLength": max});
+    json!({
+        "type": "object",
+        "properties": {
+            "recommend": string(b.recommend_chars),
+            "challenges": {
+                "type": "array",
+                "minItems": CHALLENGE_COUNT,
+                "maxItems": CHALLENGE_COUNT,
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "title": string(b.title_chars),
+                        "description": string(b.description_chars),
+                    },
+                    "required": ["title", "description"],
+                    "additionalProperties": false,
+                },
+            },
+        },
+        "required": ["recommend", "challenges"],
+        "additionalProperties": false,
+    })
+}
+
+/// A string field of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Recommend,
+    Title,
+    Description,
+}
+
+impl Field {
+    fn rule(self) -> &'static str {
+        match self {
+            Field::Recommend => "recommend-str",
+            Field::Title => "title-str",
+            Field::Description => "description-str",
+        }
+    }
+}
+
+/// One element of the answer's skeleton. The grammar and the worst-case count are both derived
+/// from the same skeleton, so they cannot disagree.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// Fixed text.
+    Lit(&'static str),
+    /// Optional whitespace, at most `MAX_WS_BYTES`.
+    Ws,
+    /// A quoted string of 1..=max characters.
+    Str(Field),
+    /// One challenge object (`ITEM`).
+    Item,
+}
+
+use Part::{Item, Lit, Str, Ws};
+
+const ROOT: &[Part] = &[
+    Lit("{"),
+    Ws,
+    Lit("\"recommend\":"),
+    Ws,
+    Str(Field::Recommend),
+    Ws,
+    Lit(","),
+    Ws,
+    Lit("\"challenges\":"),
+    Ws,
+    Lit("["),
+    Ws,
+    Item,
+    Ws,
+    Lit(","),
+    Ws,
+    Item,
+    Ws,
+    Lit(","),
+    Ws,
+    Item,
+    Ws,
+    Lit("]"),
+    Ws,
+    Lit("}"),
+];
+
+const ITEM: &[Part] = &[
+    Lit("{"),
+    Ws,
+    Lit("\"title\":"),
+    Ws,
+    Str(Field::Title),
+    Ws,
+    Lit(","),
+    Ws,
+    Lit("\"description\":"),
+    Ws,
+    Str(Field::Description),
+    Ws,
+    Lit("}"),
+];
+
+/// Tokens of everything but the content characters, end-of-generation included.
+fn fixed_tokens() -> usize {
+    fn fixed(parts: &[Part]) -> usize {
+        parts
+            .iter()
+            .map(|p| match p {
+                Lit(s) => s.len(),
+                Ws => MAX_WS_BYTES,
+                Str(_) => 2, // the quotes
+                Item => fixed(ITEM),
+            })
+            .sum()
+    }
+    fixed(ROOT) + EOG_TOKENS
+}
+
+/// Characters allowed in a string: printable text of the Basic Multilingual Plane except `"` `\`
+/// `{` `}` `[` `]`. Why so narrow:
+/// - no backslash means no escape sequences, so a character is never more than 3 bytes (a `\u`
+///   escape is 6, a 4-byte emoji would break the 3-tokens-per-character bound that keeps the
+///   answer inside the token budget; an answer cut by the budget was the original's failure);
+/// - no quotes, braces or brackets means a fragment streamed to the user can never contain JSON
+///   syntax, and the final text always parses;
+/// - no control characters (a raw newline inside a string is invalid JSON anyway).
+const CONTENT_CHAR: &str = r"[ !#-Z^-z|~\u00A0-\uD7FF\uE000-\uFFFD]";
+/// The first character of a string: the same without the space, so values do not start blank.
+const FIRST_CHAR: &str = r"[!#-Z^-z|~\u00A0-\uD7FF\uE000-\uFFFD]";
+
+/// The llama.cpp GBNF grammar (start rule `root`) that admits exactly the answers of
+/// `answer_schema(b)` in the compact form described by the skeleton above: keys in order, at most
+/// one space or newline between tokens, strings of 1..=max characters from `CONTENT_CHAR`.
+pub fn answer_grammar(b: &AnswerBounds) -> String {
+    fn render(parts: &[Part]) -> String {
+        parts
+            .iter()
+            .map(|p| match p {
+                Lit(s) => gbnf_literal(s),
+                Ws => "ws".to_owned(),
+                Str(f) => f.rule().to_owned(),
+                Item => "item".to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+    let mut g = String::new();
+    g.push_str(&format!("root ::= {}\n", render(ROOT)));
+    g.push_str(&format!("item ::= {}\n", render(ITEM)));
+    for field in [Field::Recommend, Field::Title, Field::Description] {
+        g.push_str(&format!(
+            "{} ::= \"\\\"\" first-char content-char{{0,{}}} \"\\\"\"\n",
+            field.rule(),
+            b.max_chars(field) - 1
+        ));
+    }
+    g.push_str(&format!("first-char ::= {FIRST_CHAR}\n"));
+    g.push_str(&format!("content-char ::= {CONTENT_CHAR}\n"));
+    g.push_str(&format!("ws ::= [ \\n]{{0,{MAX_WS_BYTES}}}\n"));
+    g
+}
+
+/// `s` as a GBNF string literal.
+fn gbnf_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::chat::Role;
+    use crate::leafresh::categories;
+
+    fn base_req() -> ValidBaseInfo {
+        ValidBaseInfo {
+            session_id: Some("s".into()),
+            location: "도시".into(),
+            work_type: "사무직".into(),
+            category: categories::by_label("디지털 탄소").unwrap(),
+        }
+    }
+
+    /// The longest answer the grammar admits (all whitespace used, every string full), built
+    /// independently of the skeleton.
+    fn longest_answer(b: &AnswerBounds) -> String {
+        let s = |n: usize| "가".repeat(n);
+        let item = format!(
+            "{{ \"title\": \"{}\" , \"description\": \"{}\" }}",
+            s(b.title_chars),
+            s(b.description_chars)
+        );
+        format!(
+            "{{ \"recommend\": \"{}\" , \"challenges\": [ {item} , {item} , {item} ] }}",
+            s(b.recommend_chars)
+        )
+    }
+
+    #[test]
+    fn worst_case_counts_every_fixed_byte_and_three_tokens_per_char() {
+        let b = AnswerBounds::MAX;
+        let text = longest_answer(&b);
+        let content = b.recommend_chars + 3 * (b.title_chars + b.description_chars);
+        // Each 가 is 3 bytes, so the byte length is fixed bytes + 3 * content chars.
+        assert_eq!(b.worst_case_tokens(), text.len() + 1);
+        assert_eq!(text.len() - 3 * content, fixed_tokens() - 1);
+        // And the longest answer is valid JSON of the schema's shape.
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["challenges"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn fitting_bounds_fit_every_budget_from_128_to_4096() {
+        let mut previous: Option<AnswerBounds> = None;
+        for budget in 128..=4096 {
+            let Some(b) = AnswerBounds::fitting(budget) else {
+                assert!(AnswerBounds::MIN.worst_case_tokens() > budget, "{budget}");
+                assert!(previous.is_none(), "bounds vanished at {budget}");
+                continue;
+            };
+            assert!(b.worst_case_tokens() <= budget, "{budget}: {b:?}");
+            for (v, min, max) in [
+                (b.recommend_chars, 10, 100),
+                (b.title_chars, 5, 30),
+                (b.description_chars, 10, 120),
+            ] {
+                assert!((min..=max).contains(&v), "{budget}: {b:?}");
+            }
+            if let Some(p) = previous {
+                // More budget never means a shorter answer.
+                assert!(
+                    b.content_chars() >= p.content_chars(),
+                    "{budget}: {p:?} -> {b:?}"
+                );
+            }
+            // Nearly all of the budget is used unless everything is at its maximum.
+            if b != AnswerBounds::MAX {
+                assert!(
+                    budget - b.worst_case_tokens() < 3 * TOKENS_PER_CHAR,
+                    "{budget}: {b:?}"
+                );
+            }
+            previous = Some(b);
+        }
+        assert_eq!(AnswerBounds::fitting(4096), Some(AnswerBounds::MAX));
+    }
+
+    #[test]
+    fn fitting_gives_none_for_tiny_budgets_and_min_at_the_threshold() {
+        assert_eq!(AnswerBounds::fitting(0), None);
+        assert_eq!(AnswerBounds::fitting(128), None);
+        let threshold = AnswerBounds::MIN.worst_case_tokens();
+        assert_eq!(AnswerBounds::fitting(threshold - 1), None);
+        assert_eq!(AnswerBounds::fitting(threshold), Some(AnswerBounds::MIN));
+    }
+
+    #[test]
+    fn fitting_shares_the_budget_mostly_to_descriptions() {
+        // The original's defaults: 1024 tokens for base-info, 512 for free-text.
+        let b = AnswerBounds::fitting(1024).unwrap();
+        assert!(b.description_chars > b.title_chars);
+        assert!(b.description_chars >= 50, "{b:?}");
+        assert!(b.worst_case_tokens() <= 1024);
+        let b = AnswerBounds::fitting(512).unwrap();
+        assert!(b.worst_case_tokens() <= 512);
+    }
+
+    #[test]
+    fn schema_states_the_bounds_and_exactly_three_challenges() {
+        let b = AnswerBounds::MAX;
+        let s = answer_schema(&b);
+        assert_eq!(s["properties"]["recommend"]["maxLength"], 100);
+        let challenges = &s["properties"]["challenges"];
+        assert_eq!(challenges["minItems"], 3);
+        assert_eq!(challenges["maxItems"], 3);
+        assert_eq!(challenges["items"]["properties"]["title"]["maxLength"], 30);
+        assert_eq!(challenges["items"]["properties"]["title"]["minLength"], 1);
+        assert_eq!(
+            challenges["items"]["properties"]["description"]["maxLength"],
+            120
+        );
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(challenges["items"]["additionalProperties"], false);
+        assert_eq!(s["required"], json!(["recommend", "challenges"]));
+    }
+
+    #[test]
+    fn grammar_has_root_the_bounds_and_only_safe_characters() {
+        let b = AnswerBounds {
+            recommend_chars: 41,
+            title_chars: 17,
+            description_chars: 73,
+        };
+        let g = answer_grammar(&b);
+        assert!(
+            g.starts_with("root ::= \"{\" ws \"\\\"recommend\\\":\""),
+            "{g}"
+        );
+        assert!(
+            g.contains("recommend-str ::= \"\\\"\" first-char content-char{0,40} \"\\\"\""),
+            "{g}"
+        );
+        assert!(g.contains("title-str ::= \"\\\"\" first-char content-char{0,16} \"\\\"\""));
+        assert!(g.contains("description-str ::= \"\\\"\" first-char content-char{0,72} \"\\\"\""));
+        assert_eq!(g.matches(" item ").count(), 3, "{g}");
+        assert!(g.contains("\"\\\"challenges\\\":\""));
+        assert!(g.contains("ws ::= [ \\n]{0,1}"));
+        // Every rule referenced is defined.
+        for rule in [
+            "item",
+            "recommend-str",
+            "title-str",
+            "description-str",
+            "first-char",
+            "content-char",
+            "ws",
+        ] {
+            assert!(
+                g.contains(&format!("\n{rule} ::= ")),
+                "{rule} missing in {g}"
+            );
+        }
+    }
+
+    #[test]
+    fn content_class_excludes_json_syntax_and_escapes() {
+        // The ASCII part of the class, spelled out: printable minus " \ { } [ ].
+        let allowed: String = (0x20u8..0x7f)
+            .map(char::from)
+            .filter(|c| !"\"\\{}[]".contains(*c))
+            .collect();
+        let in_class = |c: char| {
+            matches!(c, ' ' | '!' | '#'..='Z' | '^'..='z' | '|' | '~')
+                || ('\u{A0}'..='\u{D7FF}').contains(&c)
+                || ('\u{E000}'..='\u{FFFD}').contains(&c)
+        };
+        let from_class: String = (0x20u8..0x7f)
+            .map(char::from)
+            .filter(|c| in_class(*c))
+            .collect();
+        assert_eq!(from_class, allowed);
+        assert!(CONTENT_CHAR.starts_with("[ !#-Z^-z|~"));
+        assert!(!FIRST_CHAR.contains("[ "));
+        assert!(in_class('가') && in_class('힣') && !in_class('😀') && !in_class('\u{85}'));
+    }
+
+    #[test]
+    fn every_prompt_starts_with_the_same_instruction() {
+        let cat = categories::default_category();
+        let base = base_info_messages(&base_req());
+        let free = free_text_messages(&[], "텀블러 챌린지 추천해줘", cat);
+        let history = [Turn {
+            user: "[요청]\n이전".into(),
+            assistant: "{\"recommend\": \"a\"}".into(),
+        }];
+        let with_history = free_text_messages(&history, "다른 것도 추천해줘", cat);
+        let prefix = format!("{INSTRUCTION}\n\n");
+        for messages in [&base, &free, &with_history] {
+            assert_eq!(messages[0].role, Role::User);
+            assert!(messages[0].content.starts_with(&prefix));
+            assert!(messages.iter().all(|m| m.role != Role::System));
+        }
+        assert_eq!(INSTRUCTION.matches("challenges").count(), 2);
+    }
+
+    #[test]
+    fn base_info_prompt_names_location_work_type_and_category() {
+        let m = base_info_messages(&base_req());
+        assert_eq!(m.len(), 1);
+        let text = &m[0].content;
+        for part in ["도시", "사무직", "디지털 탄소"] {
+            assert!(text[INSTRUCTION.len()..].contains(part), "{part} missing");
+        }
+        assert!(!text.contains("DIGITAL_CARBON"));
+        assert!(text.ends_with(&base_info_request(&base_req())));
+    }
+
+    #[test]
+    fn free_text_prompt_replays_history_and_ends_with_the_new_request() {
+        let cat = categories::by_label("비건").unwrap();
+        let history = vec![
+            Turn {
+                user: "첫 요청".into(),
+                assistant: "첫 답".into(),
+            },
+            Turn {
+                user: "둘째 요청".into(),
+                assistant: "둘째 답".into(),
+            },
+        ];
+        let m = free_text_messages(&history, "채식 챌린지 더 알려줘", cat);
+        let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
+        use Role::{Assistant, User};
+        assert_eq!(roles, [User, Assistant, User, Assistant, User]);
+        assert_eq!(m[0].content, format!("{INSTRUCTION}\n\n첫 요청"));
+        assert_eq!(m[1].content, "첫 답");
+        assert_eq!(m[2].content, "둘째 요청");
+        assert_eq!(
+            m[4].content,
+            free_text_request("채식 챌린지 더 알려줘", cat)
+        );
+        assert!(m[4].content.contains("비건") && m[4].content.contains("채식 챌린지 더 알려줘"));
+    }
+
+    #[test]
+    fn a_turn_replayed_from_history_reproduces_its_own_prompt() {
+        // Turn 1's prompt must be a prefix of turn 2's prompt (prefix caching across turns).
+        let cat = categories::default_category();
+        let first = free_text_messages(&[], "텀블러 챌린지 추천해줘", cat);
+        let turn = Turn {
+            user: free_text_request("텀블러 챌린지 추천해줘", cat),
+            assistant: "답".into(),
+        };
+        let second = free_text_messages(std::slice::from_ref(&turn), "더 알려줘", cat);
+        assert_eq!(second[0], first[0]);
+        // Same for a base-info turn followed by free text.
+        let base = base_info_messages(&base_req());
+        let turn = Turn {
+            user: base_info_request(&base_req()),
+            assistant: "답".into(),
+        };
+        let next = free_text_messages(&[turn], "더 알려줘", cat);
+        assert_eq!(next[0], base[0]);
+    }
+}

@@ -1,0 +1,11 @@
+//! leafresh-llm: serves a quantized LLM through an embedded llama.cpp, for the Leafresh
+//! eco-challenge chatbot (its streaming recommendation API) and for OpenAI-compatible clients.
+//!
+//! Rooms: `config` (settings), `engine` (everything that touches llama.cpp), `leafresh` (the
+//! chatbot domain, pure Rust), `http` (thin actix handlers), `testmodel` (tiny GGUF files for tests).
+
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod leafresh;
+pub mod testmodel;

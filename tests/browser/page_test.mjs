@@ -1,0 +1,176 @@
+// Drives the service's test page (GET /) in headless Chromium, the way a person would:
+// asks base-info for three challenges and checks the cards, the streamed text, and that
+// validation errors reach the error box.
+//
+// Usage: node tests/browser/page_test.mjs BASE_URL SCREENSHOT.png
+// Uses Debian's Chromium (env CHROMIUM, default /usr/bin/chromium) through playwright-core;
+// nothing is downloaded. Exits 0 when every check passed, 1 with the failed check otherwise.
+
+import { chromium } from "playwright-core";
+import { mkdtemp, mkdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+
+const GENERATION_TIMEOUT_MS = 120_000;
+const QUICK_TIMEOUT_MS = 30_000;
+const CATEGORY_LABEL = "디지털 탄소";
+const CATEGORY_CODE = "DIGITAL_CARBON";
+
+const [baseArg, screenshotArg] = process.argv.slice(2);
+if (!baseArg || !screenshotArg) {
+  console.error("usage: node page_test.mjs BASE_URL SCREENSHOT.png");
+  process.exit(2);
+}
+const baseUrl = baseArg.replace(/\/+$/, "");
+const screenshotPath = path.resolve(screenshotArg);
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+
+class CheckFailed extends Error {}
+function check(condition, what) {
+  if (!condition) throw new CheckFailed(what);
+  console.log("ok - " + what);
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).textContent()) ?? "";
+}
+
+// Waits until #cards holds `count` cards, but stops early if #error fills instead, so a server
+// error fails the test with its message rather than with a bare timeout.
+async function waitForCardsOrError(page, count, timeout) {
+  await page.waitForFunction(
+    (n) =>
+      document.querySelectorAll("#cards .challenge-card").length === n ||
+      document.getElementById("error").textContent.trim() !== "",
+    count,
+    { timeout, polling: 100 },
+  ).catch(async () => {
+    const cards = await page.locator("#cards .challenge-card").count();
+    const state = await page.getAttribute("#status", "data-state");
+    const streamed = ((await text(page, "#stream")) || "").slice(-200);
+    throw new CheckFailed(
+      `no ${count} cards within ${timeout / 1000} s (cards ${cards}, status ${state}, stream ends ${JSON.stringify(streamed)})`,
+    );
+  });
+}
+
+async function run(page) {
+  const pageErrors = [];
+  page.on("pageerror", (err) => pageErrors.push(err.message));
+  const foreignRequests = [];
+  const origin = new URL(baseUrl).origin;
+  page.on("request", (req) => {
+    const url = req.url();
+    if (!url.startsWith(origin) && !url.startsWith("data:")) foreignRequests.push(url);
+  });
+
+  const response = await page.goto(baseUrl + "/", { waitUntil: "load" });
+  check(response && response.status() === 200, `GET ${baseUrl}/ answers 200 (got ${response?.status()})`);
+
+  await page.waitForFunction(() => /HTTP \d+/.test(document.getElementById("health-result").textContent), null, {
+    timeout: QUICK_TIMEOUT_MS,
+  });
+  const health = await text(page, "#health-result");
+  check(health.startsWith("HTTP 200"), `health section shows HTTP 200 (shows ${JSON.stringify(health.split("\n")[0])})`);
+
+  const sessionId = await page.inputValue("#sessionId");
+  check(sessionId.trim() !== "", `sessionId is prefilled (${sessionId})`);
+
+  // --- base-info: three cards ---
+  await page.fill("#location", "도시");
+  await page.fill("#workType", "사무직");
+  await page.selectOption("#category", { label: CATEGORY_LABEL });
+  const started = Date.now();
+  await page.click("#btn-base-info");
+  console.log(`... base-info requested (location=도시, workType=사무직, category=${CATEGORY_LABEL}); waiting up to ${GENERATION_TIMEOUT_MS / 1000} s`);
+  await waitForCardsOrError(page, 3, GENERATION_TIMEOUT_MS);
+  const seconds = ((Date.now() - started) / 1000).toFixed(1);
+
+  const error = (await text(page, "#error")).trim();
+  check(error === "", `#error is empty after base-info (shows ${JSON.stringify(error)})`);
+  const cards = page.locator("#cards .challenge-card");
+  check((await cards.count()) === 3, `#cards holds exactly 3 .challenge-card elements (after ${seconds} s)`);
+  const streamed = (await text(page, "#stream")).trim();
+  check(streamed.length > 0, `#stream received text (${streamed.length} chars: ${JSON.stringify(streamed.slice(0, 60))}…)`);
+  const state = await page.getAttribute("#status", "data-state");
+  check(state === "done", `#status says done (state ${state})`);
+  for (let i = 0; i < 3; i++) {
+    const card = cards.nth(i);
+    const title = ((await card.locator(".card-title").textContent()) ?? "").trim();
+    const category = ((await card.locator(".card-category").textContent()) ?? "").trim();
+    check(title.length > 0, `card ${i + 1} has a title (${JSON.stringify(title)})`);
+    check(category === CATEGORY_CODE, `card ${i + 1} category is ${CATEGORY_CODE} (got ${JSON.stringify(category)})`);
+  }
+  const recommend = (await text(page, "#recommend")).trim();
+  console.log(`    recommend: ${JSON.stringify(recommend)}`);
+
+  await mkdir(path.dirname(screenshotPath), { recursive: true });
+  await page.screenshot({ path: screenshotPath, fullPage: true });
+  const { size } = await stat(screenshotPath);
+  check(size > 0, `full-page screenshot saved to ${screenshotPath} (${size} bytes)`);
+
+  // --- base-info validation: HTTP 400 JSON, which EventSource only sees as a failed connection ---
+  await page.fill("#location", "");
+  await page.click("#btn-base-info");
+  await page.waitForFunction(() => document.getElementById("error").textContent.includes("location은 필수입니다."), null, {
+    timeout: QUICK_TIMEOUT_MS,
+  }).catch(() => {});
+  const validation = (await text(page, "#error")).trim();
+  check(validation.includes("location은 필수입니다."), `empty location shows "location은 필수입니다." in #error (shows ${JSON.stringify(validation)})`);
+  check((await cards.count()) === 0, "the previous cards were cleared");
+  check((await page.getAttribute("#status", "data-state")) === "error", "#status says error");
+
+  // --- free-text validation: an SSE `error` event inside an HTTP 200 stream ---
+  await page.fill("#message", "");
+  await page.click("#btn-free-text");
+  await page.waitForFunction(() => document.getElementById("error").textContent.includes("message는 필수입니다."), null, {
+    timeout: QUICK_TIMEOUT_MS,
+  }).catch(() => {});
+  const freeText = (await text(page, "#error")).trim();
+  check(freeText.includes("message는 필수입니다."), `empty free-text message shows "message는 필수입니다." in #error (shows ${JSON.stringify(freeText)})`);
+
+  check(pageErrors.length === 0, `no uncaught page errors (${pageErrors.join("; ") || "none"})`);
+  check(foreignRequests.length === 0, `the page requested nothing outside ${origin} (${foreignRequests.join(", ") || "none"})`);
+}
+
+async function main() {
+  const userDataDir = await mkdtemp(path.join(tmpdir(), "leafresh-page-test-"));
+  let context;
+  try {
+    context = await chromium.launchPersistentContext(userDataDir, {
+      executablePath,
+      headless: true,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+      ],
+      viewport: { width: 1100, height: 900 },
+      locale: "ko-KR",
+    });
+  } catch (err) {
+    console.error(`FAIL: cannot launch Chromium at ${executablePath} (set CHROMIUM to override): ${err.message}`);
+    await rm(userDataDir, { recursive: true, force: true });
+    return 1;
+  }
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    await run(page);
+    console.log("PASS: test page works against " + baseUrl);
+    return 0;
+  } catch (err) {
+    if (err instanceof CheckFailed) console.error("FAIL: " + err.message);
+    else console.error("FAIL: " + (err.stack || err));
+    return 1;
+  } finally {
+    await context.close().catch(() => {});
+    await rm(userDataDir, { recursive: true, force: true });
+  }
+}
+
+process.exitCode = await main();

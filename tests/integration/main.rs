@@ -1,0 +1,8 @@
+//! Integration tests: the real llama.cpp engine on tiny GGUF files the project generates, and the
+//! real service binary on a free loopback port.
+
+mod browser;
+mod model_file;
+mod recommend;
+mod startup;
+mod support;

@@ -1,0 +1,186 @@
+//! Start-up: bad model files and settings are refused before the port is bound, with messages
+//! that say what to do; a good model logs what was loaded and where it listens.
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use leafresh_llm::testmodel::TinyModelSpec;
+
+use crate::support::{binary, client, free_port, tiny_model, tiny_model_with, Service};
+
+/// Runs the service with `model` and expects it to exit by itself.
+fn run_expecting_exit(model: &Path, extra: &[&str]) -> (Output, u16) {
+    let port = free_port();
+    let output = Command::new(binary())
+        .arg("--model")
+        .arg(model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(extra)
+        .env_remove("LEAFRESH_MODEL")
+        .output()
+        .expect("run leafresh-llm");
+    (output, port)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_model_exits_before_binding_with_the_absolute_path_and_the_download_hint() {
+    let (output, port) = run_expecting_exit(Path::new("gguf/none.gguf"), &[]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    let absolute = std::env::current_dir().unwrap().join("gguf/none.gguf");
+    assert!(
+        message.contains(&absolute.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("scripts/download-model"), "{message}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "port was bound"
+    );
+}
+
+#[test]
+fn bad_model_files_give_a_clear_error_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let magic_only = dir.path().join("magic.gguf");
+    std::fs::write(&magic_only, b"GGUF").unwrap();
+    let text = dir.path().join("notes.gguf");
+    std::fs::write(&text, "this is not a model, just some text\n".repeat(10)).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    let full = std::fs::read(tiny_model()).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+
+    for (path, expected) in [
+        (&empty, "too short"),
+        (&magic_only, "too short"),
+        (&text, "GGUF magic"),
+        (&truncated, "could not load"),
+        (&dir.path().to_path_buf(), "not a regular file"),
+    ] {
+        let (output, port) = run_expecting_exit(path, &[]);
+        let message = stderr(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{}: {message}",
+            path.display()
+        );
+        assert!(message.contains(expected), "{}: {message}", path.display());
+        assert!(!message.contains("panicked"), "{message}");
+        assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    }
+}
+
+#[test]
+fn invalid_settings_are_refused_naming_the_setting() {
+    for (args, name) in [
+        (&["--parallel", "0"][..], "--parallel"),
+        (&["--ctx-size", "abc"][..], "--ctx-size"),
+    ] {
+        let (output, _) = run_expecting_exit(&tiny_model(), args);
+        assert!(!output.status.success());
+        assert!(stderr(&output).contains(name), "{}", stderr(&output));
+    }
+    // The environment twin is checked the same way.
+    let output = Command::new(binary())
+        .args(["--model"])
+        .arg(tiny_model())
+        .env("LEAFRESH_THREADS", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--threads"), "{}", stderr(&output));
+}
+
+#[test]
+fn start_up_log_says_what_was_loaded_and_that_loopback_is_local_only() {
+    let service = Service::start(&tiny_model(), &["--threads", "2", "--ctx-size", "2048"]);
+    let log = service.log();
+    for needle in [
+        "model loaded",
+        "tiny-llama.gguf",
+        "layers=2",
+        "context=2048",
+        "threads=2",
+        "gpu_layers=0",
+    ] {
+        assert!(log.contains(needle), "missing {needle:?} in:\n{log}");
+    }
+    assert!(
+        log.contains(&format!("listening on {}", service.base_url())),
+        "{log}"
+    );
+    assert!(log.contains("only this machine can connect"), "{log}");
+    assert!(log.contains("--host 0.0.0.0"), "{log}");
+}
+
+#[test]
+fn health_is_ok_once_the_model_is_loaded() {
+    let service = Service::start(&tiny_model(), &[]);
+    let response = client().get(service.url("/health")).send().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().unwrap(), r#"{"status":"ok"}"#);
+}
+
+#[test]
+fn health_is_unreachable_before_the_model_is_loaded() {
+    // The port is bound only after loading: a client sees a refused connection, never a 200.
+    let port = free_port();
+    let mut child = Command::new(binary())
+        .arg("--model")
+        .arg(tiny_model())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut saw_refused_or_ok = false;
+    for _ in 0..600 {
+        match client()
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+        {
+            Ok(r) => {
+                assert_eq!(r.status(), 200);
+                saw_refused_or_ok = true;
+                break;
+            }
+            Err(e) => assert!(e.is_connect(), "{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(saw_refused_or_ok);
+}
+
+#[test]
+fn a_model_without_a_chat_template_falls_back_to_mistral_format() {
+    let spec = TinyModelSpec {
+        chat_template: None,
+        ..TinyModelSpec::default()
+    };
+    let model = tiny_model_with("tiny-no-template.gguf", &spec);
+    let service = Service::start(&model, &[]);
+    assert!(
+        service.log().contains("fallback: mistral"),
+        "{}",
+        service.log()
+    );
+    let url = service.url(&format!(
+        "/ai/chatbot/recommendation/base-info?location={}&workType={}&category={}",
+        crate::support::encode("도시"),
+        crate::support::encode("사무직"),
+        crate::support::encode("비건")
+    ));
+    let (status, _, events) = crate::support::get_events(&url);
+    assert_eq!(status, 200);
+    assert_eq!(events.last().unwrap().event, "close");
+}

@@ -1,0 +1,246 @@
+//! Test helpers: the tiny generated model, the real service binary on a free port, and a small
+//! SSE reader. Everything runs the actual llama.cpp engine; nothing is mocked.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use leafresh_llm::testmodel::{write_tiny_llama, TinyModelSpec};
+use serde_json::Value;
+
+/// How long the service may take to load the tiny model and bind.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The tiny model, generated once per test run.
+pub fn tiny_model() -> PathBuf {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tiny-llama.gguf");
+            write_tiny_llama(&path, &TinyModelSpec::default()).expect("write the tiny model");
+            path
+        })
+        .clone()
+}
+
+/// A tiny model written with another spec (for example without a chat template).
+pub fn tiny_model_with(name: &str, spec: &TinyModelSpec) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    write_tiny_llama(&path, spec).expect("write the tiny model");
+    path
+}
+
+/// A free loopback port (bound and released; fine for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_leafresh-llm")
+}
+
+/// The real `leafresh-llm` process, killed on drop. Its log goes to a file the test can read.
+pub struct Service {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Service {
+    /// Starts the service with `--model model` and `extra_args`, and waits for `/health`.
+    pub fn start(model: &Path, extra_args: &[&str]) -> Service {
+        let port = free_port();
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("service-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("create log file");
+        let child = Command::new(binary())
+            .arg("--model")
+            .arg(model)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra_args)
+            .env_remove("RUST_LOG")
+            .env_remove("LEAFRESH_MODEL")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start leafresh-llm");
+        let mut service = Service { child, port, log };
+        service.wait_healthy();
+        service
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("service exited early ({status}):\n{}", self.log());
+            }
+            if let Ok(r) = client().get(self.url("/health")).send() {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "service not healthy after {START_TIMEOUT:?}:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{}", self.base_url(), path_and_query)
+    }
+
+    /// Everything the service has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times.
+    pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("http client")
+}
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    /// The raw `data:` text.
+    pub raw: String,
+}
+
+impl SseEvent {
+    /// The data as JSON (panics with the raw text when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.raw)
+            .unwrap_or_else(|e| panic!("data is not JSON ({e}): {:?}", self.raw))
+    }
+}
+
+/// Reads SSE events from a response body as they arrive.
+pub struct SseReader<R: Read> {
+    lines: BufReader<R>,
+}
+
+impl<R: Read> SseReader<R> {
+    pub fn new(body: R) -> Self {
+        Self {
+            lines: BufReader::new(body),
+        }
+    }
+
+    /// The next event; `None` at the end of the stream. Comment frames are skipped.
+    /// Panics on a `data:` line that is not valid UTF-8.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        let mut event = String::from("message");
+        let mut data: Vec<String> = Vec::new();
+        loop {
+            let mut raw = Vec::new();
+            if self.lines.read_until(b'\n', &mut raw).ok()? == 0 {
+                return None;
+            }
+            let line = String::from_utf8(raw).expect("SSE line is valid UTF-8");
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(SseEvent {
+                    event,
+                    raw: data.join("\n"),
+                });
+            }
+            if let Some(value) = line.strip_prefix("event:") {
+                event = value.trim_start().to_owned();
+            } else if let Some(value) = line.strip_prefix("data:") {
+                data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+            }
+        }
+    }
+}
+
+/// GETs `url` and returns the response status, headers and all its SSE events.
+pub fn get_events(
+    url: &str,
+) -> (
+    reqwest::StatusCode,
+    reqwest::header::HeaderMap,
+    Vec<SseEvent>,
+) {
+    let response = client().get(url).send().expect("request");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut reader = SseReader::new(response);
+    let mut events = Vec::new();
+    while let Some(event) = reader.next_event() {
+        events.push(event);
+    }
+    (status, headers, events)
+}
+
+/// Percent-encodes a query value the way a browser does (UTF-8, every non-ASCII byte escaped).
+pub fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `prompt_tokens=N` of each finished generation of `endpoint`, in log order.
+pub fn logged_prompt_tokens(log: &str, endpoint: &str) -> Vec<usize> {
+    log.lines()
+        .filter(|l| {
+            l.contains("generation finished") && l.contains(&format!("endpoint=\"{endpoint}\""))
+        })
+        .filter_map(|l| {
+            let rest = l.split("prompt_tokens=").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
