@@ -1,37 +1,63 @@
-//! Writes a tiny llama-architecture GGUF with random weights and Mistral v0.3's tokenizer layout
-//! and chat template, for tests and manual runs of the server without the real model.
+//! Writes a llama-architecture GGUF with random weights and Mistral v0.3's tokenizer layout and
+//! chat template: tiny for tests and manual runs of the server without the real model, or
+//! full-size (`--preset mistral-7b`) for benchmarks. `--check` then loads the file with llama.cpp
+//! and decodes a few tokens, so a benchmark model is known to work before a server is started.
 //!
 //! Run through `scripts/make-test-model`, or:
 //! `cargo run --release --example make_test_model -- OUT.gguf [options]`
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use leafresh_llm::testmodel::{vocab, write_tiny_llama, TensorType, TinyModelSpec};
+use leafresh_llm::testmodel::{write_tiny_llama, TensorType, TinyModelSpec, PRESETS};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
 
 const USAGE: &str = "\
 Usage: make-test-model OUT.gguf [options]
 
-Writes a tiny llama-architecture GGUF: random weights, a SentencePiece vocabulary with all
-Hangul syllables and byte fallback, and the Mistral-7B-Instruct-v0.3 chat template.
+Writes a llama-architecture GGUF: random weights, a SentencePiece vocabulary with all Hangul
+syllables and byte fallback, and the Mistral-7B-Instruct-v0.3 chat template. Tiny by default;
+the presets have real shapes and 4-bit weights, for benchmarks (text is gibberish, speed is real).
 
-Options (defaults in brackets):
+Options (defaults in brackets; shape options override the preset):
+  --preset NAME   tiny [default], 1b (16x2048, ~0.62 GB) or mistral-7b (32x4096, ~4.1 GB);
+                  1b and mistral-7b have 32,768 tokens and Q4_0 weights
   --layers N      transformer blocks [2]
   --embd N        hidden size [64]
   --ff N          feed-forward size [128]
   --heads N       attention heads [4]
   --kv-heads N    key/value heads [2]
   --ctx N         training context length [4096]
+  --vocab N       vocabulary size, 12328..~35000 [12328]
   --seed N        seed of the random weights [0x1eaf5eed]
-  --f16           store weight matrices as F16 instead of F32
+  --f32 | --f16 | --q4_0
+                  element type of the weight matrices [f32; q4_0 with a big preset]
   --no-template   write no tokenizer.chat_template key
-  -h, --help      print this help";
+  --check         load the written file with llama.cpp and decode a few tokens
+  --check-only    do not write: check OUT.gguf as it is (any GGUF, the real model too)
+  -h, --help      print this help
+
+Example: make-test-model --preset mistral-7b --q4_0 --check target/bench-models/mistral-7b-q4_0.gguf";
+
+/// What the command line asks for.
+struct Args {
+    out: PathBuf,
+    spec: TinyModelSpec,
+    check: bool,
+    write: bool,
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (out, spec) = match parse(&args) {
+    let args = match parse(&args) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => {
             // Ignored: a closed pipe (`| head`) is not an error worth a panic.
@@ -39,35 +65,61 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(message) => {
-            eprintln!("make-test-model: {message}\n\n{USAGE}");
+            eprintln!("make-test-model: {message}\n\nRun with --help for the options.");
             return ExitCode::from(2);
         }
     };
-
-    let started = Instant::now();
-    if let Err(err) = write_tiny_llama(&out, &spec) {
-        eprintln!("make-test-model: cannot write {}: {err}", out.display());
-        return ExitCode::FAILURE;
+    let (out, spec) = (&args.out, &args.spec);
+    if args.write {
+        if let Err(err) = write(out, spec) {
+            eprintln!("make-test-model: cannot write {}: {err}", out.display());
+            return ExitCode::FAILURE;
+        }
     }
-    let elapsed = started.elapsed();
-    let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    let _ = writeln!(
-        std::io::stdout(),
-        "{}: {size} bytes ({:.1} MiB), {} tokens, {} layers x {} embd, written in {} ms",
-        out.display(),
-        size as f64 / (1024.0 * 1024.0),
-        vocab::tiny_vocab().len(),
-        spec.n_layer,
-        spec.n_embd,
-        elapsed.as_millis()
-    );
+    if args.check {
+        if let Err(message) = check(out) {
+            eprintln!(
+                "make-test-model: check of {} failed: {message}",
+                out.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }
 
+/// Writes the file and says how big it is and how long it took.
+fn write(out: &Path, spec: &TinyModelSpec) -> std::io::Result<()> {
+    let started = Instant::now();
+    write_tiny_llama(out, spec)?;
+    let elapsed = started.elapsed();
+    let size = std::fs::metadata(out)?.len();
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}: {size} bytes ({:.1} MiB), {:?} weights, {} tokens, {} layers x {} embd, written in {:.2} s",
+        out.display(),
+        size as f64 / (1024.0 * 1024.0),
+        spec.weight_type,
+        spec.n_vocab,
+        spec.n_layer,
+        spec.n_embd,
+        elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
 /// `Ok(None)` means help was asked for.
-fn parse(args: &[String]) -> Result<Option<(PathBuf, TinyModelSpec)>, String> {
+fn parse(args: &[String]) -> Result<Option<Args>, String> {
+    // The preset first, wherever it stands, so that shape options always override it.
     let mut spec = TinyModelSpec::default();
+    if let Some(i) = args.iter().position(|a| a == "--preset") {
+        let name = args.get(i + 1).ok_or("--preset needs a value")?;
+        spec = TinyModelSpec::preset(name)
+            .ok_or_else(|| format!("unknown preset {name:?}; known: {}", PRESETS.join(", ")))?;
+    }
     let mut out = None;
+    let mut check = false;
+    let mut write = true;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| {
@@ -77,15 +129,21 @@ fn parse(args: &[String]) -> Result<Option<(PathBuf, TinyModelSpec)>, String> {
         };
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
+            "--preset" => drop(value(arg)?),
             "--layers" => spec.n_layer = number(arg, &value(arg)?)?,
             "--embd" => spec.n_embd = number(arg, &value(arg)?)?,
             "--ff" => spec.n_ff = number(arg, &value(arg)?)?,
             "--heads" => spec.n_head = number(arg, &value(arg)?)?,
             "--kv-heads" => spec.n_head_kv = number(arg, &value(arg)?)?,
             "--ctx" => spec.context_length = number(arg, &value(arg)?)?,
+            "--vocab" => spec.n_vocab = number(arg, &value(arg)?)?,
             "--seed" => spec.seed = seed(&value(arg)?)?,
+            "--f32" => spec.weight_type = TensorType::F32,
             "--f16" => spec.weight_type = TensorType::F16,
+            "--q4_0" | "--q4-0" => spec.weight_type = TensorType::Q4_0,
             "--no-template" => spec.chat_template = None,
+            "--check" => check = true,
+            "--check-only" => (check, write) = (true, false),
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
             path if out.is_none() => out = Some(PathBuf::from(path)),
             extra => return Err(format!("unexpected argument {extra}")),
@@ -93,7 +151,12 @@ fn parse(args: &[String]) -> Result<Option<(PathBuf, TinyModelSpec)>, String> {
     }
     let out = out.ok_or("missing OUT.gguf")?;
     spec.validate().map_err(|err| err.to_string())?;
-    Ok(Some((out, spec)))
+    Ok(Some(Args {
+        out,
+        spec,
+        check,
+        write,
+    }))
 }
 
 fn number(flag: &str, value: &str) -> Result<u32, String> {
@@ -108,4 +171,87 @@ fn seed(value: &str) -> Result<u64, String> {
         None => value.parse(),
     };
     parsed.map_err(|_| format!("--seed expects an integer (decimal or 0x hex), got {value:?}"))
+}
+
+/// Tokens generated by `--check`: enough for a stable tokens/s, few enough for a 7B on 2 cores.
+const CHECK_TOKENS: usize = 16;
+/// A Leafresh-like prompt: Korean, JSON, the `[INST]` markers as control tokens.
+const CHECK_PROMPT: &str =
+    "[INST] 도시에 사는 사무직을 위한 디지털 탄소 챌린지 세 개를 JSON으로 추천해줘.[/INST] {\"recommend\":\"";
+
+/// Loads `path` with llama.cpp (as the service does: mmap, all cores), prefills
+/// [`CHECK_PROMPT`] and decodes [`CHECK_TOKENS`] greedy tokens, checking every logit is finite.
+/// Prints load time, prompt and generation speed.
+fn check(path: &Path) -> Result<(), String> {
+    let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+    if std::env::var_os("LEAFRESH_CHECK_LLAMA_LOGS").is_none() {
+        backend.void_logs();
+    }
+    let threads = std::thread::available_parallelism().map_or(4, |n| n.get()) as i32;
+
+    let started = Instant::now();
+    let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default())
+        .map_err(|e| format!("load: {e} (set LEAFRESH_CHECK_LLAMA_LOGS=1 for llama.cpp's log)"))?;
+    let load_s = started.elapsed().as_secs_f64();
+
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(512))
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model
+        .new_context(&backend, params)
+        .map_err(|e| format!("context: {e}"))?;
+    let prompt = model.vocab().tokenize(CHECK_PROMPT.as_bytes(), true, true);
+
+    let started = Instant::now();
+    let mut batch = LlamaBatch::new(prompt.len().max(1), 1);
+    batch
+        .add_sequence(&prompt, 0, false)
+        .map_err(|e| e.to_string())?;
+    ctx.decode(&mut batch)
+        .map_err(|e| format!("prefill: {e}"))?;
+    let prefill_s = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut last = batch.n_tokens() - 1;
+    let first_pos = prompt.len() as i32;
+    for pos in first_pos..first_pos + CHECK_TOKENS as i32 {
+        let next = greedy(ctx.get_logits_ith(last), model.n_vocab())
+            .map_err(|e| format!("position {pos}: {e}"))?;
+        batch.clear();
+        batch
+            .add(next, pos, &[0], true)
+            .map_err(|e| e.to_string())?;
+        ctx.decode(&mut batch).map_err(|e| format!("decode: {e}"))?;
+        last = 0;
+    }
+    greedy(ctx.get_logits_ith(last), model.n_vocab())?;
+    let decode_s = started.elapsed().as_secs_f64();
+
+    let _ = writeln!(
+        std::io::stdout(),
+        "check: loaded in {load_s:.2} s ({} params, {:.2} GB of tensors, {threads} threads); \
+         prompt {} tokens in {prefill_s:.2} s ({:.1} tokens/s); \
+         {CHECK_TOKENS} tokens decoded in {decode_s:.2} s ({:.2} tokens/s); logits finite",
+        model.n_params(),
+        model.size() as f64 / 1e9,
+        prompt.len(),
+        prompt.len() as f64 / prefill_s,
+        CHECK_TOKENS as f64 / decode_s,
+    );
+    Ok(())
+}
+
+/// The token of the largest logit, after checking there is one finite logit per token. Greedy
+/// by hand: a check needs no sampler state.
+fn greedy(logits: &[f32], n_vocab: i32) -> Result<LlamaToken, String> {
+    if logits.len() != n_vocab as usize || !logits.iter().all(|l| l.is_finite()) {
+        return Err(format!("logits are not {n_vocab} finite values"));
+    }
+    let best = logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i);
+    Ok(LlamaToken(best as i32))
 }

@@ -40,7 +40,7 @@ pub struct Config {
     pub port: u16,
 
     /// Context window in tokens, shared by the parallel slots.
-    #[arg(long, env = "LEAFRESH_CTX_SIZE", default_value_t = 4096,
+    #[arg(long, env = "LEAFRESH_CTX_SIZE", default_value_t = 8192,
           value_parser = clap::value_parser!(u32).range(256..=1_048_576))]
     pub ctx_size: u32,
 
@@ -55,7 +55,7 @@ pub struct Config {
     pub n_gpu_layers: u32,
 
     /// Requests generated at the same time; each gets ctx-size / parallel tokens of context.
-    #[arg(long, env = "LEAFRESH_PARALLEL", default_value_t = 1,
+    #[arg(long, env = "LEAFRESH_PARALLEL", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parallel: u32,
 
@@ -68,6 +68,26 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_QUEUE_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub queue_size: u32,
+
+    /// Seconds a request may wait for a free slot before it is refused.
+    #[arg(long, env = "LEAFRESH_QUEUE_TIMEOUT", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub queue_timeout: u64,
+
+    /// Seconds between SSE comment frames that keep proxies from closing a quiet stream (0: off).
+    #[arg(long, env = "LEAFRESH_SSE_KEEPALIVE", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub sse_keepalive: u64,
+
+    /// On SIGTERM/SIGINT, seconds running streams get to finish before they are ended with an
+    /// error event.
+    #[arg(long, env = "LEAFRESH_SHUTDOWN_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_timeout: u64,
+
+    /// Test hook: make the engine thread panic at this decode step.
+    #[arg(long, hide = true)]
+    pub debug_panic_at_step: Option<u64>,
 
     /// Generate the Leafresh answers without the JSON grammar (for fine-tuned models that
     /// follow their own format; answers are then parsed and repaired leniently).
@@ -121,6 +141,18 @@ impl Config {
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl)
     }
+
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_secs(self.queue_timeout)
+    }
+
+    pub fn sse_keepalive(&self) -> Duration {
+        Duration::from_secs(self.sse_keepalive)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout)
+    }
 }
 
 /// The value of `--env-file PATH` or `--env-file=PATH`, if given.
@@ -154,7 +186,8 @@ mod tests {
         assert_eq!(config.model, PathBuf::from(DEFAULT_MODEL));
         assert_eq!(config.host.to_string(), "127.0.0.1");
         assert_eq!(config.port, 8000);
-        assert_eq!(config.parallel, 1);
+        assert_eq!(config.parallel, 4);
+        assert_eq!(config.ctx_size, 8192);
     }
 
     #[test]

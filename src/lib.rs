@@ -8,4 +8,5 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod leafresh;
+pub mod metrics;
 pub mod testmodel;

@@ -17,7 +17,7 @@ pub use chat::{ChatMessage, Role};
 pub use model::{LoadOptions, Model, ModelInfo, Prompt};
 pub use sampling::SamplingParams;
 pub use scheduler::{
-    EngineHandle, EngineSettings, FinishReason, GenerationEvent, GenerationRequest,
+    EngineHandle, EngineSettings, EngineStats, FinishReason, GenerationEvent, GenerationRequest,
     GenerationSummary,
 };
 
@@ -57,11 +57,26 @@ pub enum EngineError {
     Overloaded,
     #[error("the inference engine has stopped")]
     Stopped,
+    #[error("waited {seconds} s for a free slot; the server is busy, try again shortly")]
+    QueueTimeout { seconds: u64 },
+    #[error("the server is shutting down")]
+    ShuttingDown,
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
 }
 
 impl EngineError {
+    /// True when the server is busy or going away: worth a retry later (HTTP 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Overloaded
+                | EngineError::Stopped
+                | EngineError::QueueTimeout { .. }
+                | EngineError::ShuttingDown
+        )
+    }
+
     /// True when the caller's input caused the error (as opposed to a server fault).
     pub fn is_client_error(&self) -> bool {
         matches!(

@@ -1,17 +1,25 @@
 //! The one inference thread. It owns the llama.cpp context (`LlamaContext` is not `Sync`) and
 //! serves every request through slots: each slot is one llama.cpp sequence with its share of the
-//! context window. Each decode step carries one token for every generating slot plus a chunk of
-//! any prompt still being processed, so a newly admitted request starts while others stream.
+//! context window. Each decode step carries one token for every generating slot plus chunks of
+//! prompts still being processed (continuous batching), so a newly admitted request starts while
+//! others stream and a long prompt holds the others back for at most one chunk.
+//!
+//! Prompt cache: a slot keeps the KV cells of its last request. A new request goes to the free
+//! slot whose cells share the longest prefix with its prompt; when another slot (busy or not)
+//! shares a longer one, typically the instruction text every Leafresh prompt begins with, its
+//! cells are copied instead. Only the rest of the prompt is computed.
 //!
 //! Handlers only see [`EngineHandle::submit`], which returns a receiver of [`GenerationEvent`]s.
-//! A dropped receiver means the client left: its slot and KV cells are freed at the next step.
+//! A dropped receiver means the client left: its sequence is dropped at the next step, also while
+//! queued or during prompt processing.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
-use std::sync::mpsc::{
-    self as std_mpsc, Receiver as JobReceiver, SyncSender, TryRecvError, TrySendError,
-};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self as std_mpsc, Receiver as CommandReceiver, Sender as CommandSender};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::params::LlamaContextParams;
@@ -37,6 +45,11 @@ pub struct EngineSettings {
     pub threads: i32,
     /// Requests that may wait for a free slot before new ones are refused.
     pub queue_size: usize,
+    /// Longest a request may wait for a slot.
+    pub queue_timeout: Duration,
+    /// Test hook: the engine thread panics at this decode step (to test that a dead engine is
+    /// noticed). Never set in production.
+    pub panic_at_step: Option<u64>,
 }
 
 /// One generation: a prompt, how many tokens it may add, and how to pick them.
@@ -70,11 +83,26 @@ impl FinishReason {
 pub struct GenerationSummary {
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose KV cells came from the cache instead of being computed.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
-    /// From admission to the first generated token (prompt processing included).
+    /// From submission to a free slot.
+    pub queue_wait: Duration,
+    /// From submission to the first generated token (queue and prompt processing included).
     pub time_to_first_token: Duration,
-    /// From admission to the end.
+    /// From submission to the end.
     pub total_time: Duration,
+}
+
+impl GenerationSummary {
+    /// Generated tokens per second after the first one (the decode speed a reader sees).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let decode = self.total_time.saturating_sub(self.time_to_first_token);
+        if self.completion_tokens < 2 || decode.is_zero() {
+            return 0.0;
+        }
+        (self.completion_tokens - 1) as f64 / decode.as_secs_f64()
+    }
 }
 
 /// What the engine sends back for one request: text pieces (always valid UTF-8), then exactly one
@@ -86,16 +114,41 @@ pub enum GenerationEvent {
     Failed(EngineError),
 }
 
+/// A snapshot of the engine's load, for `/metrics` and `/health`.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineStats {
+    pub active: usize,
+    pub queued: usize,
+    pub alive: bool,
+}
+
 struct Job {
     request: GenerationRequest,
     events: mpsc::Sender<GenerationEvent>,
+    submitted: Instant,
+}
+
+enum Command {
+    Generate(Job),
+    /// Ends every queued and running request with this error (graceful stop past its deadline).
+    AbortAll(EngineError),
+}
+
+/// Counters shared by the handle and the engine thread.
+#[derive(Debug)]
+struct Shared {
+    queued: AtomicUsize,
+    active: AtomicUsize,
+    alive: AtomicBool,
+    queue_size: usize,
 }
 
 /// The way into the engine; cheap to clone.
 #[derive(Clone)]
 pub struct EngineHandle {
     model: Arc<Model>,
-    jobs: SyncSender<Job>,
+    commands: CommandSender<Command>,
+    shared: Arc<Shared>,
     slot_context: usize,
 }
 
@@ -109,60 +162,118 @@ impl EngineHandle {
         self.slot_context
     }
 
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            active: self.shared.active.load(Ordering::Relaxed),
+            queued: self.shared.queued.load(Ordering::Relaxed),
+            alive: self.shared.alive.load(Ordering::Relaxed),
+        }
+    }
+
     /// Queues a generation. Refuses at once when the prompt does not fit a slot, when the queue
     /// is full, or when the engine has stopped.
     pub fn submit(
         &self,
         mut request: GenerationRequest,
     ) -> Result<mpsc::Receiver<GenerationEvent>, EngineError> {
+        if request.prompt.is_empty() {
+            return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
+        }
         request.max_new_tokens = budget::max_new_tokens(
             request.prompt.len(),
             request.max_new_tokens,
             self.slot_context,
         )?;
-        if request.prompt.is_empty() {
-            return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
+        if !self.shared.alive.load(Ordering::Relaxed) {
+            return Err(EngineError::Stopped);
+        }
+        // The queue is bounded by this counter; the engine decrements it when a job leaves it.
+        if self.shared.queued.fetch_add(1, Ordering::AcqRel) >= self.shared.queue_size {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Overloaded);
         }
         // Room for every text piece plus the final event: the engine never blocks on a client.
         let (events, receiver) = mpsc::channel(request.max_new_tokens + 2);
-        match self.jobs.try_send(Job { request, events }) {
-            Ok(()) => Ok(receiver),
-            Err(TrySendError::Full(_)) => Err(EngineError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Err(EngineError::Stopped),
+        let job = Job {
+            request,
+            events,
+            submitted: Instant::now(),
+        };
+        if self.commands.send(Command::Generate(job)).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Stopped);
         }
+        Ok(receiver)
+    }
+
+    /// Ends every queued and running request with `error` (used at shutdown).
+    pub fn abort_all(&self, error: EngineError) {
+        let _ = self.commands.send(Command::AbortAll(error));
     }
 }
 
-/// Starts the inference thread and waits until its context exists.
-pub fn start(model: Arc<Model>, settings: EngineSettings) -> Result<EngineHandle, EngineError> {
-    let (jobs, job_receiver) = std_mpsc::sync_channel::<Job>(settings.queue_size.max(1));
+/// Starts the inference thread and waits until its context exists. The thread ends when every
+/// handle is gone, or when it panicked: its join handle then yields `true`.
+pub fn start(
+    model: Arc<Model>,
+    settings: EngineSettings,
+) -> Result<(EngineHandle, JoinHandle<bool>), EngineError> {
+    let (commands, command_receiver) = std_mpsc::channel::<Command>();
     let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Result<usize, EngineError>>(1);
+    let shared = Arc::new(Shared {
+        queued: AtomicUsize::new(0),
+        active: AtomicUsize::new(0),
+        alive: AtomicBool::new(true),
+        queue_size: settings.queue_size.max(1),
+    });
     let thread_model = Arc::clone(&model);
-    thread::Builder::new()
+    let thread_shared = Arc::clone(&shared);
+    let thread = thread::Builder::new()
         .name("llama-engine".into())
-        .spawn(move || run(&thread_model, &settings, job_receiver, ready_tx))
+        .spawn(move || {
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                run(
+                    &thread_model,
+                    &settings,
+                    &thread_shared,
+                    command_receiver,
+                    ready_tx,
+                )
+            }));
+            // Dropping the scheduler dropped every sender: each open stream sees its channel
+            // close without a final event and reports an error.
+            thread_shared.alive.store(false, Ordering::Relaxed);
+            if outcome.is_err() {
+                tracing::error!("the inference engine panicked; no request can be served");
+            }
+            outcome.is_err()
+        })
         .map_err(|e| EngineError::Context(format!("cannot start the engine thread: {e}")))?;
     let slot_context = ready_rx.recv().map_err(|_| EngineError::Stopped)??;
-    Ok(EngineHandle {
+    let handle = EngineHandle {
         model,
-        jobs,
+        commands,
+        shared,
         slot_context,
-    })
+    };
+    Ok((handle, thread))
 }
 
 fn run(
     model: &Model,
     settings: &EngineSettings,
-    jobs: JobReceiver<Job>,
-    ready: SyncSender<Result<usize, EngineError>>,
+    shared: &Shared,
+    commands: CommandReceiver<Command>,
+    ready: std_mpsc::SyncSender<Result<usize, EngineError>>,
 ) {
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(settings.ctx_size))
         .with_n_batch(settings.batch_size)
         .with_n_ubatch(settings.batch_size)
         .with_n_seq_max(settings.parallel)
-        // One pool of KV cells for all sequences: lets a later step copy a shared prefix
-        // between sequences. Each slot still gets at most its share (enforced by the budget).
+        // One pool of KV cells for all sequences, so that a shared prefix can be copied between
+        // sequences (cells are shared, not duplicated). Each slot still gets at most its share,
+        // enforced by the token budget.
         .with_kv_unified(true)
         .with_n_threads(settings.threads)
         .with_n_threads_batch(settings.threads);
@@ -182,73 +293,100 @@ fn run(
     };
     let slot_context = ctx.n_ctx() as usize / settings.parallel as usize;
     let _ = ready.send(Ok(slot_context));
-    Scheduler::new(model, ctx, settings).serve(&jobs);
-    tracing::info!("inference engine stopped");
+    Scheduler::new(model, ctx, settings, shared).serve(&commands);
 }
 
 /// A request in a slot.
 struct Sequence {
     events: mpsc::Sender<GenerationEvent>,
     prompt: Vec<LlamaToken>,
-    /// Prompt tokens already in the KV cache.
+    /// Prompt tokens in the KV cache (cached or computed).
     prefilled: usize,
+    cached: usize,
     max_new_tokens: usize,
     generated: usize,
-    /// The token to feed at the next step once the prompt is in.
+    /// The sampled token still to be fed at the next step.
     next_input: Option<LlamaToken>,
     sampler: TokenSampler,
     utf8: Utf8Assembler,
     /// Index of this sequence's logits in the batch just decoded.
     logits_index: Option<i32>,
+    submitted: Instant,
     admitted: Instant,
     first_token: Option<Instant>,
 }
 
-impl Sequence {
-    fn position(&self) -> i32 {
-        (self.prefilled + self.generated) as i32
-    }
+/// One llama.cpp sequence: its cached cells and, when busy, the request it serves.
+#[derive(Default)]
+struct Slot {
+    /// The tokens whose KV cells this sequence holds, in position order.
+    cells: Vec<LlamaToken>,
+    sequence: Option<Sequence>,
+    /// Admission counter value when last used (to evict the least recently used cache).
+    last_used: u64,
 }
 
 struct Scheduler<'m> {
     model: &'m Model,
     ctx: LlamaContext<'m>,
-    slots: Vec<Option<Sequence>>,
+    shared: &'m Shared,
+    slots: Vec<Slot>,
+    waiting: VecDeque<Job>,
     batch: LlamaBatch<'static>,
     batch_size: usize,
+    queue_timeout: Duration,
     piece: Vec<u8>,
+    admissions: u64,
+    steps: u64,
+    panic_at_step: Option<u64>,
 }
 
 impl<'m> Scheduler<'m> {
-    fn new(model: &'m Model, ctx: LlamaContext<'m>, settings: &EngineSettings) -> Self {
+    fn new(
+        model: &'m Model,
+        ctx: LlamaContext<'m>,
+        settings: &EngineSettings,
+        shared: &'m Shared,
+    ) -> Self {
         Self {
             model,
             ctx,
-            slots: (0..settings.parallel).map(|_| None).collect(),
+            shared,
+            slots: (0..settings.parallel).map(|_| Slot::default()).collect(),
+            waiting: VecDeque::new(),
             batch: LlamaBatch::new(settings.batch_size as usize, 1),
             batch_size: settings.batch_size as usize,
+            queue_timeout: settings.queue_timeout,
             piece: Vec::with_capacity(16),
+            admissions: 0,
+            steps: 0,
+            panic_at_step: settings.panic_at_step,
         }
     }
 
-    fn serve(mut self, jobs: &JobReceiver<Job>) {
+    fn serve(mut self, commands: &CommandReceiver<Command>) {
         loop {
-            if self.slots.iter().all(Option::is_none) {
-                // Idle: sleep until work arrives; every handle gone means shut down.
-                match jobs.recv() {
-                    Ok(job) => self.admit(job),
+            self.publish_counts();
+            if self.is_idle() {
+                // Nothing to do: sleep until a command arrives; every handle gone means stop.
+                match commands.recv() {
+                    Ok(command) => self.handle(command),
                     Err(_) => return,
                 }
             }
-            while self.slots.iter().any(Option::is_none) {
-                match jobs.try_recv() {
-                    Ok(job) => self.admit(job),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                }
+            while let Ok(command) = commands.try_recv() {
+                self.handle(command);
             }
+            self.expire_waiting();
             self.drop_abandoned();
+            self.admit_waiting();
+            self.publish_counts();
             if self.fill_batch() == 0 {
                 continue;
+            }
+            self.steps += 1;
+            if self.panic_at_step == Some(self.steps) {
+                panic!("test hook: engine panic at decode step {}", self.steps);
             }
             if let Err(e) = self.ctx.decode(&mut self.batch) {
                 self.fail_batch(EngineError::Decode(e.to_string()));
@@ -258,10 +396,86 @@ impl<'m> Scheduler<'m> {
         }
     }
 
-    fn admit(&mut self, job: Job) {
-        if job.events.is_closed() {
-            return; // The client left while queued: no work for it.
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.slots.iter().all(|s| s.sequence.is_none())
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Generate(job) => self.waiting.push_back(job),
+            Command::AbortAll(error) => {
+                for job in std::mem::take(&mut self.waiting) {
+                    self.leave_queue();
+                    let _ = job.events.try_send(GenerationEvent::Failed(error.clone()));
+                }
+                for slot_id in 0..self.slots.len() {
+                    if self.slots[slot_id].sequence.is_some() {
+                        self.finish(slot_id, Err(error.clone()));
+                    }
+                }
+            }
         }
+    }
+
+    /// Queued requests whose client left are dropped without any decoding; those that waited
+    /// too long are refused.
+    fn expire_waiting(&mut self) {
+        let timeout = self.queue_timeout;
+        let before = self.waiting.len();
+        self.waiting.retain(|job| {
+            if job.events.is_closed() {
+                return false;
+            }
+            if job.submitted.elapsed() > timeout {
+                let _ = job
+                    .events
+                    .try_send(GenerationEvent::Failed(EngineError::QueueTimeout {
+                        seconds: timeout.as_secs(),
+                    }));
+                return false;
+            }
+            true
+        });
+        for _ in self.waiting.len()..before {
+            self.leave_queue();
+        }
+    }
+
+    /// A job left the queue (admitted, expired, abandoned or aborted).
+    fn leave_queue(&self) {
+        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Frees the slots whose client has gone.
+    fn drop_abandoned(&mut self) {
+        for slot_id in 0..self.slots.len() {
+            let gone = self.slots[slot_id]
+                .sequence
+                .as_ref()
+                .is_some_and(|s| s.events.is_closed());
+            if gone {
+                tracing::info!(slot_id, "client left; generation stopped");
+                self.slots[slot_id].sequence = None;
+            }
+        }
+    }
+
+    fn admit_waiting(&mut self) {
+        while self.slots.iter().any(|s| s.sequence.is_none()) {
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.leave_queue();
+            self.admit(job);
+        }
+    }
+
+    fn publish_counts(&self) {
+        let active = self.slots.iter().filter(|s| s.sequence.is_some()).count();
+        self.shared.active.store(active, Ordering::Relaxed);
+    }
+
+    fn admit(&mut self, job: Job) {
         let sampler = match TokenSampler::new(self.model, &job.request.sampling) {
             Ok(sampler) => sampler,
             Err(e) => {
@@ -269,34 +483,90 @@ impl<'m> Scheduler<'m> {
                 return;
             }
         };
-        let Some(seq_id) = self.slots.iter().position(Option::is_none) else {
-            unreachable!("admit is only called with a free slot");
-        };
-        self.clear_cells(seq_id);
-        self.slots[seq_id] = Some(Sequence {
+        let prompt = job.request.prompt.tokens;
+        let slot_id = self.pick_slot(&prompt);
+        let cached = self.reuse_cells(slot_id, &prompt);
+        self.admissions += 1;
+        let slot = &mut self.slots[slot_id];
+        slot.last_used = self.admissions;
+        slot.sequence = Some(Sequence {
             events: job.events,
-            prompt: job.request.prompt.tokens,
-            prefilled: 0,
+            prompt,
+            prefilled: cached,
+            cached,
             max_new_tokens: job.request.max_new_tokens,
             generated: 0,
             next_input: None,
             sampler,
             utf8: Utf8Assembler::new(),
             logits_index: None,
+            submitted: job.submitted,
             admitted: Instant::now(),
             first_token: None,
         });
     }
 
-    /// Frees the slots whose client has gone.
-    fn drop_abandoned(&mut self) {
-        for seq_id in 0..self.slots.len() {
-            if self.slots[seq_id]
-                .as_ref()
-                .is_some_and(|s| s.events.is_closed())
-            {
-                tracing::info!(seq_id, "client left; generation stopped");
-                self.release(seq_id);
+    /// The free slot whose cache shares the longest prefix with `prompt`; among equals, the least
+    /// recently used (its cache is the least likely to be wanted again).
+    fn pick_slot(&self, prompt: &[LlamaToken]) -> usize {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.sequence.is_none())
+            .max_by_key(|(_, s)| {
+                (
+                    common_prefix(&s.cells, prompt),
+                    std::cmp::Reverse(s.last_used),
+                )
+            })
+            .map(|(id, _)| id)
+            .expect("admit is only called with a free slot")
+    }
+
+    /// Keeps (or copies from another slot) the longest cached prefix of `prompt` in `slot_id`'s
+    /// cells and removes the rest. Returns the number of prompt tokens that need no computing.
+    fn reuse_cells(&mut self, slot_id: usize, prompt: &[LlamaToken]) -> usize {
+        // The last prompt token is always computed: its logits give the first new token.
+        let usable = prompt.len() - 1;
+        let own = common_prefix(&self.slots[slot_id].cells, prompt).min(usable);
+        let donor = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| *id != slot_id)
+            .map(|(id, s)| (id, common_prefix(&s.cells, prompt).min(usable)))
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| *n > own);
+        let seq = slot_id as i32;
+        match donor {
+            Some((donor_id, n)) => {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot_id as u32), None, None);
+                let copied =
+                    self.ctx
+                        .copy_kv_cache_seq(donor_id as i32, seq, Some(0), Some(n as u32));
+                if copied.is_err() {
+                    self.slots[slot_id].cells.clear();
+                    return 0;
+                }
+                self.slots[slot_id].cells = prompt[..n].to_vec();
+                n
+            }
+            None => {
+                let removed =
+                    self.ctx
+                        .clear_kv_cache_seq(Some(slot_id as u32), Some(own as u32), None);
+                if !matches!(removed, Ok(true)) {
+                    // A partial removal can fail; start this slot from scratch instead.
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot_id as u32), None, None);
+                    self.slots[slot_id].cells.clear();
+                    return 0;
+                }
+                self.slots[slot_id].cells.truncate(own);
+                own
             }
         }
     }
@@ -305,60 +575,66 @@ impl<'m> Scheduler<'m> {
     /// chunks in the room left. Returns the number of tokens in the batch.
     fn fill_batch(&mut self) -> usize {
         self.batch.clear();
-        for (seq_id, slot) in self.slots.iter_mut().enumerate() {
-            let Some(seq) = slot else { continue };
+        for (slot_id, slot) in self.slots.iter_mut().enumerate() {
+            let Some(seq) = slot.sequence.as_mut() else {
+                continue;
+            };
             seq.logits_index = None;
-            if let Some(token) = seq.next_input {
-                let position = seq.position() - 1;
+            if let Some(token) = seq.next_input.take() {
                 self.batch
-                    .add(token, position, &[seq_id as i32], true)
-                    .expect("batch holds one token per slot");
+                    .add(token, slot.cells.len() as i32, &[slot_id as i32], true)
+                    .expect("the batch holds one token per slot");
+                slot.cells.push(token);
                 seq.logits_index = Some(self.batch.n_tokens() - 1);
             }
         }
-        for (seq_id, slot) in self.slots.iter_mut().enumerate() {
-            let Some(seq) = slot else { continue };
-            if seq.next_input.is_some() || seq.prefilled == seq.prompt.len() {
+        for (slot_id, slot) in self.slots.iter_mut().enumerate() {
+            let room = self.batch_size - self.batch.n_tokens() as usize;
+            if room == 0 {
+                break;
+            }
+            let Some(seq) = slot.sequence.as_mut() else {
+                continue;
+            };
+            if seq.prefilled == seq.prompt.len() {
                 continue;
             }
-            let room = self.batch_size - self.batch.n_tokens() as usize;
-            let chunk_end = (seq.prefilled + room).min(seq.prompt.len());
-            for i in seq.prefilled..chunk_end {
+            let end = (seq.prefilled + room).min(seq.prompt.len());
+            for i in seq.prefilled..end {
                 let last = i + 1 == seq.prompt.len();
                 self.batch
-                    .add(seq.prompt[i], i as i32, &[seq_id as i32], last)
-                    .expect("chunk sized to the batch");
+                    .add(seq.prompt[i], i as i32, &[slot_id as i32], last)
+                    .expect("the chunk is sized to the batch");
             }
-            seq.prefilled = chunk_end;
-            if chunk_end == seq.prompt.len() {
+            slot.cells
+                .extend_from_slice(&seq.prompt[seq.prefilled..end]);
+            seq.prefilled = end;
+            if end == seq.prompt.len() {
                 seq.logits_index = Some(self.batch.n_tokens() - 1);
-            }
-            if self.batch.n_tokens() as usize == self.batch_size {
-                break;
             }
         }
         self.batch.n_tokens() as usize
     }
 
     fn sample_all(&mut self) {
-        for seq_id in 0..self.slots.len() {
-            let Some(seq) = self.slots[seq_id].as_mut() else {
+        for slot_id in 0..self.slots.len() {
+            let Some(seq) = self.slots[slot_id].sequence.as_mut() else {
                 continue;
             };
             match advance(seq, &self.ctx, self.model, &mut self.piece) {
                 Step::Continue => {}
-                Step::Finish(outcome) => self.finish(seq_id, outcome),
+                Step::Finish(outcome) => self.finish(slot_id, outcome),
                 Step::ClientGone => {
-                    tracing::info!(seq_id, "client left; generation stopped");
-                    self.release(seq_id);
+                    tracing::info!(slot_id, "client left; generation stopped");
+                    self.slots[slot_id].sequence = None;
                 }
             }
         }
     }
 
-    /// Sends the final event and frees the slot.
-    fn finish(&mut self, seq_id: usize, outcome: Result<FinishReason, EngineError>) {
-        let Some(mut seq) = self.slots[seq_id].take() else {
+    /// Sends the final event and frees the slot (its cells stay cached).
+    fn finish(&mut self, slot_id: usize, outcome: Result<FinishReason, EngineError>) {
+        let Some(mut seq) = self.slots[slot_id].sequence.take() else {
             return;
         };
         let tail = seq.utf8.finish();
@@ -371,34 +647,31 @@ impl<'m> Scheduler<'m> {
                 GenerationEvent::Done(GenerationSummary {
                     finish_reason,
                     prompt_tokens: seq.prompt.len(),
+                    cached_tokens: seq.cached,
                     completion_tokens: seq.generated,
-                    time_to_first_token: seq.first_token.unwrap_or(now) - seq.admitted,
-                    total_time: now - seq.admitted,
+                    queue_wait: seq.admitted - seq.submitted,
+                    time_to_first_token: seq.first_token.unwrap_or(now) - seq.submitted,
+                    total_time: now - seq.submitted,
                 })
             }
             Err(e) => GenerationEvent::Failed(e),
         };
         let _ = seq.events.try_send(event);
-        self.clear_cells(seq_id);
     }
 
-    /// Fails every sequence that had tokens in the failed batch.
+    /// A failed decode leaves the cells of its batch undefined: every sequence in it fails and
+    /// their caches are dropped. (llama.cpp fails a whole batch, not one sequence of it.)
     fn fail_batch(&mut self, error: EngineError) {
         tracing::error!(%error, "decode failed");
-        for seq_id in 0..self.slots.len() {
-            if self.slots[seq_id].is_some() {
-                self.finish(seq_id, Err(error.clone()));
+        for slot_id in 0..self.slots.len() {
+            if self.slots[slot_id].sequence.is_some() {
+                self.finish(slot_id, Err(error.clone()));
+                self.slots[slot_id].cells.clear();
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot_id as u32), None, None);
             }
         }
-    }
-
-    fn release(&mut self, seq_id: usize) {
-        self.slots[seq_id] = None;
-        self.clear_cells(seq_id);
-    }
-
-    fn clear_cells(&mut self, seq_id: usize) {
-        let _ = self.ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None);
     }
 }
 
@@ -423,7 +696,6 @@ fn advance(seq: &mut Sequence, ctx: &LlamaContext<'_>, model: &Model, piece: &mu
         return Step::Finish(Ok(FinishReason::Stop));
     }
     seq.generated += 1;
-    seq.next_input = Some(token);
     model.token_bytes(token, piece);
     let text = seq.utf8.push(piece);
     if !text.is_empty() && seq.events.try_send(GenerationEvent::Text(text)).is_err() {
@@ -432,5 +704,11 @@ fn advance(seq: &mut Sequence, ctx: &LlamaContext<'_>, model: &Model, piece: &mu
     if seq.generated >= seq.max_new_tokens {
         return Step::Finish(Ok(FinishReason::Length));
     }
+    seq.next_input = Some(token);
     Step::Continue
+}
+
+/// Length of the common prefix of two token sequences.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

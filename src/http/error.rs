@@ -8,7 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::EngineError;
-use crate::leafresh::{QueryError, Rejection};
+use crate::leafresh::{AnswerError, QueryError, Rejection};
+use crate::metrics::Outcome;
 
 /// Seconds a client should wait before retrying when every slot and the queue are busy.
 pub const RETRY_AFTER_SECONDS: u32 = 5;
@@ -47,6 +48,9 @@ pub enum LeafreshError {
          {needed}; shorten the message or raise --ctx-size"
     )]
     NoRoomForAnswer { room: usize, needed: usize },
+    /// The model's text is not an answer (only without the grammar, or a cut-off answer).
+    #[error("모델의 답변을 추천 형식으로 해석할 수 없습니다. (the model's answer could not be parsed: {0})")]
+    Unparseable(#[from] AnswerError),
     #[error("{0}")]
     Internal(String),
 }
@@ -66,28 +70,38 @@ impl LeafreshError {
             LeafreshError::Query(_) | LeafreshError::NoRoomForAnswer { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            LeafreshError::Engine(EngineError::Overloaded | EngineError::Stopped) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            LeafreshError::Engine(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             LeafreshError::Engine(e) if e.is_client_error() => StatusCode::BAD_REQUEST,
-            LeafreshError::Engine(_) | LeafreshError::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            LeafreshError::Engine(_)
+            | LeafreshError::Internal(_)
+            | LeafreshError::Unparseable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// A fault of the server (as opposed to the client's mistake or a busy server): its detail
+    /// is logged, not shown.
+    fn is_fault(&self) -> bool {
+        self.status().is_server_error()
+            && self.status() != StatusCode::SERVICE_UNAVAILABLE
+            && !matches!(self, LeafreshError::Unparseable(_))
     }
 
     /// The message a client sees: the detail for its own mistakes, a plain sentence for faults.
     pub fn client_message(&self) -> String {
-        if self.status().is_server_error()
-            && !matches!(
-                self,
-                LeafreshError::Engine(EngineError::Overloaded | EngineError::Stopped)
-            )
-        {
-            tracing::error!(error = %self, "request failed");
-            return "추천을 생성하는 중 서버 오류가 발생했습니다. (internal error while generating)".into();
+        if self.is_fault() {
+            "추천을 생성하는 중 서버 오류가 발생했습니다. (internal error while generating)".into()
+        } else {
+            self.to_string()
         }
-        self.to_string()
+    }
+
+    /// How a request that ended with this error is counted in the metrics.
+    pub fn outcome(&self) -> Outcome {
+        match self.status() {
+            StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
+            status if status.is_server_error() => Outcome::Error,
+            _ => Outcome::Rejected,
+        }
     }
 
     pub fn data(&self) -> Value {
@@ -97,8 +111,12 @@ impl LeafreshError {
         }
     }
 
-    /// The envelope this error is sent as (a JSON body or an SSE `error` event).
+    /// The envelope this error is sent as (a JSON body or an SSE `error` event). Called once per
+    /// error sent, so this is where faults are logged.
     pub fn envelope(&self) -> Envelope<Value> {
+        if self.is_fault() {
+            tracing::error!(error = %self, "request failed");
+        }
         Envelope::new(self.status().as_u16(), self.client_message(), self.data())
     }
 }

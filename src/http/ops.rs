@@ -1,23 +1,41 @@
-//! Operations: the health check, the browser test page, and the answer for unknown paths.
+//! Operations: the health check, Prometheus metrics, the browser test page, and the answer for
+//! unknown paths.
+
+use std::sync::atomic::Ordering;
 
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
 use super::error::Envelope;
+use super::AppState;
 
 /// The browser test page, embedded so the binary is all there is to deploy.
 const TEST_PAGE: &str = include_str!("../assets/test_sse.html");
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
         .route("/", web::get().to(test_page))
         .default_service(web::to(not_found));
 }
 
-/// 200 once the model is loaded. The port is bound only after loading, so before that a client
-/// sees a refused connection rather than a server that cannot answer.
-async fn health() -> HttpResponse {
+/// 200 while the engine can serve. The port is bound only after the model is loaded, so before
+/// that a client sees a refused connection; 503 once the engine has died or the server is stopping.
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    if !state.engine.stats().alive {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "error", "reason": "the inference engine stopped"}));
+    }
+    if state.draining.load(Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}));
+    }
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render(state.engine.stats()))
 }
 
 async fn test_page() -> HttpResponse {

@@ -2,9 +2,11 @@
 //! Thin: decode and validate the query, build the prompt (domain), submit it (engine), and frame
 //! what comes back as `challenge` events and one final `close` or `error` event.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse, Responder};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse, Responder, ResponseError};
 use actix_web_lab::sse;
 use serde::Serialize;
 use serde_json::Value;
@@ -12,16 +14,23 @@ use tokio::sync::mpsc;
 
 use super::error::{Envelope, LeafreshError};
 use super::AppState;
-use crate::engine::{budget, ChatMessage, GenerationEvent, GenerationRequest, SamplingParams};
+use crate::engine::{
+    budget, ChatMessage, EngineError, GenerationEvent, GenerationRequest, GenerationSummary,
+    SamplingParams,
+};
 use crate::leafresh::prompt::{base_info_request, free_text_request};
 use crate::leafresh::{
-    answer_grammar, base_info_messages, constants, free_text_messages, parse_answer, parse_query,
-    validate_base_info, validate_free_text, validate_session_id, AnswerBounds, Category,
-    FragmentExtractor, GenerationDefaults, Rejection, Turn,
+    answer_grammar, base_info_messages, constants, default_category, free_text_messages,
+    parse_answer, parse_query, validate_base_info, validate_free_text, validate_session_id,
+    AnswerBounds, Category, FragmentExtractor, GenerationDefaults, Rejection, Turn,
 };
+use crate::metrics::Outcome;
 
 /// Events waiting to be written to one client; the engine side never blocks on it.
 const SSE_BUFFER: usize = 64;
+
+/// A client that reads nothing for this long is treated as gone, so its slot is freed.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
@@ -39,56 +48,57 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// Validation errors answer plain JSON before any stream starts.
-async fn base_info(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<impl Responder, LeafreshError> {
+async fn base_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    start_base_info(&req, &state).unwrap_or_else(|e| {
+        state.metrics.request("base-info", e.outcome());
+        e.error_response()
+    })
+}
+
+fn start_base_info(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, LeafreshError> {
+    state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
     let valid = validate_base_info(&query)?;
     let defaults = &constants().generation_defaults.base_info;
     let messages = base_info_messages(&valid);
-    let request = plan(&state, &messages, defaults)?;
+    let request = plan(state, &messages, defaults)?;
     let events = state.engine.submit(request)?;
     if let Some(id) = &valid.session_id {
         state.sessions.set_category(id, valid.category);
     }
     // Remembered as the prompt spelled it, so a later turn replays it byte for byte.
     let user_turn = base_info_request(&valid);
-    let on_answer = remember_turn(&state, valid.session_id.clone(), user_turn);
+    let on_answer = remember_turn(state, valid.session_id.clone(), user_turn);
     Ok(stream_answer(
+        state,
         "base-info",
         events,
         valid.category,
         on_answer,
+        req,
     ))
 }
 
 /// Validation and the topic filter answer inside an SSE stream (HTTP 200) with one `error` event.
 async fn free_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match start_free_text(&req, &state) {
-        Ok(response) => response,
-        // Overload is the one refusal clients expect as a status code (with Retry-After).
-        Err(e) if e.status() == actix_web::http::StatusCode::SERVICE_UNAVAILABLE => {
-            actix_web::ResponseError::error_response(&e)
+    start_free_text(&req, &state).unwrap_or_else(|e| {
+        state.metrics.request("free-text", e.outcome());
+        if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // Overload is the one refusal clients expect as a status code (with Retry-After).
+            e.error_response()
+        } else {
+            sse_response(single_error_stream(&e), Duration::ZERO, &req)
         }
-        Err(e) => single_error_stream(&e)
-            .respond_to(&req)
-            .map_into_boxed_body(),
-    }
+    })
 }
 
 fn start_free_text(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, LeafreshError> {
+    state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
     let valid = validate_free_text(&query)?;
-    let category = valid
-        .session_id
-        .as_deref()
-        .map_or_else(crate::leafresh::default_category, |id| {
-            state.sessions.category(id)
-        });
-    let history = valid
-        .session_id
-        .as_deref()
+    let session = valid.session_id.as_deref();
+    let category = session.map_or_else(default_category, |id| state.sessions.category(id));
+    let history = session
         .map(|id| state.sessions.history(id))
         .unwrap_or_default();
     let defaults = &constants().generation_defaults.free_text;
@@ -97,9 +107,14 @@ fn start_free_text(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, 
     let events = state.engine.submit(request)?;
     let user_turn = free_text_request(&valid.message, category);
     let on_answer = remember_turn(state, valid.session_id.clone(), user_turn);
-    Ok(stream_answer("free-text", events, category, on_answer)
-        .respond_to(req)
-        .map_into_boxed_body())
+    Ok(stream_answer(
+        state,
+        "free-text",
+        events,
+        category,
+        on_answer,
+        req,
+    ))
 }
 
 async fn clear_conversation(
@@ -203,49 +218,42 @@ fn remember_turn(state: &AppState, session_id: Option<String>, user: String) -> 
 
 /// The SSE response of a recommendation: `challenge`* then `close` or `error`.
 fn stream_answer(
+    state: &AppState,
     endpoint: &'static str,
     mut events: mpsc::Receiver<GenerationEvent>,
     category: &'static Category,
     on_answer: OnAnswer,
-) -> impl Responder {
+    req: &HttpRequest,
+) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<sse::Event>(SSE_BUFFER);
+    let metrics = Arc::clone(&state.metrics);
     actix_web::rt::spawn(async move {
-        let started = Instant::now();
         let mut extractor = FragmentExtractor::new();
         let mut text = String::new();
         let outcome = loop {
             let Some(event) = events.recv().await else {
-                break Err(LeafreshError::Internal(
-                    "the inference engine stopped".into(),
-                ));
+                break Err(LeafreshError::Engine(EngineError::Stopped));
             };
             match event {
                 GenerationEvent::Text(piece) => {
                     text.push_str(&piece);
-                    if let Some(fragment) = extractor.push(&piece) {
-                        if tx.send(challenge_event(fragment)).await.is_err() {
-                            // Client gone: dropping `events` stops the generation.
-                            tracing::info!(endpoint, "client disconnected during generation");
-                            return;
-                        }
+                    let Some(fragment) = extractor.push(&piece) else {
+                        continue;
+                    };
+                    if !deliver(&tx, challenge_event(fragment)).await {
+                        // Dropping `events` makes the engine stop this generation.
+                        tracing::info!(endpoint, "client disconnected or stopped reading");
+                        metrics.request(endpoint, Outcome::Cancelled);
+                        return;
                     }
                 }
                 GenerationEvent::Done(summary) => {
                     if let Some(fragment) = extractor.finish() {
-                        let _ = tx.send(challenge_event(fragment)).await;
+                        deliver(&tx, challenge_event(fragment)).await;
                     }
-                    tracing::info!(
-                        endpoint,
-                        prompt_tokens = summary.prompt_tokens,
-                        completion_tokens = summary.completion_tokens,
-                        ttft_ms = summary.time_to_first_token.as_millis() as u64,
-                        total_ms = started.elapsed().as_millis() as u64,
-                        finish = summary.finish_reason.as_str(),
-                        "generation finished"
-                    );
-                    break parse_answer(&text, category).map_err(|e| {
-                        LeafreshError::Internal(format!("the answer could not be parsed: {e}"))
-                    });
+                    log_generation(endpoint, &summary);
+                    metrics.generation(&summary);
+                    break parse_answer(&text, category).map_err(LeafreshError::from);
                 }
                 GenerationEvent::Failed(e) => break Err(LeafreshError::Engine(e)),
             }
@@ -253,29 +261,66 @@ fn stream_answer(
         let last = match outcome {
             Ok(answer) => {
                 on_answer(&text);
-                envelope_event(
-                    "close",
-                    &Envelope::new(200, constants().messages.close.clone(), answer),
-                )
+                metrics.request(endpoint, Outcome::Ok);
+                let close = Envelope::new(200, constants().messages.close.clone(), answer);
+                envelope_event("close", &close)
             }
-            Err(e) => error_event(&e),
+            Err(e) => {
+                metrics.request(endpoint, e.outcome());
+                error_event(&e)
+            }
         };
-        let _ = tx.send(last).await;
+        deliver(&tx, last).await;
     });
-    sse_response(rx)
+    sse_response(rx, state.sse_keepalive, req)
+}
+
+/// Sends one event; false when the client is gone or has not read for `STALL_TIMEOUT`.
+async fn deliver(tx: &mpsc::Sender<sse::Event>, event: sse::Event) -> bool {
+    matches!(
+        tokio::time::timeout(STALL_TIMEOUT, tx.send(event)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// One line per finished generation: what it cost and how fast it went.
+fn log_generation(endpoint: &str, summary: &GenerationSummary) {
+    tracing::info!(
+        endpoint,
+        prompt_tokens = summary.prompt_tokens,
+        cached_tokens = summary.cached_tokens,
+        completion_tokens = summary.completion_tokens,
+        queue_ms = summary.queue_wait.as_millis() as u64,
+        ttft_ms = summary.time_to_first_token.as_millis() as u64,
+        total_ms = summary.total_time.as_millis() as u64,
+        tokens_per_second = format_args!("{:.1}", summary.decode_tokens_per_second()),
+        finish = summary.finish_reason.as_str(),
+        "generation finished"
+    );
 }
 
 /// A stream that carries only one `error` event (free-text validation and refusals).
-fn single_error_stream(error: &LeafreshError) -> impl Responder {
+fn single_error_stream(error: &LeafreshError) -> mpsc::Receiver<sse::Event> {
     let (tx, rx) = mpsc::channel(1);
     let _ = tx.try_send(error_event(error));
-    sse_response(rx)
+    rx
 }
 
-fn sse_response(rx: mpsc::Receiver<sse::Event>) -> impl Responder {
-    sse::Sse::from_infallible_receiver(rx)
-        .customize()
+/// The SSE response with the contract's headers; comment frames every `keepalive` (if not zero)
+/// keep proxies from cutting a stream during a long prompt.
+fn sse_response(
+    rx: mpsc::Receiver<sse::Event>,
+    keepalive: Duration,
+    req: &HttpRequest,
+) -> HttpResponse {
+    let mut sse = sse::Sse::from_infallible_receiver(rx);
+    if !keepalive.is_zero() {
+        sse = sse.with_keep_alive(keepalive);
+    }
+    sse.customize()
         .insert_header(("X-Accel-Buffering", "no"))
+        .respond_to(req)
+        .map_into_boxed_body()
 }
 
 fn challenge_event(fragment: String) -> sse::Event {

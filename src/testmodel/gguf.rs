@@ -1,4 +1,4 @@
-//! A minimal, generic GGUF v3 writer: typed metadata and F32/F16 tensors.
+//! A minimal, generic GGUF v3 writer: typed metadata and F32, F16 and Q4_0 tensors.
 //!
 //! Layout (GGUF spec, all integers little-endian): header, metadata key/values, tensor infos,
 //! zero padding to the alignment, then each tensor's data, each padded to the alignment.
@@ -12,6 +12,8 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+
+use super::quant::{quantize_q4_0, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_LEN};
 
 /// The four bytes every GGUF file starts with.
 pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
@@ -64,6 +66,9 @@ pub enum TensorType {
     F32,
     /// IEEE half float (`GGML_TYPE_F16`); values are converted from f32, rounding to nearest even.
     F16,
+    /// 4-bit blocks of 32 weights with an f16 scale (`GGML_TYPE_Q4_0`, see [`super::quant`]);
+    /// f32 values are quantized as `llama-quantize` does, or blocks are written ready-made.
+    Q4_0,
 }
 
 impl TensorType {
@@ -72,14 +77,25 @@ impl TensorType {
         match self {
             TensorType::F32 => 0,
             TensorType::F16 => 1,
+            TensorType::Q4_0 => 2,
         }
     }
 
-    /// Bytes per element.
-    pub fn element_size(self) -> u64 {
+    /// Elements per block: the unit data is written in, and what `dims[0]` must be a multiple
+    /// of (ggml stores rows as whole blocks).
+    pub fn block_len(self) -> u64 {
+        match self {
+            TensorType::F32 | TensorType::F16 => 1,
+            TensorType::Q4_0 => Q4_0_BLOCK_LEN as u64,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> u64 {
         match self {
             TensorType::F32 => 4,
             TensorType::F16 => 2,
+            TensorType::Q4_0 => Q4_0_BLOCK_BYTES as u64,
         }
     }
 }
@@ -103,7 +119,7 @@ impl TensorInfo {
 
     /// Size of the data in bytes, before padding.
     pub fn n_bytes(&self) -> u64 {
-        self.n_elements() * self.ty.element_size()
+        self.n_elements() / self.ty.block_len() * self.ty.block_bytes()
     }
 }
 
@@ -204,8 +220,8 @@ impl GgufWriter {
     /// Writes the whole file to `out` and gives `out` back.
     ///
     /// `fill` is called once per tensor, in declaration order, and must write exactly
-    /// `tensor.n_elements()` values through [`TensorData::write_f32`] (in as many calls as it
-    /// likes).
+    /// `tensor.n_elements()` values through [`TensorData::write_f32`] or
+    /// [`TensorData::write_encoded`] (in as many calls as it likes).
     ///
     /// # Errors
     ///
@@ -325,6 +341,14 @@ impl GgufWriter {
                     tensor.dims
                 )));
             }
+            if !tensor.dims[0].is_multiple_of(tensor.ty.block_len()) {
+                return Err(invalid_input(format!(
+                    "tensor {name}: {:?} rows of {} elements are not whole blocks of {}",
+                    tensor.ty,
+                    tensor.dims[0],
+                    tensor.ty.block_len()
+                )));
+            }
         }
         Ok(alignment)
     }
@@ -339,19 +363,15 @@ pub struct TensorData<'a> {
 }
 
 impl TensorData<'_> {
-    /// Appends `values` to the tensor, in ggml order (`dims[0]` fastest).
+    /// Appends `values` to the tensor, in ggml order (`dims[0]` fastest), converted to its type.
+    /// For a block type (Q4_0) each call must bring whole blocks.
     ///
     /// # Errors
     ///
-    /// `InvalidInput` if this would exceed the tensor's element count; I/O errors of the output.
+    /// `InvalidInput` if this would exceed the tensor's element count or splits a block; I/O
+    /// errors of the output.
     pub fn write_f32(&mut self, values: &[f32]) -> io::Result<()> {
-        let n = values.len() as u64;
-        if n > self.remaining {
-            return Err(invalid_input(format!(
-                "{n} values written where only {} remain in the tensor",
-                self.remaining
-            )));
-        }
+        self.reserve(values.len() as u64)?;
         self.scratch.clear();
         match self.ty {
             TensorType::F32 => {
@@ -365,8 +385,33 @@ impl TensorData<'_> {
                         .extend_from_slice(&f32_to_f16_bits(*value).to_le_bytes());
                 }
             }
+            TensorType::Q4_0 => quantize_q4_0(values, self.scratch),
         }
         self.out.write_all(self.scratch)?;
+        self.remaining -= values.len() as u64;
+        Ok(())
+    }
+
+    /// Appends data already in the tensor's encoding: whole blocks of
+    /// [`TensorType::block_bytes`] (little-endian floats for F32 and F16). This is how large
+    /// quantized tensors are filled fast, without an f32 detour.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `bytes` is not whole blocks or holds more elements than remain; I/O
+    /// errors of the output.
+    pub fn write_encoded(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let block_bytes = self.ty.block_bytes();
+        if !(bytes.len() as u64).is_multiple_of(block_bytes) {
+            return Err(invalid_input(format!(
+                "{} bytes are not whole {:?} blocks of {block_bytes} bytes",
+                bytes.len(),
+                self.ty
+            )));
+        }
+        let n = bytes.len() as u64 / block_bytes * self.ty.block_len();
+        self.reserve(n)?;
+        self.out.write_all(bytes)?;
         self.remaining -= n;
         Ok(())
     }
@@ -374,6 +419,24 @@ impl TensorData<'_> {
     /// How many values the tensor still needs.
     pub fn remaining(&self) -> u64 {
         self.remaining
+    }
+
+    /// Checks that `n` more elements fit and are whole blocks.
+    fn reserve(&self, n: u64) -> io::Result<()> {
+        if n > self.remaining {
+            return Err(invalid_input(format!(
+                "{n} values written where only {} remain in the tensor",
+                self.remaining
+            )));
+        }
+        if !n.is_multiple_of(self.ty.block_len()) {
+            return Err(invalid_input(format!(
+                "{n} values are not whole {:?} blocks of {}",
+                self.ty,
+                self.ty.block_len()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -670,6 +733,57 @@ mod tests {
                 "{w:?}"
             );
         }
+    }
+
+    #[test]
+    fn q4_0_tensors_are_whole_blocks_from_f32_or_ready_made() {
+        use crate::testmodel::quant::dequantize_q4_0;
+
+        let mut w = GgufWriter::new();
+        w.add_tensor("q.a", &[64, 3], TensorType::Q4_0)
+            .add_tensor("q.b", &[32], TensorType::Q4_0)
+            .add_tensor("f", &[1], TensorType::F32);
+        assert_eq!(w.tensors()[0].n_bytes(), 6 * 18);
+        let block_b: Vec<u8> = 0x3c00u16
+            .to_le_bytes()
+            .into_iter()
+            .chain([0x9f; 16])
+            .collect();
+        let bytes = w
+            .write(Vec::new(), |tensor, data| match tensor.name.as_str() {
+                "q.a" => data.write_f32(&[0.5; 192]),
+                "q.b" => data.write_encoded(&block_b),
+                _ => data.write_encoded(&2.0f32.to_le_bytes()),
+            })
+            .unwrap();
+        let parsed = parse(&bytes);
+        let types: Vec<(u32, u64)> = parsed.tensors.iter().map(|t| (t.2, t.3)).collect();
+        // 108 bytes padded to 128, 18 padded to 32.
+        assert_eq!(types, [(2, 0), (2, 128), (0, 160)]);
+        let data = &bytes[parsed.data_start..];
+        assert_eq!(dequantize_q4_0(&data[..18]), [0.5; 32]);
+        // d = 1.0, low nibble 15 (+7), high nibble 9 (+1).
+        let b = dequantize_q4_0(&data[128..146]);
+        assert_eq!((b[0], b[16]), (7.0, 1.0));
+        assert_eq!(data[160..164], 2.0f32.to_le_bytes());
+    }
+
+    #[test]
+    fn q4_0_rejects_partial_blocks() {
+        let mut odd_row = GgufWriter::new();
+        odd_row.add_tensor("q", &[48, 2], TensorType::Q4_0);
+        let err = odd_row.write(Vec::new(), |_, d| d.write_f32(&[0.0; 96]));
+        assert_eq!(err.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+
+        let mut w = GgufWriter::new();
+        w.add_tensor("q", &[64], TensorType::Q4_0);
+        let split = w.write(Vec::new(), |_, d| {
+            d.write_f32(&[0.0; 16])?;
+            d.write_f32(&[0.0; 48])
+        });
+        assert_eq!(split.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        let ragged = w.write(Vec::new(), |_, d| d.write_encoded(&[0; 35]));
+        assert_eq!(ragged.unwrap_err().kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -1,14 +1,18 @@
-//! Tiny GGUF models for tests: a generic GGUF v3 writer ([`gguf`]), a SentencePiece vocabulary
-//! with real tokenizer metadata ([`vocab`]), and llama-architecture models with random weights
-//! shaped like Mistral-7B-Instruct-v0.3 but small enough to generate and decode in milliseconds.
+//! Tiny GGUF models for tests: a generic GGUF v3 writer ([`gguf`]) with Q4_0 blocks
+//! ([`quant`]), a SentencePiece vocabulary with real tokenizer metadata ([`vocab`]), and
+//! llama-architecture models with random weights shaped like Mistral-7B-Instruct-v0.3 but small
+//! enough to generate and decode in milliseconds, or, for benchmarks, at full 7B/1B size.
 //!
 //! Model weights cannot be downloaded where the tests run, so every test that needs llama.cpp
 //! uses a file written here.
 
 pub mod gguf;
 mod llama;
+pub mod quant;
 mod rng;
 pub mod vocab;
 
 pub use gguf::{GgufWriter, MetaValue, TensorData, TensorInfo, TensorType};
-pub use llama::{write_tiny_llama, write_tiny_llama_to, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE};
+pub use llama::{
+    write_tiny_llama, write_tiny_llama_to, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE, PRESETS,
+};

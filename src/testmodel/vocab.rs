@@ -11,8 +11,15 @@
 //! token, so every multi-character piece has all its prefixes in the vocabulary too (otherwise it
 //! could never be formed). Scores fall with the id, as in SentencePiece, so merges into
 //! `▁`-prefixed pieces win over bare ones.
+//!
+//! [`sized_vocab`] grows this vocabulary to a real model's size (32,768 for Mistral v0.3), for
+//! synthetic models whose sampling cost must match the real one: after the tiny pieces come `▁`
+//! plus every syllable (a word-initial syllable always merges with its space), common Korean
+//! words and endings, then pairs of frequent syllables, most frequent first. All of it is
+//! prefix-closed in any truncation, so Korean still tokenizes into syllables or longer pieces.
 
 use std::collections::HashSet;
+use std::io;
 
 /// `<unk>`.
 pub const UNK_ID: u32 = 0;
@@ -32,6 +39,11 @@ pub const SPACE: char = '\u{2581}';
 pub const HANGUL_FIRST: char = '\u{AC00}';
 /// The last Hangul syllable (힣).
 pub const HANGUL_LAST: char = '\u{D7A3}';
+
+/// Tokens in [`tiny_vocab`]: what the default test models have.
+pub const TINY_VOCAB_LEN: usize = 12_328;
+/// Tokens in Mistral-7B-Instruct-v0.3's vocabulary, the size [`sized_vocab`] exists for.
+pub const MISTRAL_VOCAB_LEN: usize = 32_768;
 
 /// Syllables that also get a `▁`+syllable piece (a word-initial syllable merges with its space).
 pub const SPACED_SYLLABLES: &str = "사텀환재일플에대하이제분오친줄자우개물종";
@@ -107,6 +119,34 @@ const BARE_PIECES: &[&str] = &[
     "es",
 ];
 
+/// Korean words of the Leafresh domain and everyday text, extension pieces as `▁word`.
+const KOREAN_WORDS: &str = "
+    챌린지 추천 텀블러 사용 사용하기 환경 지구 탄소 발자국 탄소발자국 에너지 절약 재활용 일회용
+    플라스틱 쓰레기 줄이기 분리수거 장바구니 대중교통 자전거 걷기 채식 비건 음식 음식물 전기
+    전기차 나무 심기 제로 웨이스트 제로웨이스트 플로깅 업사이클 업사이클링 문화 공유 디지털 이메일
+    정리 삭제 사무직 학생 주부 도시 농촌 바닷가 산 회사 집 학교 매일 오늘 하루 일주일 한달 실천
+    방법 작은 습관 만들기 함께 친환경 제품 포장 용기 컵 빨대 종이 비닐 봉투 가방 옷 중고 나눔
+    기부 캠페인 참여 목표 절감 꺼두기 콘센트 플러그 조명 냉난방 온도 계단 이용 대신 직접 가까운
+    지역 로컬 푸드 제철 식물 화분 텃밭 퇴비 남기지 않기 설명 제목 카테고리 그리고 하지만 그래서
+    우리 당신 여러분 사람 생활 일상 건강 행복 시작 도전 성공 기록 인증 사진 친구 가족 동료 이웃
+    안녕하세요 감사합니다 있습니다 없습니다 합니다 입니다 됩니다 있는 없는 하는 위한 위해 통해
+    대한 같은 다른 많은 모든 새로운 좋은 쉬운 간단한 효과 줄일 수 있어요 해보세요 보세요
+";
+
+/// Endings and particles, extension pieces without `▁` (they follow a stem).
+const KOREAN_ENDINGS: &str = "
+    하기 하다 하는 하고 해요 해서 합니다 입니다 습니다 니다 에서 으로 에게 까지 부터 처럼 보다
+    이나 이다 이고 세요 하세요 해보세요 적인 지요 네요 어요 아요 었다 았다 겠다 는데 지만 면서
+    도록 기로 하면 해야 했다 한다 된다 되는 되어 으면 으니 이에요 예요
+";
+
+/// Frequent syllables, most frequent first (roughly, from Korean text counts); pairs of them
+/// fill the vocabulary up to the size asked for. Repeats are skipped.
+const FREQUENT_SYLLABLES: &str = "
+    이다의는에하고을가로지기대사리서한도자어일으정나시인수상있들부니제적주아전해보할그것라와
+    국였과면동원게만무성문장경재용생발소화운연구공여위물년중개조실계관신학마내세방행미분데식요
+    결체비모치통터야된했람후까우감거환활천탄절약플쓰줄업챌린텀블러건강녹색친레기음품
+";
 /// A vocabulary: pieces with their scores and token types, indexed by token id.
 #[derive(Debug, Clone)]
 pub struct Vocab {
@@ -160,23 +200,76 @@ impl Vocab {
     }
 }
 
-/// Builds the vocabulary described in the module documentation. Deterministic.
+/// Builds the vocabulary described in the module documentation ([`TINY_VOCAB_LEN`] tokens).
+/// Deterministic.
 pub fn tiny_vocab() -> Vocab {
-    let mut vocab = Vocab {
-        tokens: Vec::new(),
-        scores: Vec::new(),
-        types: Vec::new(),
-    };
-    vocab.push("<unk>".into(), TokenType::Unknown);
-    for special in ["<s>", "</s>", "[INST]", "[/INST]"] {
-        vocab.push(special.into(), TokenType::Control);
-    }
-    for byte in 0..=255u8 {
-        vocab.push(format!("<0x{byte:02X}>"), TokenType::Byte);
-    }
-
-    // Normal pieces, in falling score order. The set keeps them unique and prefix-closed.
     let mut normal = NormalPieces::default();
+    add_tiny_pieces(&mut normal);
+    build(normal.pieces)
+}
+
+/// The tiny vocabulary grown to exactly `n_vocab` tokens with the extension pieces the module
+/// documentation describes; the first [`TINY_VOCAB_LEN`] ids are [`tiny_vocab`]'s.
+/// Deterministic.
+///
+/// # Errors
+///
+/// `InvalidInput` if `n_vocab` is below [`TINY_VOCAB_LEN`] or above [`max_vocab_len`].
+pub fn sized_vocab(n_vocab: usize) -> io::Result<Vocab> {
+    let max = max_vocab_len();
+    if !(TINY_VOCAB_LEN..=max).contains(&n_vocab) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("n_vocab ({n_vocab}) must be between {TINY_VOCAB_LEN} and {max}"),
+        ));
+    }
+    let mut pieces = extended_pieces();
+    // Pieces are added after their prefixes, so any truncation stays prefix-closed.
+    pieces.truncate(n_vocab - N_SPECIAL);
+    Ok(build(pieces))
+}
+
+/// The largest vocabulary [`sized_vocab`] can build (a little over [`MISTRAL_VOCAB_LEN`]).
+pub fn max_vocab_len() -> usize {
+    N_SPECIAL + extended_pieces().len()
+}
+
+/// `<unk>`, four control tokens and 256 byte tokens precede the normal pieces.
+const N_SPECIAL: usize = 5 + 256;
+
+/// Every normal piece [`sized_vocab`] may use, in id order.
+fn extended_pieces() -> Vec<String> {
+    let mut normal = NormalPieces::default();
+    add_tiny_pieces(&mut normal);
+    for syllable in HANGUL_FIRST..=HANGUL_LAST {
+        normal.add(&format!("{SPACE}{syllable}"));
+    }
+    for word in KOREAN_WORDS.split_whitespace() {
+        normal.add(&format!("{SPACE}{word}"));
+    }
+    for ending in KOREAN_ENDINGS.split_whitespace() {
+        normal.add(ending);
+    }
+    let mut seen = HashSet::new();
+    let frequent: Vec<char> = FREQUENT_SYLLABLES
+        .chars()
+        .filter(|c| !c.is_whitespace() && seen.insert(*c))
+        .collect();
+    // By rank sum, so a truncated vocabulary keeps the pairs of the most frequent syllables.
+    let n = frequent.len();
+    for rank_sum in 0..2 * n - 1 {
+        for first in rank_sum.saturating_sub(n - 1)..=rank_sum.min(n - 1) {
+            let pair: String = [frequent[first], frequent[rank_sum - first]]
+                .iter()
+                .collect();
+            normal.add(&pair);
+        }
+    }
+    normal.pieces
+}
+
+/// The normal pieces of [`tiny_vocab`], in falling score order.
+fn add_tiny_pieces(normal: &mut NormalPieces) {
     normal.add(&SPACE.to_string());
     for word in WORDS.split_whitespace().chain(NUMBERS.split_whitespace()) {
         normal.add(&format!("{SPACE}{word}"));
@@ -193,10 +286,25 @@ pub fn tiny_vocab() -> Vocab {
     for syllable in HANGUL_FIRST..=HANGUL_LAST {
         normal.add(&syllable.to_string());
     }
+}
 
-    let n_special = vocab.len();
-    vocab.scores = vec![0.0; n_special];
-    for (rank, piece) in normal.pieces.into_iter().enumerate() {
+/// Special and byte tokens, then `normal` with scores falling from 0 by one per piece.
+fn build(normal: Vec<String>) -> Vocab {
+    let mut vocab = Vocab {
+        tokens: Vec::new(),
+        scores: Vec::new(),
+        types: Vec::new(),
+    };
+    vocab.push("<unk>".into(), TokenType::Unknown);
+    for special in ["<s>", "</s>", "[INST]", "[/INST]"] {
+        vocab.push(special.into(), TokenType::Control);
+    }
+    for byte in 0..=255u8 {
+        vocab.push(format!("<0x{byte:02X}>"), TokenType::Byte);
+    }
+    debug_assert_eq!(vocab.len(), N_SPECIAL);
+    vocab.scores = vec![0.0; N_SPECIAL];
+    for (rank, piece) in normal.into_iter().enumerate() {
         vocab.push(piece, TokenType::Normal);
         vocab.scores.push(-(rank as f32));
     }
@@ -244,7 +352,12 @@ mod tests {
 
     #[test]
     fn pieces_are_unique_and_prefix_closed() {
-        let v = tiny_vocab();
+        for v in [tiny_vocab(), sized_vocab(MISTRAL_VOCAB_LEN).unwrap()] {
+            assert_unique_and_prefix_closed(&v);
+        }
+    }
+
+    fn assert_unique_and_prefix_closed(v: &Vocab) {
         let all: HashSet<&str> = v.tokens().iter().map(String::as_str).collect();
         // llama.cpp asserts that no two ids share a piece.
         assert_eq!(all.len(), v.len());
@@ -274,6 +387,41 @@ mod tests {
             assert!(!v.tokens().iter().any(|t| t.contains(absent)), "{absent}");
         }
         assert!(all.contains("▁텀") && all.contains("▁사"));
+    }
+
+    #[test]
+    fn tiny_vocab_keeps_its_size() {
+        assert_eq!(tiny_vocab().len(), TINY_VOCAB_LEN);
+    }
+
+    #[test]
+    fn sized_vocab_extends_the_tiny_one_to_mistrals_size() {
+        let tiny = tiny_vocab();
+        let v = sized_vocab(MISTRAL_VOCAB_LEN).unwrap();
+        assert_eq!(v.len(), MISTRAL_VOCAB_LEN);
+        assert_eq!(v.tokens()[..TINY_VOCAB_LEN], tiny.tokens()[..]);
+        assert_eq!(v.scores()[..TINY_VOCAB_LEN], tiny.scores()[..]);
+        assert!(v.scores()[TINY_VOCAB_LEN - 1..]
+            .windows(2)
+            .all(|w| w[0] > w[1]));
+        assert!(v.types()[TINY_VOCAB_LEN..]
+            .iter()
+            .all(|t| *t == TokenType::Normal));
+        for piece in ["▁텀블러", "▁가", "▁힣", "하기", "이다"] {
+            assert!(v.id_of(piece).is_some(), "{piece}");
+        }
+        assert_eq!(sized_vocab(TINY_VOCAB_LEN).unwrap().tokens(), tiny.tokens());
+    }
+
+    #[test]
+    fn sized_vocab_refuses_sizes_it_cannot_build() {
+        let max = max_vocab_len();
+        assert!(max > MISTRAL_VOCAB_LEN, "{max}");
+        assert_eq!(sized_vocab(max).unwrap().len(), max);
+        for n in [TINY_VOCAB_LEN - 1, max + 1] {
+            let err = sized_vocab(n).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
     }
 
     #[test]

@@ -4,5 +4,6 @@
 mod browser;
 mod model_file;
 mod recommend;
+mod scheduler;
 mod startup;
 mod support;

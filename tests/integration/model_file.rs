@@ -1,7 +1,8 @@
 //! The generated tiny model against the real llama.cpp: it loads with the shape it was written
 //! with, its tokenizer behaves like Mistral's SentencePiece one (Korean per syllable, byte
 //! fallback for what the vocabulary lacks), its chat template renders the `[INST]` format, and it
-//! decodes to finite logits.
+//! decodes to finite logits. Q4_0 weights and the 32k vocabulary of the benchmark presets are
+//! checked here on the tiny shape (the presets themselves are gigabytes, never written in tests).
 //!
 //! Also home of [`backend`], the one llama.cpp backend every test module of this binary shares.
 
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use leafresh_llm::testmodel::vocab::{self, tiny_vocab};
+use leafresh_llm::testmodel::vocab::{self, tiny_vocab, MISTRAL_VOCAB_LEN};
 use leafresh_llm::testmodel::{
     write_tiny_llama, TensorType, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE,
 };
@@ -29,14 +30,15 @@ use llama_cpp_2::ChatTemplateError;
 /// why a model fails to load).
 #[allow(dead_code)]
 pub fn backend() -> &'static LlamaBackend {
-    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
-    BACKEND.get_or_init(|| {
-        let mut backend = LlamaBackend::init().expect("llama.cpp backend initialises once");
-        if std::env::var_os("LEAFRESH_TEST_LLAMA_LOGS").is_none() {
-            backend.void_logs();
-        }
-        backend
-    })
+    // One backend per process, shared with the engine (`LlamaBackend::init` works only once).
+    static QUIET: OnceLock<()> = OnceLock::new();
+    QUIET.get_or_init(|| {
+        let enabled = std::env::var_os("LEAFRESH_TEST_LLAMA_LOGS").is_some();
+        llama_cpp_2::send_logs_to_tracing(
+            llama_cpp_2::LogOptions::default().with_logs_enabled(enabled),
+        );
+    });
+    leafresh_llm::engine::model::backend().expect("llama.cpp backend initialises")
 }
 
 /// The default tiny model ([`TinyModelSpec::default`]), written once per test binary.
@@ -252,4 +254,39 @@ fn model_without_template_loads_but_has_no_chat_template() {
     ));
     // Everything else is still there.
     assert_eq!(model.n_vocab() as usize, tiny_vocab().len());
+}
+
+#[test]
+fn q4_0_weights_with_a_mistral_sized_vocabulary_load_and_decode() {
+    let spec = TinyModelSpec {
+        weight_type: TensorType::Q4_0,
+        n_vocab: MISTRAL_VOCAB_LEN as u32,
+        ..TinyModelSpec::default()
+    };
+    let model = load(&write_model("q4_0", &spec));
+    assert_eq!(model.n_vocab() as usize, MISTRAL_VOCAB_LEN);
+    assert_eq!(model.meta_val_str("general.file_type").unwrap(), "2"); // MOSTLY_Q4_0
+                                                                       // Every matrix is 18 bytes per 32 weights (4.5 bits); only the tiny norms are F32.
+    let bytes_per_weight = model.size() as f64 / model.n_params() as f64;
+    assert!(
+        (bytes_per_weight - 18.0 / 32.0).abs() < 0.005,
+        "{bytes_per_weight} bytes per weight"
+    );
+
+    // The extra 20k pieces make Korean words single tokens where the tiny vocabulary needs one
+    // per syllable, and the text still round-trips.
+    let vocab = model.vocab();
+    let text = "텀블러 사용하기 챌린지";
+    let tokens = vocab.tokenize(text.as_bytes(), false, false);
+    assert_eq!(pieces(&vocab, &tokens), ["▁텀블러", "▁사용하기", "▁챌린지"]);
+    assert_eq!(vocab.detokenize(&tokens, false, false), text.as_bytes());
+
+    let (logits, next) = prefill(&model, "[INST] 텀블러 사용하기 ㅅㅂ 😀 {\"title\":[/INST]");
+    assert_eq!(logits.len(), MISTRAL_VOCAB_LEN);
+    assert!(logits.iter().all(|l| l.is_finite()));
+    let (min, max) = logits
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), l| (lo.min(*l), hi.max(*l)));
+    assert!(max - min > 1e-3, "logits are flat: {min}..{max}");
+    assert!((0..model.n_vocab()).contains(&next.0));
 }

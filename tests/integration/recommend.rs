@@ -276,7 +276,7 @@ fn clear_conversation_without_session_id_is_a_400_envelope() {
 
 #[test]
 fn a_prompt_longer_than_the_context_is_refused_with_both_counts() {
-    let service = Service::start(&tiny_model(), &["--ctx-size", "256"]);
+    let service = Service::start(&tiny_model(), &["--ctx-size", "256", "--parallel", "1"]);
     let response = client()
         .get(base_info_url(&service, "", "도시", "사무직", "비건"))
         .send()
@@ -360,4 +360,26 @@ fn unknown_paths_answer_a_404_envelope() {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().unwrap();
     assert_eq!(body["status"], 404);
+}
+
+#[test]
+fn without_the_grammar_an_unparseable_answer_ends_the_stream_with_one_error_event() {
+    // Random weights do not write JSON on their own: the stream still ends with a final event.
+    let service = Service::start(&tiny_model(), &["--no-grammar"]);
+    let (status, _, events) = get_events(&base_info_url(&service, "", "도시", "사무직", "비건"));
+    assert_eq!(status, 200);
+    let (last, fragments) = events.split_last().expect("events");
+    assert_eq!(last.event, "error", "{last:?}");
+    let envelope = last.json();
+    assert_eq!(envelope["status"], 500);
+    assert_eq!(envelope["data"], Value::Null);
+    assert!(!envelope["message"].as_str().unwrap().is_empty());
+    assert!(!fragments.is_empty());
+    for event in fragments {
+        assert_eq!(event.event, "challenge");
+        let fragment = event.json()["data"].as_str().unwrap().to_owned();
+        for forbidden in ['"', '{', '}', '[', ']'] {
+            assert!(!fragment.contains(forbidden), "{fragment:?}");
+        }
+    }
 }

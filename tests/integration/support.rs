@@ -35,6 +35,42 @@ pub fn tiny_model_with(name: &str, spec: &TinyModelSpec) -> PathBuf {
     path
 }
 
+/// A wider model whose answers take seconds, for tests that need a stream to still be running.
+pub fn slow_model() -> PathBuf {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let spec = TinyModelSpec {
+                n_layer: 6,
+                n_embd: 512,
+                n_ff: 1536,
+                n_head: 8,
+                n_head_kv: 4,
+                ..TinyModelSpec::default()
+            };
+            tiny_model_with("slow-llama.gguf", &spec)
+        })
+        .clone()
+}
+
+/// Tokens of the instruction text every Leafresh prompt begins with, as the tiny model spells it
+/// (the template's opening included, the closing `[/INST]` not).
+pub fn instruction_tokens() -> usize {
+    use leafresh_llm::engine::{ChatMessage, LoadOptions, Model};
+    let model = Model::load(&LoadOptions {
+        path: tiny_model(),
+        n_gpu_layers: 0,
+    })
+    .expect("load the tiny model");
+    let prompt = model
+        .prompt(&[ChatMessage::user(
+            leafresh_llm::leafresh::prompt::INSTRUCTION,
+        )])
+        .expect("render");
+    // Without `[/INST]` and the token before it (which may merge with what follows).
+    prompt.len() - 2
+}
+
 /// A free loopback port (bound and released; fine for tests on one machine).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -60,10 +96,18 @@ impl Service {
         let port = free_port();
         let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("service-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("create log file");
+        // Tests run several services at once on few cores: one thread each, or llama.cpp's
+        // threads spin-wait on each other and a token costs a scheduler time slice.
+        let threads: &[&str] = if extra_args.contains(&"--threads") {
+            &[]
+        } else {
+            &["--threads", "1"]
+        };
         let child = Command::new(binary())
             .arg("--model")
             .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(threads)
             .args(extra_args)
             .env_remove("RUST_LOG")
             .env_remove("LEAFRESH_MODEL")
@@ -122,6 +166,18 @@ impl Service {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits for the process to exit by itself; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
 
@@ -231,12 +287,18 @@ pub fn encode(value: &str) -> String {
 
 /// `prompt_tokens=N` of each finished generation of `endpoint`, in log order.
 pub fn logged_prompt_tokens(log: &str, endpoint: &str) -> Vec<usize> {
+    logged_field(log, endpoint, "prompt_tokens")
+}
+
+/// The numeric `field=N` of each finished generation of `endpoint`, in log order.
+pub fn logged_field(log: &str, endpoint: &str, field: &str) -> Vec<usize> {
+    let needle = format!(" {field}=");
     log.lines()
         .filter(|l| {
             l.contains("generation finished") && l.contains(&format!("endpoint=\"{endpoint}\""))
         })
         .filter_map(|l| {
-            let rest = l.split("prompt_tokens=").nth(1)?;
+            let rest = l.split(&needle).nth(1)?;
             rest.split(|c: char| !c.is_ascii_digit())
                 .next()?
                 .parse()

@@ -1,0 +1,209 @@
+//! Prometheus metrics: what the handlers record about each request and what `/metrics` shows.
+//! The engine knows nothing of this; it reports counts in each request's summary and its load
+//! through `EngineStats`, read at scrape time.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::engine::{EngineStats, GenerationSummary};
+
+/// How a request ended, as the `outcome` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered completely.
+    Ok,
+    /// Refused by validation or the topic filter (the client's mistake or an off-topic message).
+    Rejected,
+    /// Refused because every slot and the queue were busy, or the server was stopping.
+    Unavailable,
+    /// The client left before the end.
+    Cancelled,
+    /// Failed on the server side.
+    Error,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Rejected => "rejected",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Every metric of the service, registered in its own registry.
+pub struct Metrics {
+    registry: Registry,
+    requests_active: IntGauge,
+    requests_queued: IntGauge,
+    requests_total: IntCounterVec,
+    prompt_tokens_total: IntCounter,
+    prompt_tokens_cached_total: IntCounter,
+    generated_tokens_total: IntCounter,
+    time_to_first_token: Histogram,
+    queue_wait: Histogram,
+}
+
+/// Latency buckets in seconds: from a cached prompt on a GPU to a cold 7B prefill on 2 cores.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests_active = IntGauge::new(
+            "leafresh_requests_active",
+            "Requests being generated (holding a slot)",
+        )
+        .expect("valid metric");
+        let requests_queued = IntGauge::new(
+            "leafresh_requests_queued",
+            "Requests waiting for a free slot",
+        )
+        .expect("valid metric");
+        let requests_total = IntCounterVec::new(
+            Opts::new(
+                "leafresh_requests_total",
+                "Requests by endpoint and outcome",
+            ),
+            &["endpoint", "outcome"],
+        )
+        .expect("valid metric");
+        let prompt_tokens_total = IntCounter::new(
+            "leafresh_prompt_tokens_total",
+            "Prompt tokens of finished requests",
+        )
+        .expect("valid metric");
+        let prompt_tokens_cached_total = IntCounter::new(
+            "leafresh_prompt_tokens_cached_total",
+            "Prompt tokens whose KV cells came from the prompt cache",
+        )
+        .expect("valid metric");
+        let generated_tokens_total =
+            IntCounter::new("leafresh_generated_tokens_total", "Tokens generated")
+                .expect("valid metric");
+        let time_to_first_token = Histogram::with_opts(
+            HistogramOpts::new(
+                "leafresh_time_to_first_token_seconds",
+                "From submission to the first generated token (queue and prompt included)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let queue_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "leafresh_queue_wait_seconds",
+                "Time spent waiting for a slot",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests_queued.clone()),
+            Box::new(requests_total.clone()),
+            Box::new(prompt_tokens_total.clone()),
+            Box::new(prompt_tokens_cached_total.clone()),
+            Box::new(generated_tokens_total.clone()),
+            Box::new(time_to_first_token.clone()),
+            Box::new(queue_wait.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            requests_active,
+            requests_queued,
+            requests_total,
+            prompt_tokens_total,
+            prompt_tokens_cached_total,
+            generated_tokens_total,
+            time_to_first_token,
+            queue_wait,
+        }
+    }
+
+    /// Counts one request of `endpoint` by how it ended.
+    pub fn request(&self, endpoint: &str, outcome: Outcome) {
+        self.requests_total
+            .with_label_values(&[endpoint, outcome.as_str()])
+            .inc();
+    }
+
+    /// Records the token counts and latencies of a finished generation.
+    pub fn generation(&self, summary: &GenerationSummary) {
+        self.prompt_tokens_total
+            .inc_by(summary.prompt_tokens as u64);
+        self.prompt_tokens_cached_total
+            .inc_by(summary.cached_tokens as u64);
+        self.generated_tokens_total
+            .inc_by(summary.completion_tokens as u64);
+        self.time_to_first_token
+            .observe(summary.time_to_first_token.as_secs_f64());
+        self.queue_wait.observe(summary.queue_wait.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition, with the engine's current load.
+    pub fn render(&self, stats: EngineStats) -> String {
+        self.requests_active.set(stats.active as i64);
+        self.requests_queued.set(stats.queued as i64);
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding into a Vec cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::FinishReason;
+    use std::time::Duration;
+
+    #[test]
+    fn render_shows_every_metric_with_its_values() {
+        let metrics = Metrics::new();
+        metrics.request("base-info", Outcome::Ok);
+        metrics.generation(&GenerationSummary {
+            finish_reason: FinishReason::Stop,
+            prompt_tokens: 400,
+            cached_tokens: 350,
+            completion_tokens: 120,
+            queue_wait: Duration::from_millis(5),
+            time_to_first_token: Duration::from_millis(300),
+            total_time: Duration::from_secs(3),
+        });
+        let text = metrics.render(EngineStats {
+            active: 2,
+            queued: 1,
+            alive: true,
+        });
+        for line in [
+            "leafresh_requests_active 2",
+            "leafresh_requests_queued 1",
+            "leafresh_requests_total{endpoint=\"base-info\",outcome=\"ok\"} 1",
+            "leafresh_prompt_tokens_total 400",
+            "leafresh_prompt_tokens_cached_total 350",
+            "leafresh_generated_tokens_total 120",
+            "leafresh_time_to_first_token_seconds_count 1",
+            "leafresh_queue_wait_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+}

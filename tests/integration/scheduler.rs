@@ -1,0 +1,260 @@
+//! The scheduler through the real service: concurrent streams, overload, cancellation, the
+//! prompt cache, keep-alive, graceful stop and a dead engine.
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{
+    client, encode, get_events, logged_field, slow_model, tiny_model, Service, SseReader,
+};
+
+fn base_info_url(service: &Service, location: &str, work_type: &str, category: &str) -> String {
+    service.url(&format!(
+        "/ai/chatbot/recommendation/base-info?location={}&workType={}&category={}",
+        encode(location),
+        encode(work_type),
+        encode(category)
+    ))
+}
+
+/// The value of an unlabelled metric (or a labelled one, given with its labels).
+fn metric(service: &Service, name: &str) -> f64 {
+    let text = client()
+        .get(service.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+fn wait_for_metric(service: &Service, name: &str, value: f64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if metric(service, name) == value {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn several_concurrent_streams_all_complete_with_their_own_answers() {
+    let service = Service::start(&tiny_model(), &["--parallel", "4"]);
+    let requests = [
+        ("도시", "사무직", "플로깅", "PLOGGING"),
+        ("농촌", "학생", "비건", "VEGAN"),
+        ("바닷가", "자영업", "업사이클", "UPCYCLING"),
+        ("산간", "주부", "에너지 절약", "ENERGY_SAVING"),
+    ];
+    let handles: Vec<_> = requests
+        .iter()
+        .map(|(location, work, category, code)| {
+            let url = base_info_url(&service, location, work, category);
+            let code = code.to_string();
+            std::thread::spawn(move || {
+                let (status, _, events) = get_events(&url);
+                assert_eq!(status, 200);
+                let close = events.last().expect("events").json();
+                assert_eq!(events.last().unwrap().event, "close", "{close}");
+                for challenge in close["data"]["challenges"].as_array().unwrap() {
+                    assert_eq!(challenge["category"], code.as_str());
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("stream completed");
+    }
+    assert_eq!(
+        metric(
+            &service,
+            "leafresh_requests_total{endpoint=\"base-info\",outcome=\"ok\"}"
+        ),
+        4.0
+    );
+    assert!(metric(&service, "leafresh_generated_tokens_total") > 0.0);
+}
+
+#[test]
+fn overload_answers_503_with_retry_after_while_accepted_requests_complete() {
+    let service = Service::start(&tiny_model(), &["--parallel", "1", "--queue-size", "1"]);
+    let url = base_info_url(&service, "도시", "사무직", "비건");
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let response = client().get(&url).send().unwrap();
+                let status = response.status().as_u16();
+                if status == 503 {
+                    let retry_after = response.headers()["retry-after"]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    let body: Value = response.json().unwrap();
+                    assert_eq!(body["status"], 503);
+                    assert_eq!(body["data"], Value::Null);
+                    assert!(retry_after.parse::<u32>().unwrap() > 0);
+                    return (503, String::new());
+                }
+                let mut reader = SseReader::new(response);
+                let mut last = String::new();
+                while let Some(event) = reader.next_event() {
+                    last = event.event;
+                }
+                (status, last)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let refused = results.iter().filter(|(s, _)| *s == 503).count();
+    let accepted: Vec<_> = results.iter().filter(|(s, _)| *s == 200).collect();
+    assert!(refused >= 1, "{results:?}");
+    assert!(!accepted.is_empty(), "{results:?}");
+    assert_eq!(refused + accepted.len(), 6, "{results:?}");
+    for (_, last) in accepted {
+        assert_eq!(last, "close", "{results:?}");
+    }
+}
+
+#[test]
+fn after_a_client_disconnects_the_active_gauge_is_zero_within_two_seconds() {
+    let service = Service::start(&slow_model(), &[]);
+    let response = client()
+        .get(base_info_url(&service, "도시", "사무직", "비건"))
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(response);
+    assert_eq!(reader.next_event().unwrap().event, "challenge");
+    assert_eq!(metric(&service, "leafresh_requests_active"), 1.0);
+    drop(reader);
+    assert!(wait_for_metric(
+        &service,
+        "leafresh_requests_active",
+        0.0,
+        Duration::from_secs(2)
+    ));
+    assert!(service.wait_for_log("client left", 1, Duration::from_secs(2)));
+}
+
+#[test]
+fn a_second_base_info_reuses_the_cached_instruction_prefix() {
+    let service = Service::start(&tiny_model(), &["--parallel", "2"]);
+    let (_, _, events) = get_events(&base_info_url(&service, "도시", "사무직", "비건"));
+    assert_eq!(events.last().unwrap().event, "close");
+    let cached_before = metric(&service, "leafresh_prompt_tokens_cached_total");
+    let (_, _, events) = get_events(&base_info_url(&service, "농촌 마을", "농업", "플로깅"));
+    assert_eq!(events.last().unwrap().event, "close");
+    let cached = metric(&service, "leafresh_prompt_tokens_cached_total") - cached_before;
+    let instruction = crate::support::instruction_tokens() as f64;
+    assert!(
+        cached >= instruction,
+        "cached {cached} tokens, the shared instruction is {instruction}"
+    );
+    assert!(service.wait_for_log("generation finished", 2, Duration::from_secs(5)));
+    let logged = logged_field(&service.log(), "base-info", "cached_tokens");
+    assert_eq!(logged[0], 0, "the first request had nothing cached");
+    assert_eq!(logged[1] as f64, cached);
+}
+
+#[test]
+fn a_second_free_text_turn_reuses_the_cells_of_the_first() {
+    let service = Service::start(&tiny_model(), &["--parallel", "2"]);
+    let url = |message: &str| {
+        service.url(&format!(
+            "/ai/chatbot/recommendation/free-text?sessionId=cache-turns&message={}",
+            encode(message)
+        ))
+    };
+    get_events(&url("텀블러 쓰는 환경 챌린지 추천해줘"));
+    get_events(&url("조금 더 쉬운 환경 챌린지로 부탁해"));
+    assert!(service.wait_for_log("generation finished", 2, Duration::from_secs(5)));
+    let log = service.log();
+    let prompts = logged_field(&log, "free-text", "prompt_tokens");
+    let cached = logged_field(&log, "free-text", "cached_tokens");
+    // The whole first prompt is a prefix of the second (its history replays the first turn).
+    assert!(
+        cached[1] + 2 >= prompts[0],
+        "prompts {prompts:?}, cached {cached:?}"
+    );
+}
+
+#[test]
+fn quiet_streams_get_keep_alive_comment_frames() {
+    let service = Service::start(&slow_model(), &["--sse-keepalive", "1", "--parallel", "1"]);
+    // A queued request is quiet until the first finishes: it must still see comment frames.
+    let first = client()
+        .get(base_info_url(&service, "도시", "사무직", "비건"))
+        .send()
+        .unwrap();
+    let second = client()
+        .get(base_info_url(&service, "농촌", "학생", "비건"))
+        .send()
+        .unwrap();
+    let mut lines = BufReader::new(second).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut saw_comment = false;
+    while Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with(':') => {
+                saw_comment = true;
+                break;
+            }
+            Some(Ok(_)) => {}
+            _ => break,
+        }
+    }
+    drop(first);
+    assert!(saw_comment, "no keep-alive comment frame");
+}
+
+#[test]
+fn sigterm_ends_running_streams_with_an_error_event_and_exits_zero() {
+    let mut service = Service::start(&slow_model(), &["--shutdown-timeout", "1"]);
+    let response = client()
+        .get(base_info_url(&service, "도시", "사무직", "비건"))
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(response);
+    assert_eq!(reader.next_event().unwrap().event, "challenge");
+    let status = Command::new("kill")
+        .args(["-TERM", &service.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut last = None;
+    while let Some(event) = reader.next_event() {
+        last = Some(event);
+    }
+    let last = last.expect("a final event");
+    assert_eq!(last.event, "error", "{last:?}");
+    assert_eq!(last.json()["status"], 503);
+    let code = service
+        .wait_exit(Duration::from_secs(10))
+        .expect("the service exits");
+    assert_eq!(code, Some(0), "{}", service.log());
+}
+
+#[test]
+fn an_engine_panic_fails_the_stream_and_exits_non_zero() {
+    let mut service = Service::start(&tiny_model(), &["--debug-panic-at-step", "3"]);
+    let (status, _, events) = get_events(&base_info_url(&service, "도시", "사무직", "비건"));
+    assert_eq!(status, 200);
+    let last = events.last().expect("a final event");
+    assert_eq!(last.event, "error", "{events:?}");
+    assert_eq!(last.json()["status"], 503);
+    let code = service
+        .wait_exit(Duration::from_secs(10))
+        .expect("the service exits");
+    assert_ne!(code, Some(0));
+    assert!(service.log().contains("panicked"), "{}", service.log());
+}
