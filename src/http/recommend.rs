@@ -231,7 +231,17 @@ fn stream_answer(
         let mut extractor = FragmentExtractor::new();
         let mut text = String::new();
         let outcome = loop {
-            let Some(event) = events.recv().await else {
+            // A client can leave while nothing is being sent (queued, or during a long prompt):
+            // the keep-alive writes reveal it and close `tx`, which ends the wait here.
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = tx.closed() => {
+                    tracing::info!(endpoint, "client disconnected while waiting");
+                    metrics.request(endpoint, Outcome::Cancelled);
+                    return;
+                }
+            };
+            let Some(event) = event else {
                 break Err(LeafreshError::Engine(EngineError::Stopped));
             };
             match event {

@@ -128,7 +128,7 @@ fn overload_answers_503_with_retry_after_while_accepted_requests_complete() {
 
 #[test]
 fn after_a_client_disconnects_the_active_gauge_is_zero_within_two_seconds() {
-    let service = Service::start(&slow_model(), &[]);
+    let service = Service::start(&slow_model(), &["--no-grammar"]);
     let response = client()
         .get(base_info_url(&service, "도시", "사무직", "비건"))
         .send()
@@ -190,7 +190,10 @@ fn a_second_free_text_turn_reuses_the_cells_of_the_first() {
 
 #[test]
 fn quiet_streams_get_keep_alive_comment_frames() {
-    let service = Service::start(&slow_model(), &["--sse-keepalive", "1", "--parallel", "1"]);
+    let service = Service::start(
+        &slow_model(),
+        &["--sse-keepalive", "1", "--parallel", "1", "--no-grammar"],
+    );
     // A queued request is quiet until the first finishes: it must still see comment frames.
     let first = client()
         .get(base_info_url(&service, "도시", "사무직", "비건"))
@@ -219,7 +222,7 @@ fn quiet_streams_get_keep_alive_comment_frames() {
 
 #[test]
 fn sigterm_ends_running_streams_with_an_error_event_and_exits_zero() {
-    let mut service = Service::start(&slow_model(), &["--shutdown-timeout", "1"]);
+    let mut service = Service::start(&slow_model(), &["--shutdown-timeout", "1", "--no-grammar"]);
     let response = client()
         .get(base_info_url(&service, "도시", "사무직", "비건"))
         .send()
@@ -257,4 +260,53 @@ fn an_engine_panic_fails_the_stream_and_exits_non_zero() {
         .expect("the service exits");
     assert_ne!(code, Some(0));
     assert!(service.log().contains("panicked"), "{}", service.log());
+}
+
+#[test]
+fn a_queued_request_whose_client_left_is_dropped_without_decoding() {
+    // A queued stream is silent; the keep-alive frames are the writes that reveal a gone client.
+    let service = Service::start(
+        &slow_model(),
+        &["--parallel", "1", "--no-grammar", "--sse-keepalive", "1"],
+    );
+    let running = client()
+        .get(base_info_url(&service, "도시", "사무직", "비건"))
+        .send()
+        .unwrap();
+    let mut running = SseReader::new(running);
+    assert_eq!(running.next_event().unwrap().event, "challenge");
+    let queued = client()
+        .get(base_info_url(&service, "농촌", "학생", "비건"))
+        .send()
+        .unwrap();
+    assert!(wait_for_metric(
+        &service,
+        "leafresh_requests_queued",
+        1.0,
+        Duration::from_secs(5)
+    ));
+    drop(queued);
+    assert!(wait_for_metric(
+        &service,
+        "leafresh_requests_queued",
+        0.0,
+        Duration::from_secs(10)
+    ));
+    drop(running);
+    assert!(wait_for_metric(
+        &service,
+        "leafresh_requests_active",
+        0.0,
+        Duration::from_secs(5)
+    ));
+    // Only the running request was ever admitted (and stopped); the queued one never decoded.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric(&service, "leafresh_requests_active"), 0.0);
+    assert_eq!(
+        service.log().matches("client left").count(),
+        1,
+        "{}",
+        service.log()
+    );
+    assert!(!service.log().contains("generation finished"));
 }

@@ -35,7 +35,8 @@ pub fn tiny_model_with(name: &str, spec: &TinyModelSpec) -> PathBuf {
     path
 }
 
-/// A wider model whose answers take seconds, for tests that need a stream to still be running.
+/// A wider model (a few ms per token), for tests that need a stream to still be running: with
+/// `--no-grammar` its answers run to the full budget.
 pub fn slow_model() -> PathBuf {
     static MODEL: OnceLock<PathBuf> = OnceLock::new();
     MODEL
