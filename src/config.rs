@@ -85,6 +85,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_timeout: u64,
 
+    /// Another name `/v1/models` lists for the model (e.g. `mistral`), besides its file name.
+    #[arg(long, env = "LEAFRESH_MODEL_ALIAS", value_parser = non_blank)]
+    pub model_alias: Option<String>,
+
+    /// Require `Authorization: Bearer KEY` on `/v1/*` (the health check and test page stay public).
+    #[arg(long, env = "LEAFRESH_API_KEY", value_parser = non_blank, hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Require the API key on the Leafresh endpoints too.
+    #[arg(long, env = "LEAFRESH_API_KEY_LEAFRESH", requires = "api_key")]
+    pub api_key_leafresh: bool,
+
     /// Test hook: make the engine thread panic at this decode step.
     #[arg(long, hide = true)]
     pub debug_panic_at_step: Option<u64>,
@@ -152,6 +164,26 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
+    }
+
+    /// The ids clients may name as `model`: the model file's name without `.gguf`, and the alias.
+    pub fn model_ids(&self) -> Vec<String> {
+        let stem = self
+            .model
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        std::iter::once(stem)
+            .chain(self.model_alias.clone())
+            .collect()
+    }
+}
+
+fn non_blank(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(value.to_owned())
     }
 }
 

@@ -100,6 +100,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         grammar: !config.no_grammar,
         sse_keepalive: config.sse_keepalive(),
         draining: AtomicBool::new(false),
+        model_ids: config.model_ids(),
+        api_key: config.api_key.clone(),
+        api_key_leafresh: config.api_key_leafresh,
     });
     let app_state = state.clone();
     let server = HttpServer::new(move || App::new().app_data(app_state.clone()).configure(http::routes))

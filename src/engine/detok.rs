@@ -1,3 +1,5 @@
+//! Token bytes -> valid UTF-8 text, and stop strings found in that text.
+//!
 //! Token bytes -> valid UTF-8 text. A token may carry part of a character (a Hangul syllable is
 //! three bytes and byte-fallback tokenizers spell it as three tokens; an emoji is four), so bytes
 //! are held back until their character is complete. Bytes that can never become a character are
@@ -59,6 +61,72 @@ impl Utf8Assembler {
     }
 }
 
+/// Finds the caller's stop strings in the streamed text. Text that could be the beginning of a
+/// stop string is held back until it is clear, so a stop string is never sent, not even in part.
+#[derive(Debug, Default)]
+pub struct StopMatcher {
+    stops: Vec<String>,
+    held: String,
+    stopped: bool,
+}
+
+impl StopMatcher {
+    pub fn new(stops: Vec<String>) -> Self {
+        Self {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+            stopped: false,
+        }
+    }
+
+    /// Adds text; returns what is safe to send and whether a stop string has been reached (the
+    /// text before it is sent, it and everything after it are dropped).
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        if self.stopped {
+            return (String::new(), true);
+        }
+        if self.stops.is_empty() {
+            return (text.to_owned(), false);
+        }
+        self.held.push_str(text);
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
+        {
+            self.stopped = true;
+            let out = self.held[..at].to_owned();
+            self.held.clear();
+            return (out, true);
+        }
+        let keep = self
+            .stops
+            .iter()
+            .map(|stop| longest_suffix_prefix(&self.held, stop))
+            .max()
+            .unwrap_or(0);
+        let out = self.held[..self.held.len() - keep].to_owned();
+        self.held.drain(..self.held.len() - keep);
+        (out, false)
+    }
+
+    /// The end of the stream: what was held back was not a stop string after all.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.held)
+    }
+}
+
+/// The length of the longest end of `text` that is a proper beginning of `stop`.
+fn longest_suffix_prefix(text: &str, stop: &str) -> usize {
+    stop.char_indices()
+        .map(|(i, _)| i)
+        .skip(1)
+        .filter(|&len| text.ends_with(&stop[..len]))
+        .max()
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +136,54 @@ mod tests {
         let outs: Vec<String> = pieces.iter().map(|p| assembler.push(p)).collect();
         let tail = assembler.finish();
         (outs, tail)
+    }
+
+    fn run_stops(stops: &[&str], pieces: &[&str]) -> (String, bool) {
+        let mut matcher = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut out = String::new();
+        for piece in pieces {
+            let (text, stopped) = matcher.push(piece);
+            out.push_str(&text);
+            if stopped {
+                return (out, true);
+            }
+        }
+        out.push_str(&matcher.finish());
+        (out, false)
+    }
+
+    #[test]
+    fn a_stop_string_split_across_pieces_is_never_sent() {
+        assert_eq!(
+            run_stops(&["END"], &["abc E", "N", "D tail"]),
+            ("abc ".into(), true)
+        );
+        assert_eq!(
+            run_stops(&["다음"], &["하나 다", "음 둘"]),
+            ("하나 ".into(), true)
+        );
+    }
+
+    #[test]
+    fn held_text_that_was_not_a_stop_is_sent_at_the_end() {
+        assert_eq!(
+            run_stops(&["END"], &["abc E", "N"]),
+            ("abc EN".into(), false)
+        );
+        assert_eq!(
+            run_stops(&["END"], &["abc EX", "y"]),
+            ("abc EXy".into(), false)
+        );
+    }
+
+    #[test]
+    fn the_earliest_of_several_stop_strings_wins() {
+        assert_eq!(run_stops(&["zz", "b"], &["a b zz"]), ("a ".into(), true));
+    }
+
+    #[test]
+    fn without_stop_strings_text_passes_unchanged() {
+        assert_eq!(run_stops(&[], &["a", "b"]), ("ab".into(), false));
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub struct SamplingParams {
     pub top_p: f32,
     /// 0 disables top-k.
     pub top_k: i32,
+    /// 0 disables min-p.
+    pub min_p: f32,
     /// 1.0 disables it.
     pub repeat_penalty: f32,
     pub frequency_penalty: f32,
@@ -41,6 +43,7 @@ impl Default for SamplingParams {
             temperature: 0.8,
             top_p: 0.95,
             top_k: 40,
+            min_p: 0.0,
             repeat_penalty: 1.0,
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
@@ -74,6 +77,9 @@ impl TokenSampler {
             }
             if params.top_p < 1.0 {
                 stages.push(LlamaSampler::top_p(params.top_p, 1));
+            }
+            if params.min_p > 0.0 {
+                stages.push(LlamaSampler::min_p(params.min_p, 1));
             }
             stages.push(LlamaSampler::temp(params.temperature));
             stages.push(LlamaSampler::dist(params.seed.unwrap_or_else(fresh_seed)));

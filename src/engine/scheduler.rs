@@ -28,7 +28,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
-use super::detok::Utf8Assembler;
+use super::detok::{StopMatcher, Utf8Assembler};
 use super::model::{backend, Model, Prompt};
 use super::sampling::{SamplingParams, TokenSampler};
 use super::{budget, EngineError};
@@ -58,6 +58,8 @@ pub struct GenerationRequest {
     pub prompt: Prompt,
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
+    /// Strings that end the generation; they are not part of the text sent back.
+    pub stop: Vec<String>,
 }
 
 /// Why a generation ended.
@@ -309,6 +311,7 @@ struct Sequence {
     next_input: Option<LlamaToken>,
     sampler: TokenSampler,
     utf8: Utf8Assembler,
+    stop: StopMatcher,
     /// Index of this sequence's logits in the batch just decoded.
     logits_index: Option<i32>,
     submitted: Instant,
@@ -499,6 +502,7 @@ impl<'m> Scheduler<'m> {
             next_input: None,
             sampler,
             utf8: Utf8Assembler::new(),
+            stop: StopMatcher::new(job.request.stop),
             logits_index: None,
             submitted: job.submitted,
             admitted: Instant::now(),
@@ -637,7 +641,8 @@ impl<'m> Scheduler<'m> {
         let Some(mut seq) = self.slots[slot_id].sequence.take() else {
             return;
         };
-        let tail = seq.utf8.finish();
+        let (mut tail, _) = seq.stop.push(&seq.utf8.finish());
+        tail.push_str(&seq.stop.finish());
         if !tail.is_empty() {
             let _ = seq.events.try_send(GenerationEvent::Text(tail));
         }
@@ -697,9 +702,12 @@ fn advance(seq: &mut Sequence, ctx: &LlamaContext<'_>, model: &Model, piece: &mu
     }
     seq.generated += 1;
     model.token_bytes(token, piece);
-    let text = seq.utf8.push(piece);
+    let (text, stopped) = seq.stop.push(&seq.utf8.push(piece));
     if !text.is_empty() && seq.events.try_send(GenerationEvent::Text(text)).is_err() {
         return Step::ClientGone;
+    }
+    if stopped {
+        return Step::Finish(Ok(FinishReason::Stop));
     }
     if seq.generated >= seq.max_new_tokens {
         return Step::Finish(Ok(FinishReason::Length));

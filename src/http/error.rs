@@ -53,6 +53,8 @@ pub enum LeafreshError {
     Unparseable(#[from] AnswerError),
     #[error("{0}")]
     Internal(String),
+    #[error("API 키가 없거나 올바르지 않습니다. (missing or invalid API key: send `Authorization: Bearer <key>`)")]
+    Unauthorized,
 }
 
 impl From<Rejection> for LeafreshError {
@@ -67,6 +69,7 @@ impl LeafreshError {
             LeafreshError::Rejected(r) => {
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            LeafreshError::Unauthorized => StatusCode::UNAUTHORIZED,
             LeafreshError::Query(_) | LeafreshError::NoRoomForAnswer { .. } => {
                 StatusCode::BAD_REQUEST
             }
@@ -132,5 +135,117 @@ impl ResponseError for LeafreshError {
             response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
         }
         response.json(self.envelope())
+    }
+}
+
+/// An error of the OpenAI-compatible API, sent as `{"error": {"message", "type", "param", "code"}}`
+/// (the shape the OpenAI SDKs turn into their typed exceptions).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct OpenAiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+}
+
+impl OpenAiError {
+    /// 400 `invalid_request_error` about `param`.
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.into()),
+            code: None,
+        }
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: format!(
+                "The model `{model}` does not exist; GET /v1/models lists the models served here."
+            ),
+            kind: "invalid_request_error",
+            param: Some("model".into()),
+            code: Some("model_not_found"),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: "Missing or invalid API key: send `Authorization: Bearer <key>`.".into(),
+            kind: "authentication_error",
+            param: None,
+            code: Some("invalid_api_key"),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        serde_json::json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }})
+    }
+}
+
+impl From<EngineError> for OpenAiError {
+    fn from(error: EngineError) -> Self {
+        let (status, kind, code, message) = match &error {
+            EngineError::PromptTooLong { .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("context_length_exceeded"),
+                error.to_string(),
+            ),
+            e if e.is_client_error() => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                error.to_string(),
+            ),
+            e if e.is_unavailable() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("overloaded"),
+                error.to_string(),
+            ),
+            _ => {
+                tracing::error!(%error, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    None,
+                    "internal error while generating".to_string(),
+                )
+            }
+        };
+        Self {
+            status,
+            message,
+            kind,
+            param: None,
+            code,
+        }
+    }
+}
+
+impl ResponseError for OpenAiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
+        }
+        response.json(self.body())
     }
 }

@@ -2,6 +2,7 @@
 //! the tests so that both exercise the real routing.
 
 pub mod error;
+pub mod openai;
 pub mod ops;
 pub mod recommend;
 
@@ -9,12 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, HttpRequest};
+use subtle::ConstantTimeEq;
 
 use crate::engine::{EngineError, EngineHandle};
 use crate::leafresh::SessionStore;
 use crate::metrics::Metrics;
-use error::LeafreshError;
+use error::{LeafreshError, OpenAiError};
 
 /// What every handler can reach.
 pub struct AppState {
@@ -27,20 +30,62 @@ pub struct AppState {
     pub sse_keepalive: Duration,
     /// Set once a stop signal arrived: new requests are refused, running ones finish.
     pub draining: AtomicBool,
+    /// The ids `/v1/models` lists and `model` may name: the model file's name and the alias.
+    pub model_ids: Vec<String>,
+    /// When set, `/v1/*` (and with `api_key_leafresh` the Leafresh endpoints) need this bearer key.
+    pub api_key: Option<String>,
+    pub api_key_leafresh: bool,
 }
 
 impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// New requests get 503 once the server is stopping.
     pub fn refuse_if_draining(&self) -> Result<(), LeafreshError> {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.is_draining() {
             return Err(LeafreshError::Engine(EngineError::ShuttingDown));
         }
         Ok(())
+    }
+
+    /// Checks the bearer key of an OpenAI API request (when a key is configured).
+    pub fn authorize(&self, req: &HttpRequest) -> Result<(), OpenAiError> {
+        if self.key_matches(req) {
+            Ok(())
+        } else {
+            Err(OpenAiError::unauthorized())
+        }
+    }
+
+    /// The same check for the Leafresh endpoints, which need a key only with `--api-key-leafresh`.
+    pub fn authorize_leafresh(&self, req: &HttpRequest) -> Result<(), LeafreshError> {
+        if !self.api_key_leafresh || self.key_matches(req) {
+            Ok(())
+        } else {
+            Err(LeafreshError::Unauthorized)
+        }
+    }
+
+    /// Compared in constant time, so that response timing does not reveal the key.
+    fn key_matches(&self, req: &HttpRequest) -> bool {
+        let Some(expected) = &self.api_key else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
     }
 }
 
 /// Every route of the service.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     recommend::routes(cfg);
+    openai::routes(cfg);
     ops::routes(cfg);
 }

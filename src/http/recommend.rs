@@ -56,6 +56,7 @@ async fn base_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
 }
 
 fn start_base_info(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, LeafreshError> {
+    state.authorize_leafresh(req)?;
     state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
     let valid = validate_base_info(&query)?;
@@ -83,8 +84,11 @@ fn start_base_info(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, 
 async fn free_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     start_free_text(&req, &state).unwrap_or_else(|e| {
         state.metrics.request("free-text", e.outcome());
-        if e.status() == StatusCode::SERVICE_UNAVAILABLE {
-            // Overload is the one refusal clients expect as a status code (with Retry-After).
+        if matches!(
+            e.status(),
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::UNAUTHORIZED
+        ) {
+            // Overload and a missing key are refusals clients expect as a status code.
             e.error_response()
         } else {
             sse_response(single_error_stream(&e), Duration::ZERO, &req)
@@ -93,6 +97,7 @@ async fn free_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
 }
 
 fn start_free_text(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, LeafreshError> {
+    state.authorize_leafresh(req)?;
     state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
     let valid = validate_free_text(&query)?;
@@ -121,6 +126,7 @@ async fn clear_conversation(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, LeafreshError> {
+    state.authorize_leafresh(&req)?;
     let query = parse_query(req.query_string())?;
     let Some(id) = validate_session_id(query.get("sessionId"))? else {
         return Err(LeafreshError::Rejected(Rejection {
@@ -195,6 +201,7 @@ fn plan(
             grammar,
             ..SamplingParams::default()
         },
+        stop: Vec::new(),
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod browser;
 mod model_file;
+mod openai;
 mod recommend;
 mod scheduler;
 mod startup;

@@ -1,0 +1,244 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions` (whole history through the model's chat
+//! template, real token streaming) and `GET /v1/models`, so that OpenWebUI and the OpenAI SDKs
+//! work against the same engine as the Leafresh endpoints.
+
+mod request;
+mod response;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web_lab::sse;
+use tokio::sync::mpsc;
+
+use super::error::OpenAiError;
+use super::AppState;
+use crate::engine::{
+    budget, EngineError, GenerationEvent, GenerationRequest, GenerationSummary, SamplingParams,
+};
+use crate::metrics::Outcome;
+use request::{ChatRequest, OutputFormat, ValidChatRequest};
+use response::{Completion, CompletionMeta};
+
+/// The `endpoint` label of the metrics.
+const ENDPOINT: &str = "chat-completions";
+
+/// Events waiting to be written to one client.
+const SSE_BUFFER: usize = 64;
+
+/// A client that reads nothing for this long is treated as gone, so its slot is freed.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/chat/completions", web::post().to(chat_completions))
+        .route("/v1/models", web::get().to(models));
+}
+
+async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Err(e) = state.authorize(&req) {
+        return e.error_response();
+    }
+    HttpResponse::Ok().json(response::model_list(&state.model_ids))
+}
+
+async fn chat_completions(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    match start(&req, &body, &state) {
+        Ok(Started::Stream(response)) => response,
+        Ok(Started::Whole(meta, events)) => {
+            let outcome = collect(meta, events).await;
+            let (response, result) = match outcome {
+                Ok((completion, summary)) => {
+                    state.metrics.generation(&summary);
+                    (HttpResponse::Ok().json(completion), Outcome::Ok)
+                }
+                Err(e) => (e.error_response(), outcome_of(&e)),
+            };
+            state.metrics.request(ENDPOINT, result);
+            response
+        }
+        Err(e) => {
+            state.metrics.request(ENDPOINT, outcome_of(&e));
+            e.error_response()
+        }
+    }
+}
+
+enum Started {
+    Stream(HttpResponse),
+    Whole(CompletionMeta, mpsc::Receiver<GenerationEvent>),
+}
+
+fn start(req: &HttpRequest, body: &[u8], state: &AppState) -> Result<Started, OpenAiError> {
+    state.authorize(req)?;
+    if state.is_draining() {
+        return Err(EngineError::ShuttingDown.into());
+    }
+    let request: ChatRequest = serde_json::from_slice(body).map_err(|e| {
+        OpenAiError::invalid("body", format!("the body is not a valid JSON request: {e}"))
+    })?;
+    let valid = request.validate()?;
+    if !state.model_ids.contains(&valid.model) {
+        return Err(OpenAiError::model_not_found(&valid.model));
+    }
+    let generation = plan(state, &valid)?;
+    let events = state.engine.submit(generation)?;
+    let meta = CompletionMeta::new(valid.model.clone());
+    if valid.stream {
+        Ok(Started::Stream(stream(
+            state,
+            meta,
+            valid.include_usage,
+            events,
+            req,
+        )))
+    } else {
+        Ok(Started::Whole(meta, events))
+    }
+}
+
+/// Tokenizes the conversation and turns the parameters into a generation request.
+fn plan(state: &AppState, valid: &ValidChatRequest) -> Result<GenerationRequest, OpenAiError> {
+    let prompt = state.engine.model().prompt(&valid.messages)?;
+    // Without max_tokens a request may use all the room its slot has left.
+    let requested = valid.max_tokens.unwrap_or(usize::MAX);
+    let max_new_tokens =
+        budget::max_new_tokens(prompt.len(), requested, state.engine.slot_context())?;
+    let grammar = match &valid.format {
+        OutputFormat::Text => None,
+        OutputFormat::JsonObject => Some(schema_grammar(r#"{"type": "object"}"#)?),
+        OutputFormat::JsonSchema(schema) => Some(schema_grammar(&schema.to_string())?),
+    };
+    Ok(GenerationRequest {
+        prompt,
+        max_new_tokens,
+        sampling: SamplingParams {
+            temperature: valid.temperature,
+            top_p: valid.top_p,
+            top_k: valid.top_k,
+            min_p: valid.min_p,
+            repeat_penalty: valid.repeat_penalty,
+            frequency_penalty: valid.frequency_penalty,
+            presence_penalty: valid.presence_penalty,
+            seed: valid.seed,
+            grammar,
+        },
+        stop: valid.stop.clone(),
+    })
+}
+
+/// A JSON schema as a llama.cpp grammar (llama.cpp's own converter).
+fn schema_grammar(schema: &str) -> Result<String, OpenAiError> {
+    llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
+        OpenAiError::invalid(
+            "response_format.json_schema.schema",
+            "the JSON schema could not be turned into a grammar (unsupported or invalid schema)",
+        )
+    })
+}
+
+/// Waits for the whole answer (non-streaming requests).
+async fn collect(
+    meta: CompletionMeta,
+    mut events: mpsc::Receiver<GenerationEvent>,
+) -> Result<(Completion, GenerationSummary), OpenAiError> {
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            GenerationEvent::Text(piece) => text.push_str(&piece),
+            GenerationEvent::Done(summary) => {
+                return Ok((meta.completion(text, &summary), summary));
+            }
+            GenerationEvent::Failed(e) => return Err(e.into()),
+        }
+    }
+    Err(EngineError::Stopped.into())
+}
+
+/// Streams `chat.completion.chunk`s as tokens arrive, then `[DONE]`.
+fn stream(
+    state: &AppState,
+    meta: CompletionMeta,
+    include_usage: bool,
+    mut events: mpsc::Receiver<GenerationEvent>,
+    req: &HttpRequest,
+) -> HttpResponse {
+    let (tx, rx) = mpsc::channel::<sse::Event>(SSE_BUFFER);
+    let metrics = Arc::clone(&state.metrics);
+    actix_web::rt::spawn(async move {
+        if !deliver(&tx, data(&meta.role_chunk())).await {
+            metrics.request(ENDPOINT, Outcome::Cancelled);
+            return;
+        }
+        let outcome = loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = tx.closed() => {
+                    metrics.request(ENDPOINT, Outcome::Cancelled);
+                    return;
+                }
+            };
+            match event {
+                Some(GenerationEvent::Text(piece)) => {
+                    if !deliver(&tx, data(&meta.content_chunk(piece))).await {
+                        metrics.request(ENDPOINT, Outcome::Cancelled);
+                        return;
+                    }
+                }
+                Some(GenerationEvent::Done(summary)) => break Ok(summary),
+                Some(GenerationEvent::Failed(e)) => break Err(OpenAiError::from(e)),
+                None => break Err(OpenAiError::from(EngineError::Stopped)),
+            }
+        };
+        match outcome {
+            Ok(summary) => {
+                metrics.generation(&summary);
+                metrics.request(ENDPOINT, Outcome::Ok);
+                deliver(&tx, data(&meta.finish_chunk(&summary))).await;
+                if include_usage {
+                    deliver(&tx, data(&meta.usage_chunk(&summary))).await;
+                }
+            }
+            Err(e) => {
+                metrics.request(ENDPOINT, outcome_of(&e));
+                // After the stream began the status line is sent: the error becomes a chunk.
+                deliver(&tx, data(&e.body())).await;
+            }
+        }
+        deliver(&tx, sse::Data::new("[DONE]").into()).await;
+    });
+    let mut sse = sse::Sse::from_infallible_receiver(rx);
+    if !state.sse_keepalive.is_zero() {
+        sse = sse.with_keep_alive(state.sse_keepalive);
+    }
+    actix_web::Responder::respond_to(
+        actix_web::Responder::customize(sse).insert_header(("X-Accel-Buffering", "no")),
+        req,
+    )
+    .map_into_boxed_body()
+}
+
+fn data<T: serde::Serialize>(value: &T) -> sse::Event {
+    // These values are plain strings and numbers: serializing them cannot fail.
+    sse::Data::new(serde_json::to_string(value).unwrap_or_else(|_| "{}".into())).into()
+}
+
+/// Sends one event; false when the client is gone or has not read for `STALL_TIMEOUT`.
+async fn deliver(tx: &mpsc::Sender<sse::Event>, event: sse::Event) -> bool {
+    matches!(
+        tokio::time::timeout(STALL_TIMEOUT, tx.send(event)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn outcome_of(error: &OpenAiError) -> Outcome {
+    match error.status.as_u16() {
+        503 => Outcome::Unavailable,
+        500..=599 => Outcome::Error,
+        _ => Outcome::Rejected,
+    }
+}

@@ -1,0 +1,509 @@
+//! `/v1/chat/completions` requests: the wire shape (lenient: unknown fields are ignored, numbers
+//! arrive as JSON numbers of any kind) and its validation into a [`ValidChatRequest`] whose
+//! every value is in range. Each error names the field, the bound and the value given.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::engine::{ChatMessage, Role};
+use crate::http::error::OpenAiError;
+
+/// Most stop strings, as OpenAI allows.
+const MAX_STOP_STRINGS: usize = 4;
+/// Longest stop string (bytes): longer ones are never useful and cost work on every token.
+const MAX_STOP_LEN: usize = 256;
+
+/// The request as sent. Everything is optional here so that validation, not serde, says what is
+/// missing or wrong.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub model: Option<Value>,
+    pub messages: Option<Value>,
+    pub stream: Option<Value>,
+    pub stream_options: Option<Value>,
+    pub max_tokens: Option<Value>,
+    pub max_completion_tokens: Option<Value>,
+    pub temperature: Option<Value>,
+    pub top_p: Option<Value>,
+    pub seed: Option<Value>,
+    pub stop: Option<Value>,
+    pub presence_penalty: Option<Value>,
+    pub frequency_penalty: Option<Value>,
+    pub response_format: Option<Value>,
+    pub n: Option<Value>,
+    pub top_k: Option<Value>,
+    pub min_p: Option<Value>,
+    pub repeat_penalty: Option<Value>,
+}
+
+/// What the answer must look like.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputFormat {
+    Text,
+    /// Any JSON object.
+    JsonObject,
+    /// JSON matching this schema.
+    JsonSchema(Value),
+}
+
+/// A request whose every value is present and in range.
+#[derive(Debug, Clone)]
+pub struct ValidChatRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub max_tokens: Option<usize>,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: i32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub presence_penalty: f32,
+    pub frequency_penalty: f32,
+    pub seed: Option<u32>,
+    pub stop: Vec<String>,
+    pub format: OutputFormat,
+}
+
+impl ChatRequest {
+    pub fn validate(self) -> Result<ValidChatRequest, OpenAiError> {
+        let model = match self.model {
+            Some(Value::String(model)) if !model.trim().is_empty() => model,
+            Some(other) if !other.is_null() => {
+                return Err(OpenAiError::invalid("model", "`model` must be a string"))
+            }
+            _ => return Err(OpenAiError::invalid("model", "`model` is required")),
+        };
+        let messages = messages(self.messages)?;
+        if let Some(n) = integer("n", self.n.as_ref(), 1, 128)? {
+            if n != 1 {
+                return Err(OpenAiError::invalid(
+                    "n",
+                    format!("`n` must be 1 (one choice per request); got {n}"),
+                ));
+            }
+        }
+        let max_tokens = match integer(
+            "max_completion_tokens",
+            self.max_completion_tokens.as_ref(),
+            1,
+            1 << 20,
+        )? {
+            Some(n) => Some(n),
+            None => integer("max_tokens", self.max_tokens.as_ref(), 1, 1 << 20)?,
+        };
+        let seed = integer("seed", self.seed.as_ref(), i64::MIN, i64::MAX)?
+            // llama.cpp takes a 32-bit seed; keep the low bits of whatever was sent.
+            .map(|s| s as u32);
+        Ok(ValidChatRequest {
+            model,
+            messages,
+            stream: boolean("stream", self.stream.as_ref())?.unwrap_or(false),
+            include_usage: include_usage(self.stream_options.as_ref())?,
+            max_tokens: max_tokens.map(|n| n as usize),
+            temperature: number("temperature", self.temperature.as_ref(), 0.0, 2.0)?.unwrap_or(1.0),
+            top_p: number("top_p", self.top_p.as_ref(), 0.0, 1.0)?.unwrap_or(1.0),
+            top_k: integer("top_k", self.top_k.as_ref(), 0, 1 << 20)?.unwrap_or(0) as i32,
+            min_p: number("min_p", self.min_p.as_ref(), 0.0, 1.0)?.unwrap_or(0.0),
+            repeat_penalty: number("repeat_penalty", self.repeat_penalty.as_ref(), 0.01, 10.0)?
+                .unwrap_or(1.0),
+            presence_penalty: number(
+                "presence_penalty",
+                self.presence_penalty.as_ref(),
+                -2.0,
+                2.0,
+            )?
+            .unwrap_or(0.0),
+            frequency_penalty: number(
+                "frequency_penalty",
+                self.frequency_penalty.as_ref(),
+                -2.0,
+                2.0,
+            )?
+            .unwrap_or(0.0),
+            seed,
+            stop: stop(self.stop)?,
+            format: format(self.response_format)?,
+        })
+    }
+}
+
+fn messages(value: Option<Value>) -> Result<Vec<ChatMessage>, OpenAiError> {
+    let Some(Value::Array(items)) = value else {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "`messages` must be a non-empty array of {role, content} objects",
+        ));
+    };
+    if items.is_empty() {
+        return Err(OpenAiError::invalid(
+            "messages",
+            "`messages` must not be empty",
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| message(i, item))
+        .collect()
+}
+
+fn message(index: usize, item: Value) -> Result<ChatMessage, OpenAiError> {
+    let param = format!("messages[{index}]");
+    let Value::Object(mut fields) = item else {
+        return Err(OpenAiError::invalid(
+            &param,
+            format!("`{param}` must be an object"),
+        ));
+    };
+    let role = match fields.get("role").and_then(Value::as_str) {
+        Some("system" | "developer") => Role::System,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some(other) => {
+            return Err(OpenAiError::invalid(
+                format!("{param}.role"),
+                format!("`{param}.role` must be system, user or assistant; got {other:?}"),
+            ))
+        }
+        None => {
+            return Err(OpenAiError::invalid(
+                format!("{param}.role"),
+                format!("`{param}.role` is required"),
+            ))
+        }
+    };
+    let content = match fields.remove("content") {
+        Some(Value::String(text)) => text,
+        Some(Value::Array(parts)) => text_parts(&param, parts)?,
+        // An assistant turn that only called tools has no content; it contributes nothing.
+        Some(Value::Null) | None if role == Role::Assistant => String::new(),
+        _ => {
+            return Err(OpenAiError::invalid(
+                format!("{param}.content"),
+                format!("`{param}.content` must be a string or an array of text parts"),
+            ))
+        }
+    };
+    if content.contains('\0') {
+        return Err(OpenAiError::invalid(
+            format!("{param}.content"),
+            "message content must not contain NUL characters",
+        ));
+    }
+    Ok(ChatMessage::new(role, content))
+}
+
+fn text_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
+    let mut text = String::new();
+    for (i, part) in parts.iter().enumerate() {
+        match (
+            part.get("type").and_then(Value::as_str),
+            part.get("text").and_then(Value::as_str),
+        ) {
+            (Some("text"), Some(piece)) => text.push_str(piece),
+            (Some("text"), None) => {
+                return Err(OpenAiError::invalid(
+                    format!("{param}.content[{i}].text"),
+                    "a text part needs a `text` string",
+                ))
+            }
+            (kind, _) => {
+                return Err(OpenAiError::invalid(
+                    format!("{param}.content[{i}].type"),
+                    format!(
+                        "this model takes text only; content part type {:?} is not supported",
+                        kind.unwrap_or("(missing)")
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// A whole number in `min..=max`; `null` counts as absent.
+fn integer(
+    param: &str,
+    value: Option<&Value>,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, OpenAiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let whole = value.as_i64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+            .map(|f| f as i64)
+    });
+    match whole {
+        Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        Some(n) => Err(OpenAiError::invalid(
+            param,
+            format!("`{param}` must be between {min} and {max}; got {n}"),
+        )),
+        None => Err(OpenAiError::invalid(
+            param,
+            format!("`{param}` must be a whole number; got {value}"),
+        )),
+    }
+}
+
+/// A finite number in `min..=max`; `null` counts as absent.
+fn number(
+    param: &str,
+    value: Option<&Value>,
+    min: f32,
+    max: f32,
+) -> Result<Option<f32>, OpenAiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    match value.as_f64() {
+        Some(x) if x.is_finite() && (min as f64..=max as f64).contains(&x) => Ok(Some(x as f32)),
+        _ => Err(OpenAiError::invalid(
+            param,
+            format!("`{param}` must be a number between {min} and {max}; got {value}"),
+        )),
+    }
+}
+
+fn boolean(param: &str, value: Option<&Value>) -> Result<Option<bool>, OpenAiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(OpenAiError::invalid(
+            param,
+            format!("`{param}` must be true or false; got {other}"),
+        )),
+    }
+}
+
+fn include_usage(options: Option<&Value>) -> Result<bool, OpenAiError> {
+    match options {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Object(fields)) => Ok(boolean(
+            "stream_options.include_usage",
+            fields.get("include_usage"),
+        )?
+        .unwrap_or(false)),
+        Some(_) => Err(OpenAiError::invalid(
+            "stream_options",
+            "`stream_options` must be an object",
+        )),
+    }
+}
+
+fn stop(value: Option<Value>) -> Result<Vec<String>, OpenAiError> {
+    let stops = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(s) => Ok(s),
+                _ => Err(OpenAiError::invalid(
+                    "stop",
+                    "`stop` must hold strings only",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(OpenAiError::invalid(
+                "stop",
+                "`stop` must be a string or an array of strings",
+            ))
+        }
+    };
+    if stops.len() > MAX_STOP_STRINGS {
+        return Err(OpenAiError::invalid(
+            "stop",
+            format!(
+                "`stop` may hold at most {MAX_STOP_STRINGS} strings; got {}",
+                stops.len()
+            ),
+        ));
+    }
+    if let Some(long) = stops.iter().find(|s| s.len() > MAX_STOP_LEN) {
+        return Err(OpenAiError::invalid(
+            "stop",
+            format!(
+                "a stop string may be at most {MAX_STOP_LEN} bytes; got {}",
+                long.len()
+            ),
+        ));
+    }
+    Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+fn format(value: Option<Value>) -> Result<OutputFormat, OpenAiError> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(OutputFormat::Text);
+    };
+    match value.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(OutputFormat::Text),
+        Some("json_object") => Ok(OutputFormat::JsonObject),
+        Some("json_schema") => {
+            let schema = value
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .filter(|s| s.is_object())
+                .cloned()
+                .ok_or_else(|| {
+                    OpenAiError::invalid(
+                        "response_format.json_schema.schema",
+                        "`response_format.json_schema.schema` must be a JSON schema object",
+                    )
+                })?;
+            Ok(OutputFormat::JsonSchema(schema))
+        }
+        _ => Err(OpenAiError::invalid(
+            "response_format.type",
+            "`response_format.type` must be text, json_object or json_schema",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validate(body: Value) -> Result<ValidChatRequest, OpenAiError> {
+        serde_json::from_value::<ChatRequest>(body)
+            .unwrap()
+            .validate()
+    }
+
+    fn base() -> Value {
+        json!({"model": "m", "messages": [{"role": "user", "content": "안녕"}]})
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut body = base();
+        body[field] = value;
+        body
+    }
+
+    #[test]
+    fn a_minimal_request_gets_the_defaults() {
+        let valid = validate(base()).unwrap();
+        assert_eq!(valid.messages, vec![ChatMessage::user("안녕")]);
+        assert!(!valid.stream);
+        assert_eq!(valid.max_tokens, None);
+        assert_eq!(valid.temperature, 1.0);
+        assert_eq!(valid.format, OutputFormat::Text);
+    }
+
+    #[test]
+    fn text_parts_are_joined_and_other_parts_refused() {
+        let parts = json!([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]);
+        assert_eq!(
+            validate(with("messages", parts)).unwrap().messages[0].content,
+            "ab"
+        );
+        let image = json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]);
+        let err = validate(with("messages", image)).unwrap_err();
+        assert!(err.message.contains("text only"), "{}", err.message);
+        assert_eq!(err.param.as_deref(), Some("messages[0].content[0].type"));
+    }
+
+    #[test]
+    fn every_bad_shape_of_messages_is_refused_naming_the_field() {
+        for (messages, param) in [
+            (Value::Null, "messages"),
+            (json!("hi"), "messages"),
+            (json!([]), "messages"),
+            (json!([1]), "messages[0]"),
+            (
+                json!([{"role": "robot", "content": "x"}]),
+                "messages[0].role",
+            ),
+            (json!([{"content": "x"}]), "messages[0].role"),
+            (json!([{"role": "user"}]), "messages[0].content"),
+            (
+                json!([{"role": "user", "content": 5}]),
+                "messages[0].content",
+            ),
+        ] {
+            let err = validate(with("messages", messages.clone())).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(param), "{messages}");
+            assert_eq!(err.status.as_u16(), 400);
+        }
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_refused_with_the_bound_and_the_value() {
+        for (field, value) in [
+            ("max_tokens", json!(0)),
+            ("max_tokens", json!(-5)),
+            ("max_tokens", json!(1.5)),
+            ("max_tokens", json!("10")),
+            ("temperature", json!(-1)),
+            ("temperature", json!(3)),
+            ("top_p", json!(1.5)),
+            ("presence_penalty", json!(9)),
+            ("frequency_penalty", json!(-9)),
+            ("n", json!(2)),
+        ] {
+            let err = validate(with(field, value.clone())).unwrap_err();
+            assert_eq!(err.param.as_deref(), Some(field), "{field}={value}");
+        }
+        let err = validate(with("max_tokens", json!(-5))).unwrap_err();
+        assert!(
+            err.message.contains("-5") && err.message.contains("between 1"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_over_max_tokens() {
+        let mut body = with("max_tokens", json!(10));
+        body["max_completion_tokens"] = json!(20);
+        assert_eq!(validate(body).unwrap().max_tokens, Some(20));
+    }
+
+    #[test]
+    fn stop_takes_a_string_or_up_to_four_strings() {
+        assert_eq!(
+            validate(with("stop", json!("END"))).unwrap().stop,
+            vec!["END"]
+        );
+        assert_eq!(
+            validate(with("stop", json!(["a", "b"]))).unwrap().stop,
+            vec!["a", "b"]
+        );
+        assert!(validate(with("stop", json!(["a", "b", "c", "d", "e"]))).is_err());
+        assert!(validate(with("stop", json!([1]))).is_err());
+        assert!(validate(with("stop", json!("x".repeat(1000)))).is_err());
+    }
+
+    #[test]
+    fn response_formats_are_understood() {
+        let object = validate(with("response_format", json!({"type": "json_object"}))).unwrap();
+        assert_eq!(object.format, OutputFormat::JsonObject);
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let body = with(
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}),
+        );
+        assert_eq!(
+            validate(body).unwrap().format,
+            OutputFormat::JsonSchema(schema)
+        );
+        assert!(validate(with("response_format", json!({"type": "yaml"}))).is_err());
+        assert!(validate(with("response_format", json!({"type": "json_schema"}))).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut body = base();
+        body["user"] = json!("someone");
+        body["logit_bias"] = json!({});
+        assert!(validate(body).is_ok());
+    }
+}

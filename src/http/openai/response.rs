@@ -1,0 +1,159 @@
+//! The OpenAI response shapes: `chat.completion`, `chat.completion.chunk` and the model list.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::engine::GenerationSummary;
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A unique completion id: start time and a counter (ids only need to differ, not be secret).
+fn completion_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "chatcmpl-{nanos:x}{:04x}",
+        NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
+}
+
+/// `GET /v1/models`.
+pub fn model_list(ids: &[String]) -> Value {
+    let created = unix_seconds();
+    json!({
+        "object": "list",
+        "data": ids.iter().map(|id| json!({
+            "id": id,
+            "object": "model",
+            "created": created,
+            "owned_by": "leafresh-llm",
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PromptTokensDetails {
+    pub cached_tokens: usize,
+}
+
+impl Usage {
+    fn of(summary: &GenerationSummary) -> Self {
+        Self {
+            prompt_tokens: summary.prompt_tokens,
+            completion_tokens: summary.completion_tokens,
+            total_tokens: summary.prompt_tokens + summary.completion_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: summary.cached_tokens,
+            },
+        }
+    }
+}
+
+/// A whole (non-streamed) answer.
+#[derive(Debug, Serialize)]
+pub struct Completion {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: String,
+    choices: [Value; 1],
+    usage: Usage,
+}
+
+/// What every object of one completion shares.
+#[derive(Debug, Clone)]
+pub struct CompletionMeta {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl CompletionMeta {
+    pub fn new(model: String) -> Self {
+        Self {
+            id: completion_id(),
+            created: unix_seconds(),
+            model,
+        }
+    }
+
+    pub fn completion(&self, text: String, summary: &GenerationSummary) -> Completion {
+        Completion {
+            id: self.id.clone(),
+            object: "chat.completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices: [json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": summary.finish_reason.as_str(),
+            })],
+            usage: Usage::of(summary),
+        }
+    }
+
+    fn chunk(&self, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        })
+    }
+
+    /// The first chunk: the assistant's role.
+    pub fn role_chunk(&self) -> Value {
+        self.chunk(json!([{
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "logprobs": null,
+            "finish_reason": null,
+        }]))
+    }
+
+    pub fn content_chunk(&self, text: String) -> Value {
+        self.chunk(json!([{
+            "index": 0,
+            "delta": {"content": text},
+            "logprobs": null,
+            "finish_reason": null,
+        }]))
+    }
+
+    pub fn finish_chunk(&self, summary: &GenerationSummary) -> Value {
+        self.chunk(json!([{
+            "index": 0,
+            "delta": {},
+            "logprobs": null,
+            "finish_reason": summary.finish_reason.as_str(),
+        }]))
+    }
+
+    /// With `stream_options.include_usage`: the last chunk, no choices, the usage.
+    pub fn usage_chunk(&self, summary: &GenerationSummary) -> Value {
+        let mut chunk = self.chunk(json!([]));
+        chunk["usage"] = serde_json::to_value(Usage::of(summary)).unwrap_or(Value::Null);
+        chunk
+    }
+}

@@ -1,0 +1,121 @@
+//! The OpenAI-compatible API from the wire (the official SDK drives it in `openai_sdk`): keys,
+//! errors after the stream began, and the Leafresh endpoints behind the optional key.
+
+use serde_json::{json, Value};
+
+use crate::support::{client, tiny_model, Service};
+
+fn chat(service: &Service, body: &Value, key: Option<&str>) -> reqwest::blocking::Response {
+    let mut request = client()
+        .post(service.url("/v1/chat/completions"))
+        .json(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().unwrap()
+}
+
+#[test]
+fn the_api_key_guards_v1_and_with_the_flag_the_leafresh_endpoints() {
+    let service = Service::start(
+        &tiny_model(),
+        &["--api-key", "s3cret", "--api-key-leafresh"],
+    );
+    let body = json!({"model": "tiny-llama", "messages": [{"role": "user", "content": "안녕"}], "max_tokens": 3});
+    for key in [None, Some("wrong"), Some("s3cret-but-longer")] {
+        let response = chat(&service, &body, key);
+        assert_eq!(response.status(), 401, "{key:?}");
+        let error: Value = response.json().unwrap();
+        assert_eq!(error["error"]["type"], "authentication_error");
+    }
+    assert_eq!(chat(&service, &body, Some("s3cret")).status(), 200);
+    let models = client().get(service.url("/v1/models")).send().unwrap();
+    assert_eq!(models.status(), 401);
+
+    let leafresh = service.url(
+        "/ai/chatbot/recommendation/base-info?location=a&workType=b&category=%EB%B9%84%EA%B1%B4",
+    );
+    let refused = client().get(&leafresh).send().unwrap();
+    assert_eq!(refused.status(), 401);
+    let envelope: Value = refused.json().unwrap();
+    assert_eq!(envelope["status"], 401);
+    assert_eq!(envelope["data"], Value::Null);
+    let allowed = client()
+        .get(&leafresh)
+        .bearer_auth("s3cret")
+        .send()
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    // Health and the test page stay public.
+    assert_eq!(
+        client()
+            .get(service.url("/health"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(client().get(service.url("/")).send().unwrap().status(), 200);
+}
+
+#[test]
+fn without_the_leafresh_flag_the_key_guards_only_v1() {
+    let service = Service::start(&tiny_model(), &["--api-key", "s3cret"]);
+    let leafresh = service.url(
+        "/ai/chatbot/recommendation/base-info?location=a&workType=b&category=%EB%B9%84%EA%B1%B4",
+    );
+    assert_eq!(client().get(&leafresh).send().unwrap().status(), 200);
+    let models = client()
+        .get(service.url("/v1/models"))
+        .bearer_auth("s3cret")
+        .send()
+        .unwrap();
+    assert_eq!(models.status(), 200);
+}
+
+#[test]
+fn an_error_after_the_stream_began_is_a_final_error_chunk_then_done() {
+    let service = Service::start(&tiny_model(), &["--debug-panic-at-step", "3"]);
+    let body = json!({"model": "tiny-llama", "stream": true, "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "안녕하세요"}]});
+    let response = chat(&service, &body, None);
+    assert_eq!(response.status(), 200);
+    let text = response.text().unwrap();
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"), "{text}");
+    let error: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
+    assert!(error["error"]["message"].is_string(), "{text}");
+    let first: Value = serde_json::from_str(data[0]).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+}
+
+#[test]
+fn bad_bodies_are_400_invalid_request_errors_naming_the_field() {
+    let service = Service::start(&tiny_model(), &[]);
+    for (body, param) in [
+        ("not json", "body"),
+        (r#"{"model": "tiny-llama"}"#, "messages"),
+        (
+            r#"{"model": "tiny-llama", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}"#,
+            "temperature",
+        ),
+        (
+            r#"{"model": "tiny-llama", "messages": [{"role": "user", "content": "x"}], "n": 3}"#,
+            "n",
+        ),
+    ] {
+        let response = client()
+            .post(service.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+        assert_eq!(error["error"]["param"], param, "{body}");
+    }
+}
