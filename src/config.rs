@@ -9,6 +9,56 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::engine;
+
+/// All layers on the GPU in a CUDA build (llama.cpp caps it at the model's layer count).
+#[cfg(feature = "cuda")]
+const DEFAULT_GPU_LAYERS: u32 = 999;
+#[cfg(not(feature = "cuda"))]
+const DEFAULT_GPU_LAYERS: u32 = 0;
+
+/// Element type of the KV cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CacheType {
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
+impl CacheType {
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheType::F16 => "f16",
+            CacheType::Q8_0 => "q8_0",
+            CacheType::Q4_0 => "q4_0",
+        }
+    }
+
+    fn engine(self) -> engine::KvCacheType {
+        match self {
+            CacheType::F16 => engine::KvCacheType::F16,
+            CacheType::Q8_0 => engine::KvCacheType::Q8_0,
+            CacheType::Q4_0 => engine::KvCacheType::Q4_0,
+        }
+    }
+}
+
+/// Flash attention setting, as llama.cpp's `--flash-attn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlashAttention {
+    On,
+    Off,
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// The default model file, as `scripts/download-model` names it.
 pub const DEFAULT_MODEL: &str = "gguf/Mistral-7B-Instruct-v0.3-Q4_K_M.gguf";
 
@@ -49,10 +99,30 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub threads: Option<u32>,
 
-    /// Model layers to offload to the GPU (0 = CPU only).
-    #[arg(long, env = "LEAFRESH_N_GPU_LAYERS", default_value_t = 0,
+    /// Model layers to offload to the GPU (default: all in a CUDA build, 0 otherwise).
+    #[arg(long, env = "LEAFRESH_N_GPU_LAYERS", default_value_t = DEFAULT_GPU_LAYERS,
           value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub n_gpu_layers: u32,
+
+    /// Element type of the K cache: f16, q8_0 (half the memory) or q4_0 (a quarter).
+    #[arg(long, env = "LEAFRESH_CACHE_TYPE_K", value_enum, default_value_t = CacheType::F16)]
+    pub cache_type_k: CacheType,
+
+    /// Element type of the V cache; a quantized V cache needs flash attention.
+    #[arg(long, env = "LEAFRESH_CACHE_TYPE_V", value_enum, default_value_t = CacheType::F16)]
+    pub cache_type_v: CacheType,
+
+    /// Flash attention: less memory for attention, needed by a quantized V cache.
+    #[arg(long, env = "LEAFRESH_FLASH_ATTN", value_enum, default_value_t = FlashAttention::Auto)]
+    pub flash_attn: FlashAttention,
+
+    /// Lock the weights in RAM so the OS never swaps them out (needs RLIMIT_MEMLOCK).
+    #[arg(long, env = "LEAFRESH_MLOCK")]
+    pub mlock: bool,
+
+    /// Read the weights into memory instead of mapping the file.
+    #[arg(long, env = "LEAFRESH_NO_MMAP")]
+    pub no_mmap: bool,
 
     /// Requests generated at the same time; each gets ctx-size / parallel tokens of context.
     #[arg(long, env = "LEAFRESH_PARALLEL", default_value_t = 4,
@@ -97,6 +167,20 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_API_KEY_LEAFRESH", requires = "api_key")]
     pub api_key_leafresh: bool,
 
+    /// Origins allowed to call the API from a browser (comma-separated), or `*` for any. None by
+    /// default: the test page is served from the same origin.
+    #[arg(long, env = "LEAFRESH_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, takes precedence).
+    #[arg(long, env = "LEAFRESH_LOG_LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+
+    /// Log lines as plain text or as JSON objects (for log collectors).
+    #[arg(long, env = "LEAFRESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Test hook: make the engine thread panic at this decode step.
     #[arg(long, hide = true)]
     pub debug_panic_at_step: Option<u64>,
@@ -138,7 +222,20 @@ impl Config {
                 Err(e) => anyhow::bail!("./.env: {e}"),
             },
         }
-        Ok(Self::try_parse_from(args)?)
+        let config = Self::try_parse_from(args)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Rules between settings that clap cannot express.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.cache_type_v != CacheType::F16 && self.flash_attn == FlashAttention::Off {
+            anyhow::bail!(
+                "--cache-type-v {} needs flash attention: use --flash-attn on or auto",
+                self.cache_type_v.name()
+            );
+        }
+        Ok(())
     }
 
     /// CPU threads to use.
@@ -164,6 +261,36 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout)
+    }
+
+    /// How to open the model file.
+    pub fn load_options(&self) -> engine::LoadOptions {
+        engine::LoadOptions {
+            path: self.model.clone(),
+            n_gpu_layers: self.n_gpu_layers,
+            mlock: self.mlock,
+            mmap: !self.no_mmap,
+        }
+    }
+
+    /// The engine's context and scheduler settings.
+    pub fn engine_settings(&self) -> engine::EngineSettings {
+        engine::EngineSettings {
+            ctx_size: self.ctx_size,
+            parallel: self.parallel,
+            batch_size: self.batch_size,
+            threads: self.threads() as i32,
+            queue_size: self.queue_size as usize,
+            queue_timeout: self.queue_timeout(),
+            cache_type_k: self.cache_type_k.engine(),
+            cache_type_v: self.cache_type_v.engine(),
+            flash_attention: match self.flash_attn {
+                FlashAttention::On => engine::FlashAttention::On,
+                FlashAttention::Off => engine::FlashAttention::Off,
+                FlashAttention::Auto => engine::FlashAttention::Auto,
+            },
+            panic_at_step: self.debug_panic_at_step,
+        }
     }
 
     /// The ids clients may name as `model`: the model file's name without `.gguf`, and the alias.

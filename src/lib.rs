@@ -8,5 +8,7 @@ pub mod config;
 pub mod engine;
 pub mod http;
 pub mod leafresh;
+pub mod lifecycle;
+pub mod logging;
 pub mod metrics;
 pub mod testmodel;

@@ -1,6 +1,10 @@
-//! Prometheus metrics: what the handlers record about each request and what `/metrics` shows.
-//! The engine knows nothing of this; it reports counts in each request's summary and its load
-//! through `EngineStats`, read at scrape time.
+//! Request accounting: the Prometheus metrics `/metrics` shows, and the one log line each request
+//! ends with. The engine knows nothing of this; it reports counts in each request's summary and
+//! its load through `EngineStats`, read at scrape time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -38,6 +42,7 @@ impl Outcome {
 
 /// Every metric of the service, registered in its own registry.
 pub struct Metrics {
+    next_request_id: AtomicU64,
     registry: Registry,
     requests_active: IntGauge,
     requests_queued: IntGauge,
@@ -119,6 +124,7 @@ impl Metrics {
                 .expect("metric names are unique");
         }
         Self {
+            next_request_id: AtomicU64::new(1),
             registry,
             requests_active,
             requests_queued,
@@ -131,15 +137,25 @@ impl Metrics {
         }
     }
 
+    /// Starts the record of one request of `endpoint`; finish it when the request ends.
+    pub fn begin(self: &Arc<Self>, endpoint: &'static str) -> RequestRecord {
+        RequestRecord {
+            metrics: Arc::clone(self),
+            id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
+            endpoint,
+            started: Instant::now(),
+        }
+    }
+
     /// Counts one request of `endpoint` by how it ended.
-    pub fn request(&self, endpoint: &str, outcome: Outcome) {
+    fn request(&self, endpoint: &str, outcome: Outcome) {
         self.requests_total
             .with_label_values(&[endpoint, outcome.as_str()])
             .inc();
     }
 
     /// Records the token counts and latencies of a finished generation.
-    pub fn generation(&self, summary: &GenerationSummary) {
+    fn generation(&self, summary: &GenerationSummary) {
         self.prompt_tokens_total
             .inc_by(summary.prompt_tokens as u64);
         self.prompt_tokens_cached_total
@@ -163,6 +179,51 @@ impl Metrics {
     }
 }
 
+/// One request, from its start to the line it ends with.
+pub struct RequestRecord {
+    metrics: Arc<Metrics>,
+    id: u64,
+    endpoint: &'static str,
+    started: Instant,
+}
+
+impl RequestRecord {
+    /// Counts the request and writes its one log line: id, endpoint, outcome, and for a finished
+    /// generation the queue wait, prompt tokens (cached), time to first token, generated tokens,
+    /// tokens/s and finish reason. No request value is logged, so nothing a client sends can
+    /// forge a log line.
+    pub fn finish(self, outcome: Outcome, summary: Option<&GenerationSummary>) {
+        self.metrics.request(self.endpoint, outcome);
+        let total_ms = self.started.elapsed().as_millis() as u64;
+        match summary {
+            Some(summary) => {
+                self.metrics.generation(summary);
+                tracing::info!(
+                    id = self.id,
+                    endpoint = self.endpoint,
+                    outcome = outcome.as_str(),
+                    queue_ms = summary.queue_wait.as_millis() as u64,
+                    prompt_tokens = summary.prompt_tokens,
+                    cached_tokens = summary.cached_tokens,
+                    ttft_ms = summary.time_to_first_token.as_millis() as u64,
+                    completion_tokens = summary.completion_tokens,
+                    tokens_per_second = format_args!("{:.1}", summary.decode_tokens_per_second()),
+                    finish = summary.finish_reason.as_str(),
+                    total_ms,
+                    "request finished"
+                );
+            }
+            None => tracing::info!(
+                id = self.id,
+                endpoint = self.endpoint,
+                outcome = outcome.as_str(),
+                total_ms,
+                "request finished"
+            ),
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -177,9 +238,8 @@ mod tests {
 
     #[test]
     fn render_shows_every_metric_with_its_values() {
-        let metrics = Metrics::new();
-        metrics.request("base-info", Outcome::Ok);
-        metrics.generation(&GenerationSummary {
+        let metrics = Arc::new(Metrics::new());
+        let summary = GenerationSummary {
             finish_reason: FinishReason::Stop,
             prompt_tokens: 400,
             cached_tokens: 350,
@@ -187,7 +247,10 @@ mod tests {
             queue_wait: Duration::from_millis(5),
             time_to_first_token: Duration::from_millis(300),
             total_time: Duration::from_secs(3),
-        });
+        };
+        metrics
+            .begin("base-info")
+            .finish(Outcome::Ok, Some(&summary));
         let text = metrics.render(EngineStats {
             active: 2,
             queued: 1,

@@ -17,8 +17,8 @@ pub use chat::{ChatMessage, Role};
 pub use model::{LoadOptions, Model, ModelInfo, Prompt};
 pub use sampling::SamplingParams;
 pub use scheduler::{
-    EngineHandle, EngineSettings, EngineStats, FinishReason, GenerationEvent, GenerationRequest,
-    GenerationSummary,
+    EngineHandle, EngineSettings, EngineStats, FinishReason, FlashAttention, GenerationEvent,
+    GenerationRequest, GenerationSummary, KvCacheType,
 };
 
 /// What can go wrong in the engine, from opening the model to a failed decode step.

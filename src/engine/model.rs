@@ -36,6 +36,10 @@ pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
 pub struct LoadOptions {
     pub path: PathBuf,
     pub n_gpu_layers: u32,
+    /// Lock the weights in RAM.
+    pub mlock: bool,
+    /// Map the file (the default) or read it into memory.
+    pub mmap: bool,
 }
 
 /// What was loaded, for the start-up log and `/v1/models`.
@@ -49,6 +53,8 @@ pub struct ModelInfo {
     pub n_params: u64,
     /// Where the chat template came from: the GGUF itself or the built-in fallback.
     pub template_source: &'static str,
+    /// The GPU that holds the offloaded layers, when any are.
+    pub gpu_device: Option<String>,
 }
 
 /// A loaded model with its chat template: turns conversations into prompt tokens.
@@ -64,7 +70,10 @@ impl Model {
     pub fn load(options: &LoadOptions) -> Result<Self, EngineError> {
         let path = absolute(&options.path);
         let file_size = check_gguf_file(&path)?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(options.n_gpu_layers);
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(options.n_gpu_layers)
+            .with_use_mlock(options.mlock)
+            .with_use_mmap(options.mmap);
         let llama = LlamaModel::load_from_file(backend()?, &path, &params)
             .map_err(|_| EngineError::ModelRejected { path: path.clone() })?;
         let (template, template_source) = pick_template(&llama);
@@ -76,6 +85,7 @@ impl Model {
             n_vocab: llama.n_vocab(),
             n_params: llama.n_params(),
             template_source,
+            gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
         Ok(Self {
             llama,
@@ -140,6 +150,15 @@ impl Prompt {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
+}
+
+/// The first GPU llama.cpp sees, as "name (description)".
+fn gpu_device() -> Option<String> {
+    use llama_cpp_2::{list_llama_ggml_backend_devices, LlamaBackendDeviceType};
+    list_llama_ggml_backend_devices()
+        .into_iter()
+        .find(|d| matches!(d.device_type, LlamaBackendDeviceType::Gpu))
+        .map(|d| format!("{} ({})", d.name, d.description))
 }
 
 fn absolute(path: &Path) -> PathBuf {

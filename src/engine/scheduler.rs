@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub use llama_cpp_2::context::params::KvCacheType;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -47,9 +48,33 @@ pub struct EngineSettings {
     pub queue_size: usize,
     /// Longest a request may wait for a slot.
     pub queue_timeout: Duration,
+    /// Element types of the KV cache (quantized types halve or quarter its memory).
+    pub cache_type_k: KvCacheType,
+    pub cache_type_v: KvCacheType,
+    pub flash_attention: FlashAttention,
     /// Test hook: the engine thread panics at this decode step (to test that a dead engine is
     /// noticed). Never set in production.
     pub panic_at_step: Option<u64>,
+}
+
+/// Whether llama.cpp uses flash attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashAttention {
+    On,
+    Off,
+    /// llama.cpp decides by backend support.
+    Auto,
+}
+
+impl FlashAttention {
+    fn policy(self) -> llama_cpp_sys_2::llama_flash_attn_type {
+        use llama_cpp_sys_2 as sys;
+        match self {
+            FlashAttention::On => sys::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            FlashAttention::Off => sys::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            FlashAttention::Auto => sys::LLAMA_FLASH_ATTN_TYPE_AUTO,
+        }
+    }
 }
 
 /// One generation: a prompt, how many tokens it may add, and how to pick them.
@@ -277,6 +302,9 @@ fn run(
         // sequences (cells are shared, not duplicated). Each slot still gets at most its share,
         // enforced by the token budget.
         .with_kv_unified(true)
+        .with_type_k(settings.cache_type_k)
+        .with_type_v(settings.cache_type_v)
+        .with_flash_attention_policy(settings.flash_attention.policy())
         .with_n_threads(settings.threads)
         .with_n_threads_batch(settings.threads);
     let backend = match backend() {

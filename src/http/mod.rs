@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::AUTHORIZATION;
+use actix_web::middleware::Condition;
 use actix_web::{web, HttpRequest};
 use subtle::ConstantTimeEq;
 
@@ -81,6 +82,26 @@ impl AppState {
             .unwrap_or("");
         bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
     }
+}
+
+/// CORS: none by default (the test page is same-origin, and a CORS layer with no origins would
+/// refuse the `Origin` header browsers send on same-origin POSTs); the listed origins, or any
+/// with `*`.
+pub fn cors(origins: &[String]) -> Condition<actix_cors::Cors> {
+    Condition::new(!origins.is_empty(), cors_layer(origins))
+}
+
+fn cors_layer(origins: &[String]) -> actix_cors::Cors {
+    let cors = actix_cors::Cors::default()
+        .allow_any_method()
+        .allow_any_header()
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
+    }
+    origins
+        .iter()
+        .fold(cors, |cors, origin| cors.allowed_origin(origin.trim()))
 }
 
 /// Every route of the service.

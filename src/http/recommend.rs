@@ -2,7 +2,6 @@
 //! Thin: decode and validate the query, build the prompt (domain), submit it (engine), and frame
 //! what comes back as `challenge` events and one final `close` or `error` event.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -15,8 +14,7 @@ use tokio::sync::mpsc;
 use super::error::{Envelope, LeafreshError};
 use super::AppState;
 use crate::engine::{
-    budget, ChatMessage, EngineError, GenerationEvent, GenerationRequest, GenerationSummary,
-    SamplingParams,
+    budget, ChatMessage, EngineError, GenerationEvent, GenerationRequest, SamplingParams,
 };
 use crate::leafresh::prompt::{base_info_request, free_text_request};
 use crate::leafresh::{
@@ -24,7 +22,7 @@ use crate::leafresh::{
     parse_answer, parse_query, validate_base_info, validate_free_text, validate_session_id,
     AnswerBounds, Category, FragmentExtractor, GenerationDefaults, Rejection, Turn,
 };
-use crate::metrics::Outcome;
+use crate::metrics::{Outcome, RequestRecord};
 
 /// Events waiting to be written to one client; the engine side never blocks on it.
 const SSE_BUFFER: usize = 64;
@@ -49,13 +47,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 /// Validation errors answer plain JSON before any stream starts.
 async fn base_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    start_base_info(&req, &state).unwrap_or_else(|e| {
-        state.metrics.request("base-info", e.outcome());
-        e.error_response()
-    })
+    let record = state.metrics.begin("base-info");
+    match prepare_base_info(&req, &state) {
+        Ok((events, category, on_answer)) => {
+            stream_answer(&state, record, events, category, on_answer, &req)
+        }
+        Err(e) => {
+            record.finish(e.outcome(), None);
+            e.error_response()
+        }
+    }
 }
 
-fn start_base_info(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, LeafreshError> {
+/// What a recommendation stream needs once its request was accepted.
+type Accepted = (mpsc::Receiver<GenerationEvent>, &'static Category, OnAnswer);
+
+fn prepare_base_info(req: &HttpRequest, state: &AppState) -> Result<Accepted, LeafreshError> {
     state.authorize_leafresh(req)?;
     state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
@@ -70,33 +77,32 @@ fn start_base_info(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, 
     // Remembered as the prompt spelled it, so a later turn replays it byte for byte.
     let user_turn = base_info_request(&valid);
     let on_answer = remember_turn(state, valid.session_id.clone(), user_turn);
-    Ok(stream_answer(
-        state,
-        "base-info",
-        events,
-        valid.category,
-        on_answer,
-        req,
-    ))
+    Ok((events, valid.category, on_answer))
 }
 
 /// Validation and the topic filter answer inside an SSE stream (HTTP 200) with one `error` event.
 async fn free_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    start_free_text(&req, &state).unwrap_or_else(|e| {
-        state.metrics.request("free-text", e.outcome());
-        if matches!(
-            e.status(),
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::UNAUTHORIZED
-        ) {
-            // Overload and a missing key are refusals clients expect as a status code.
-            e.error_response()
-        } else {
-            sse_response(single_error_stream(&e), Duration::ZERO, &req)
+    let record = state.metrics.begin("free-text");
+    match prepare_free_text(&req, &state) {
+        Ok((events, category, on_answer)) => {
+            stream_answer(&state, record, events, category, on_answer, &req)
         }
-    })
+        Err(e) => {
+            record.finish(e.outcome(), None);
+            if matches!(
+                e.status(),
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::UNAUTHORIZED
+            ) {
+                // Overload and a missing key are refusals clients expect as a status code.
+                e.error_response()
+            } else {
+                sse_response(single_error_stream(&e), Duration::ZERO, &req)
+            }
+        }
+    }
 }
 
-fn start_free_text(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, LeafreshError> {
+fn prepare_free_text(req: &HttpRequest, state: &AppState) -> Result<Accepted, LeafreshError> {
     state.authorize_leafresh(req)?;
     state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
@@ -112,14 +118,7 @@ fn start_free_text(req: &HttpRequest, state: &AppState) -> Result<HttpResponse, 
     let events = state.engine.submit(request)?;
     let user_turn = free_text_request(&valid.message, category);
     let on_answer = remember_turn(state, valid.session_id.clone(), user_turn);
-    Ok(stream_answer(
-        state,
-        "free-text",
-        events,
-        category,
-        on_answer,
-        req,
-    ))
+    Ok((events, category, on_answer))
 }
 
 async fn clear_conversation(
@@ -226,25 +225,25 @@ fn remember_turn(state: &AppState, session_id: Option<String>, user: String) -> 
 /// The SSE response of a recommendation: `challenge`* then `close` or `error`.
 fn stream_answer(
     state: &AppState,
-    endpoint: &'static str,
+    record: RequestRecord,
     mut events: mpsc::Receiver<GenerationEvent>,
     category: &'static Category,
     on_answer: OnAnswer,
     req: &HttpRequest,
 ) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<sse::Event>(SSE_BUFFER);
-    let metrics = Arc::clone(&state.metrics);
     actix_web::rt::spawn(async move {
         let mut extractor = FragmentExtractor::new();
         let mut text = String::new();
+        let mut finished = None;
         let outcome = loop {
             // A client can leave while nothing is being sent (queued, or during a long prompt):
             // the keep-alive writes reveal it and close `tx`, which ends the wait here.
             let event = tokio::select! {
                 event = events.recv() => event,
                 () = tx.closed() => {
-                    tracing::info!(endpoint, "client disconnected while waiting");
-                    metrics.request(endpoint, Outcome::Cancelled);
+                    // Dropping `events` makes the engine drop this request.
+                    record.finish(Outcome::Cancelled, None);
                     return;
                 }
             };
@@ -258,9 +257,8 @@ fn stream_answer(
                         continue;
                     };
                     if !deliver(&tx, challenge_event(fragment)).await {
-                        // Dropping `events` makes the engine stop this generation.
-                        tracing::info!(endpoint, "client disconnected or stopped reading");
-                        metrics.request(endpoint, Outcome::Cancelled);
+                        // Gone or not reading: dropping `events` stops the generation.
+                        record.finish(Outcome::Cancelled, None);
                         return;
                     }
                 }
@@ -268,8 +266,7 @@ fn stream_answer(
                     if let Some(fragment) = extractor.finish() {
                         deliver(&tx, challenge_event(fragment)).await;
                     }
-                    log_generation(endpoint, &summary);
-                    metrics.generation(&summary);
+                    finished = Some(summary);
                     break parse_answer(&text, category).map_err(LeafreshError::from);
                 }
                 GenerationEvent::Failed(e) => break Err(LeafreshError::Engine(e)),
@@ -278,12 +275,12 @@ fn stream_answer(
         let last = match outcome {
             Ok(answer) => {
                 on_answer(&text);
-                metrics.request(endpoint, Outcome::Ok);
+                record.finish(Outcome::Ok, finished.as_ref());
                 let close = Envelope::new(200, constants().messages.close.clone(), answer);
                 envelope_event("close", &close)
             }
             Err(e) => {
-                metrics.request(endpoint, e.outcome());
+                record.finish(e.outcome(), finished.as_ref());
                 error_event(&e)
             }
         };
@@ -298,22 +295,6 @@ async fn deliver(tx: &mpsc::Sender<sse::Event>, event: sse::Event) -> bool {
         tokio::time::timeout(STALL_TIMEOUT, tx.send(event)).await,
         Ok(Ok(()))
     )
-}
-
-/// One line per finished generation: what it cost and how fast it went.
-fn log_generation(endpoint: &str, summary: &GenerationSummary) {
-    tracing::info!(
-        endpoint,
-        prompt_tokens = summary.prompt_tokens,
-        cached_tokens = summary.cached_tokens,
-        completion_tokens = summary.completion_tokens,
-        queue_ms = summary.queue_wait.as_millis() as u64,
-        ttft_ms = summary.time_to_first_token.as_millis() as u64,
-        total_ms = summary.total_time.as_millis() as u64,
-        tokens_per_second = format_args!("{:.1}", summary.decode_tokens_per_second()),
-        finish = summary.finish_reason.as_str(),
-        "generation finished"
-    );
 }
 
 /// A stream that carries only one `error` event (free-text validation and refusals).

@@ -4,6 +4,7 @@
 mod browser;
 mod model_file;
 mod openai;
+mod ops;
 mod recommend;
 mod scheduler;
 mod startup;

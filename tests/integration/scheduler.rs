@@ -160,7 +160,7 @@ fn a_second_base_info_reuses_the_cached_instruction_prefix() {
         cached >= instruction,
         "cached {cached} tokens, the shared instruction is {instruction}"
     );
-    assert!(service.wait_for_log("generation finished", 2, Duration::from_secs(5)));
+    assert!(service.wait_for_log("request finished", 2, Duration::from_secs(5)));
     let logged = logged_field(&service.log(), "base-info", "cached_tokens");
     assert_eq!(logged[0], 0, "the first request had nothing cached");
     assert_eq!(logged[1] as f64, cached);
@@ -177,7 +177,7 @@ fn a_second_free_text_turn_reuses_the_cells_of_the_first() {
     };
     get_events(&url("텀블러 쓰는 환경 챌린지 추천해줘"));
     get_events(&url("조금 더 쉬운 환경 챌린지로 부탁해"));
-    assert!(service.wait_for_log("generation finished", 2, Duration::from_secs(5)));
+    assert!(service.wait_for_log("request finished", 2, Duration::from_secs(5)));
     let log = service.log();
     let prompts = logged_field(&log, "free-text", "prompt_tokens");
     let cached = logged_field(&log, "free-text", "cached_tokens");
@@ -308,5 +308,6 @@ fn a_queued_request_whose_client_left_is_dropped_without_decoding() {
         "{}",
         service.log()
     );
-    assert!(!service.log().contains("generation finished"));
+    assert!(service.wait_for_log("outcome=\"cancelled\"", 2, Duration::from_secs(5)));
+    assert!(!service.log().contains(" finish="), "{}", service.log());
 }

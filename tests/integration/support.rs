@@ -61,6 +61,8 @@ pub fn instruction_tokens() -> usize {
     let model = Model::load(&LoadOptions {
         path: tiny_model(),
         n_gpu_layers: 0,
+        mlock: false,
+        mmap: true,
     })
     .expect("load the tiny model");
     let prompt = model
@@ -296,7 +298,7 @@ pub fn logged_field(log: &str, endpoint: &str, field: &str) -> Vec<usize> {
     let needle = format!(" {field}=");
     log.lines()
         .filter(|l| {
-            l.contains("generation finished") && l.contains(&format!("endpoint=\"{endpoint}\""))
+            l.contains("request finished") && l.contains(&format!("endpoint=\"{endpoint}\""))
         })
         .filter_map(|l| {
             let rest = l.split(&needle).nth(1)?;

@@ -5,7 +5,6 @@
 mod request;
 mod response;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -17,7 +16,7 @@ use super::AppState;
 use crate::engine::{
     budget, EngineError, GenerationEvent, GenerationRequest, GenerationSummary, SamplingParams,
 };
-use crate::metrics::Outcome;
+use crate::metrics::{Outcome, RequestRecord};
 use request::{ChatRequest, OutputFormat, ValidChatRequest};
 use response::{Completion, CompletionMeta};
 
@@ -47,29 +46,31 @@ async fn chat_completions(
     body: web::Bytes,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let record = state.metrics.begin(ENDPOINT);
     match start(&req, &body, &state) {
-        Ok(Started::Stream(response)) => response,
-        Ok(Started::Whole(meta, events)) => {
-            let outcome = collect(meta, events).await;
-            let (response, result) = match outcome {
-                Ok((completion, summary)) => {
-                    state.metrics.generation(&summary);
-                    (HttpResponse::Ok().json(completion), Outcome::Ok)
-                }
-                Err(e) => (e.error_response(), outcome_of(&e)),
-            };
-            state.metrics.request(ENDPOINT, result);
-            response
+        Ok(Started::Stream(meta, include_usage, events)) => {
+            stream(&state, record, meta, include_usage, events, &req)
         }
+        Ok(Started::Whole(meta, events)) => match collect(meta, events).await {
+            Ok((completion, summary)) => {
+                record.finish(Outcome::Ok, Some(&summary));
+                HttpResponse::Ok().json(completion)
+            }
+            Err(e) => {
+                record.finish(outcome_of(&e), None);
+                e.error_response()
+            }
+        },
         Err(e) => {
-            state.metrics.request(ENDPOINT, outcome_of(&e));
+            record.finish(outcome_of(&e), None);
             e.error_response()
         }
     }
 }
 
+/// An accepted request: to be streamed (with or without the usage chunk) or sent whole.
 enum Started {
-    Stream(HttpResponse),
+    Stream(CompletionMeta, bool, mpsc::Receiver<GenerationEvent>),
     Whole(CompletionMeta, mpsc::Receiver<GenerationEvent>),
 }
 
@@ -89,13 +90,7 @@ fn start(req: &HttpRequest, body: &[u8], state: &AppState) -> Result<Started, Op
     let events = state.engine.submit(generation)?;
     let meta = CompletionMeta::new(valid.model.clone());
     if valid.stream {
-        Ok(Started::Stream(stream(
-            state,
-            meta,
-            valid.include_usage,
-            events,
-            req,
-        )))
+        Ok(Started::Stream(meta, valid.include_usage, events))
     } else {
         Ok(Started::Whole(meta, events))
     }
@@ -162,30 +157,30 @@ async fn collect(
 /// Streams `chat.completion.chunk`s as tokens arrive, then `[DONE]`.
 fn stream(
     state: &AppState,
+    record: RequestRecord,
     meta: CompletionMeta,
     include_usage: bool,
     mut events: mpsc::Receiver<GenerationEvent>,
     req: &HttpRequest,
 ) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<sse::Event>(SSE_BUFFER);
-    let metrics = Arc::clone(&state.metrics);
     actix_web::rt::spawn(async move {
         if !deliver(&tx, data(&meta.role_chunk())).await {
-            metrics.request(ENDPOINT, Outcome::Cancelled);
+            record.finish(Outcome::Cancelled, None);
             return;
         }
         let outcome = loop {
             let event = tokio::select! {
                 event = events.recv() => event,
                 () = tx.closed() => {
-                    metrics.request(ENDPOINT, Outcome::Cancelled);
+                    record.finish(Outcome::Cancelled, None);
                     return;
                 }
             };
             match event {
                 Some(GenerationEvent::Text(piece)) => {
                     if !deliver(&tx, data(&meta.content_chunk(piece))).await {
-                        metrics.request(ENDPOINT, Outcome::Cancelled);
+                        record.finish(Outcome::Cancelled, None);
                         return;
                     }
                 }
@@ -196,15 +191,14 @@ fn stream(
         };
         match outcome {
             Ok(summary) => {
-                metrics.generation(&summary);
-                metrics.request(ENDPOINT, Outcome::Ok);
+                record.finish(Outcome::Ok, Some(&summary));
                 deliver(&tx, data(&meta.finish_chunk(&summary))).await;
                 if include_usage {
                     deliver(&tx, data(&meta.usage_chunk(&summary))).await;
                 }
             }
             Err(e) => {
-                metrics.request(ENDPOINT, outcome_of(&e));
+                record.finish(outcome_of(&e), None);
                 // After the stream began the status line is sent: the error becomes a chunk.
                 deliver(&tx, data(&e.body())).await;
             }
