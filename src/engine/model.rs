@@ -10,6 +10,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
+use regex::Regex;
 
 use super::chat::ChatMessage;
 use super::EngineError;
@@ -61,6 +62,8 @@ pub struct ModelInfo {
 pub struct Model {
     llama: LlamaModel,
     template: LlamaChatTemplate,
+    /// The texts of the control tokens (`[INST]`, `</s>`, ...), removed from message contents.
+    control_texts: Option<Regex>,
     info: ModelInfo,
 }
 
@@ -87,9 +90,11 @@ impl Model {
             template_source,
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
+        let control_texts = control_token_pattern(&llama);
         Ok(Self {
             llama,
             template,
+            control_texts,
             info,
         })
     }
@@ -111,10 +116,20 @@ impl Model {
     }
 
     /// The chat template applied to `messages`, as text.
+    ///
+    /// The rendered text is tokenized with special tokens parsed (the template's `[INST]` must
+    /// become the control token), so a message that spelled `[/INST]` or `</s>` would end its
+    /// turn early and speak for the system: control-token texts are removed from the contents.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
         let chat = messages
             .iter()
-            .map(|m| LlamaChatMessage::new(m.role.as_str().to_owned(), m.content.clone()))
+            .map(|m| {
+                let content = match &self.control_texts {
+                    Some(pattern) => pattern.replace_all(&m.content, "").into_owned(),
+                    None => m.content.clone(),
+                };
+                LlamaChatMessage::new(m.role.as_str().to_owned(), content)
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| EngineError::InvalidPrompt("a message contains a NUL character".into()))?;
         self.llama
@@ -150,6 +165,28 @@ impl Prompt {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
+}
+
+/// One pattern matching the text of every control token of the vocabulary.
+fn control_token_pattern(llama: &LlamaModel) -> Option<Regex> {
+    let vocab = llama.vocab();
+    let mut texts: Vec<String> = vocab
+        .tokens()
+        .filter(|&t| vocab.is_control(t))
+        .map(|t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned())
+        .filter(|text| !text.trim().is_empty())
+        .collect();
+    if texts.is_empty() {
+        return None;
+    }
+    // Longest first, so that `[/INST]` is matched whole rather than a shorter token inside it.
+    texts.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    let alternation = texts
+        .iter()
+        .map(|t| regex::escape(t))
+        .collect::<Vec<_>>()
+        .join("|");
+    Regex::new(&alternation).ok()
 }
 
 /// The first GPU llama.cpp sees, as "name (description)".

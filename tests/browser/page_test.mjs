@@ -1,8 +1,10 @@
 // Drives the service's test page (GET /) in headless Chromium, the way a person would:
 // asks base-info for three challenges and checks the cards, the streamed text, and that
-// validation errors reach the error box.
+// validation errors reach the error box; then, in the chat tab (the OpenAI-compatible API), holds
+// a two-turn conversation and checks the streamed replies, the usage and an API error.
 //
 // Usage: node tests/browser/page_test.mjs BASE_URL SCREENSHOT.png
+// (the chat tab's screenshot goes next to it, as SCREENSHOT_chat.png)
 // Uses Debian's Chromium (env CHROMIUM, default /usr/bin/chromium) through playwright-core;
 // nothing is downloaded. Exits 0 when every check passed, 1 with the failed check otherwise.
 
@@ -129,8 +131,99 @@ async function run(page) {
   const freeText = (await text(page, "#error")).trim();
   check(freeText.includes("message는 필수입니다."), `empty free-text message shows "message는 필수입니다." in #error (shows ${JSON.stringify(freeText)})`);
 
+  await chatTab(page);
+
   check(pageErrors.length === 0, `no uncaught page errors (${pageErrors.join("; ") || "none"})`);
   check(foreignRequests.length === 0, `the page requested nothing outside ${origin} (${foreignRequests.join(", ") || "none"})`);
+}
+
+// The reply of the last assistant message in #chat-log, and its usage line.
+async function waitForChatReplyOrError(page, replies, timeout) {
+  await page.waitForFunction(
+    (n) =>
+      (document.querySelectorAll('#chat-log .chat-msg[data-role="assistant"]').length === n &&
+        document.getElementById("chat-status").dataset.state === "done") ||
+      document.getElementById("chat-error").textContent.trim() !== "",
+    replies,
+    { timeout, polling: 100 },
+  ).catch(async () => {
+    const state = await page.getAttribute("#chat-status", "data-state");
+    const log = ((await text(page, "#chat-log")) || "").slice(-200);
+    throw new CheckFailed(`no assistant reply ${replies} within ${timeout / 1000} s (status ${state}, log ends ${JSON.stringify(log)})`);
+  });
+  const error = (await text(page, "#chat-error")).trim();
+  check(error === "", `#chat-error is empty after message ${replies} (shows ${JSON.stringify(error)})`);
+  const reply = page.locator('#chat-log .chat-msg[data-role="assistant"]').nth(replies - 1);
+  const replyText = ((await reply.locator(".chat-text").textContent()) ?? "").trim();
+  check(replyText.length > 0, `assistant reply ${replies} has text (${replyText.length} chars: ${JSON.stringify(replyText.slice(0, 40))}…)`);
+  const meta = ((await reply.locator(".chat-meta").textContent()) ?? "").trim();
+  const usage = (await text(page, "#chat-usage")).trim();
+  const promptTokens = Number(await page.getAttribute("#chat-usage", "data-prompt-tokens"));
+  const completionTokens = Number(await page.getAttribute("#chat-usage", "data-completion-tokens"));
+  check(promptTokens > 0 && completionTokens > 0, `usage shown: ${JSON.stringify(usage)}`);
+  check(meta.includes("토큰"), `the reply carries its usage (${JSON.stringify(meta)})`);
+  return { promptTokens, completionTokens };
+}
+
+async function chatTab(page) {
+  await page.click('#tabs [data-tab="chat"]');
+  check(await page.isVisible("#tab-chat"), "the chat tab shows its panel");
+  check(!(await page.isVisible("#tab-recommend")), "the recommend panel is hidden");
+
+  await page.waitForFunction(() => document.querySelectorAll("#chat-model option").length > 0, null, {
+    timeout: QUICK_TIMEOUT_MS,
+  }).catch(async () => {
+    throw new CheckFailed(`the model list stayed empty (${JSON.stringify(await text(page, "#chat-models-result"))})`);
+  });
+  const models = await page.locator("#chat-model option").allTextContents();
+  check(models.length > 0 && models.every((m) => m.trim() !== ""), `model dropdown filled from v1/models (${models.join(", ")})`);
+
+  // Short answers: the tiny test model writes gibberish at a few ms per token.
+  await page.fill("#chat-max-tokens", "40");
+  await page.fill("#chat-system", "너는 친환경 챌린지를 추천하는 도우미야.");
+  const first = "회사에서 할 수 있는 탄소 줄이기 챌린지를 추천해줘";
+  await page.fill("#chat-message", first);
+  await page.click("#btn-chat-send");
+  console.log("... chat message 1 sent; waiting for the streamed reply");
+  const one = await waitForChatReplyOrError(page, 1, GENERATION_TIMEOUT_MS);
+  const userText = ((await page.locator('#chat-log .chat-msg[data-role="user"] .chat-text').first().textContent()) ?? "").trim();
+  check(userText === first, `the sent message is in #chat-log (${JSON.stringify(userText)})`);
+  check((await page.inputValue("#chat-message")) === "", "the message box was cleared");
+
+  // The second message is shorter than the first, so only the history sent along with it (the
+  // first message and the reply) can make its prompt the longer one.
+  await page.fill("#chat-message", "하나 더");
+  await page.press("#chat-message", "Enter");
+  const two = await waitForChatReplyOrError(page, 2, GENERATION_TIMEOUT_MS);
+  check(
+    two.promptTokens > one.promptTokens,
+    `the second prompt carries the conversation (${two.promptTokens} > ${one.promptTokens} tokens)`,
+  );
+  check((await page.locator("#chat-log .chat-msg").count()) === 4, "#chat-log holds the 4 messages of the conversation");
+
+  const chatScreenshot = screenshotPath.replace(/(\.png)?$/i, "_chat.png");
+  await rm(chatScreenshot, { force: true });
+  await page.screenshot({ path: chatScreenshot, fullPage: true });
+  const { size } = await stat(chatScreenshot);
+  check(size > 0, `full-page screenshot of the chat tab saved to ${chatScreenshot} (${size} bytes)`);
+
+  // An API error reaches the visible error box: a model the server does not have (as after the
+  // server was restarted with another model while the page stayed open).
+  await page.evaluate(() => {
+    const select = document.getElementById("chat-model");
+    select.append(new Option("no-such-model", "no-such-model"));
+    select.value = "no-such-model";
+  });
+  await page.fill("#chat-message", "이 모델은 없어요");
+  await page.click("#btn-chat-send");
+  await page.waitForFunction(() => document.getElementById("chat-error").textContent.trim() !== "", null, {
+    timeout: QUICK_TIMEOUT_MS,
+  }).catch(() => {});
+  const apiError = (await text(page, "#chat-error")).trim();
+  check(apiError.startsWith("[404]") && apiError.includes("no-such-model"), `an unknown model shows the API's 404 message in #chat-error (${JSON.stringify(apiError)})`);
+  check(await page.isVisible("#chat-error"), "#chat-error is visible");
+  check((await page.getAttribute("#chat-status", "data-state")) === "error", "#chat-status says error");
+  check((await page.inputValue("#chat-message")) === "이 모델은 없어요", "the failed message is back in the message box");
 }
 
 async function main() {
