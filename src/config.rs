@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -211,16 +211,12 @@ impl Config {
     pub fn load_from(args: Vec<OsString>) -> anyhow::Result<Self> {
         // The env file must be read before clap looks at the environment, so find it first.
         match env_file_argument(&args) {
-            Some(path) => {
-                dotenvy::from_path(&path).map_err(|e| {
-                    anyhow::anyhow!("--env-file {}: cannot read it: {e}", path.display())
-                })?;
+            Some(path) => load_env_file(&path)
+                .map_err(|e| anyhow::anyhow!("--env-file {}: {e}", path.display()))?,
+            None if Path::new(".env").is_file() => {
+                load_env_file(Path::new(".env")).map_err(|e| anyhow::anyhow!("./.env: {e}"))?
             }
-            None => match dotenvy::dotenv() {
-                Ok(_) => {}
-                Err(e) if e.not_found() => {}
-                Err(e) => anyhow::bail!("./.env: {e}"),
-            },
+            None => {}
         }
         let config = Self::try_parse_from(args)?;
         config.check()?;
@@ -314,6 +310,20 @@ fn non_blank(value: &str) -> Result<String, String> {
     }
 }
 
+/// Sets the file's variables that the environment does not already have. Within the file the
+/// last occurrence of a key wins, as in a shell, so a line appended at the end takes effect.
+fn load_env_file(path: &Path) -> Result<(), dotenvy::Error> {
+    let preset: std::collections::HashSet<String> = std::env::vars().map(|(k, _)| k).collect();
+    for item in dotenvy::from_path_iter(path)? {
+        let (key, value) = item?;
+        if !preset.contains(&key) {
+            // Single-threaded here: settings are read before anything else starts.
+            std::env::set_var(key, value);
+        }
+    }
+    Ok(())
+}
+
 /// The value of `--env-file PATH` or `--env-file=PATH`, if given.
 fn env_file_argument(args: &[OsString]) -> Option<PathBuf> {
     let mut iter = args.iter().skip(1);
@@ -362,6 +372,24 @@ mod tests {
             let message = parse(args).unwrap_err().to_string();
             assert!(message.contains(name), "{args:?}: {message}");
         }
+    }
+
+    #[test]
+    fn in_an_env_file_the_last_occurrence_wins_but_the_environment_wins_over_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.env");
+        std::fs::write(
+            &path,
+            "LEAFRESH_TEST_TWICE=first\nLEAFRESH_TEST_TWICE=second\nLEAFRESH_TEST_PRESET=file\n",
+        )
+        .unwrap();
+        std::env::set_var("LEAFRESH_TEST_PRESET", "environment");
+        load_env_file(&path).unwrap();
+        assert_eq!(std::env::var("LEAFRESH_TEST_TWICE").unwrap(), "second");
+        assert_eq!(
+            std::env::var("LEAFRESH_TEST_PRESET").unwrap(),
+            "environment"
+        );
     }
 
     #[test]

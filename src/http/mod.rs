@@ -5,6 +5,7 @@ pub mod error;
 pub mod openai;
 pub mod ops;
 pub mod recommend;
+pub mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

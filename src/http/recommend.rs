@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, Responder, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_lab::sse;
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::error::{Envelope, LeafreshError};
-use super::AppState;
+use super::{stream, AppState};
 use crate::engine::{
     budget, ChatMessage, EngineError, GenerationEvent, GenerationRequest, SamplingParams,
 };
@@ -23,12 +23,6 @@ use crate::leafresh::{
     AnswerBounds, Category, FragmentExtractor, GenerationDefaults, Rejection, Turn,
 };
 use crate::metrics::{Outcome, RequestRecord};
-
-/// Events waiting to be written to one client; the engine side never blocks on it.
-const SSE_BUFFER: usize = 64;
-
-/// A client that reads nothing for this long is treated as gone, so its slot is freed.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
@@ -96,7 +90,7 @@ async fn free_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
                 // Overload and a missing key are refusals clients expect as a status code.
                 e.error_response()
             } else {
-                sse_response(single_error_stream(&e), Duration::ZERO, &req)
+                stream::response(single_error_stream(&e), Duration::ZERO, &req)
             }
         }
     }
@@ -231,7 +225,7 @@ fn stream_answer(
     on_answer: OnAnswer,
     req: &HttpRequest,
 ) -> HttpResponse {
-    let (tx, rx) = mpsc::channel::<sse::Event>(SSE_BUFFER);
+    let (tx, rx) = stream::channel();
     actix_web::rt::spawn(async move {
         let mut extractor = FragmentExtractor::new();
         let mut text = String::new();
@@ -256,7 +250,7 @@ fn stream_answer(
                     let Some(fragment) = extractor.push(&piece) else {
                         continue;
                     };
-                    if !deliver(&tx, challenge_event(fragment)).await {
+                    if !stream::deliver(&tx, challenge_event(fragment)).await {
                         // Gone or not reading: dropping `events` stops the generation.
                         record.finish(Outcome::Cancelled, None);
                         return;
@@ -264,7 +258,7 @@ fn stream_answer(
                 }
                 GenerationEvent::Done(summary) => {
                     if let Some(fragment) = extractor.finish() {
-                        deliver(&tx, challenge_event(fragment)).await;
+                        stream::deliver(&tx, challenge_event(fragment)).await;
                     }
                     finished = Some(summary);
                     break parse_answer(&text, category).map_err(LeafreshError::from);
@@ -284,17 +278,9 @@ fn stream_answer(
                 error_event(&e)
             }
         };
-        deliver(&tx, last).await;
+        stream::deliver(&tx, last).await;
     });
-    sse_response(rx, state.sse_keepalive, req)
-}
-
-/// Sends one event; false when the client is gone or has not read for `STALL_TIMEOUT`.
-async fn deliver(tx: &mpsc::Sender<sse::Event>, event: sse::Event) -> bool {
-    matches!(
-        tokio::time::timeout(STALL_TIMEOUT, tx.send(event)).await,
-        Ok(Ok(()))
-    )
+    stream::response(rx, state.sse_keepalive, req)
 }
 
 /// A stream that carries only one `error` event (free-text validation and refusals).
@@ -302,23 +288,6 @@ fn single_error_stream(error: &LeafreshError) -> mpsc::Receiver<sse::Event> {
     let (tx, rx) = mpsc::channel(1);
     let _ = tx.try_send(error_event(error));
     rx
-}
-
-/// The SSE response with the contract's headers; comment frames every `keepalive` (if not zero)
-/// keep proxies from cutting a stream during a long prompt.
-fn sse_response(
-    rx: mpsc::Receiver<sse::Event>,
-    keepalive: Duration,
-    req: &HttpRequest,
-) -> HttpResponse {
-    let mut sse = sse::Sse::from_infallible_receiver(rx);
-    if !keepalive.is_zero() {
-        sse = sse.with_keep_alive(keepalive);
-    }
-    sse.customize()
-        .insert_header(("X-Accel-Buffering", "no"))
-        .respond_to(req)
-        .map_into_boxed_body()
 }
 
 fn challenge_event(fragment: String) -> sse::Event {

@@ -2,8 +2,13 @@
 //! real service binary on a free loopback port.
 
 mod browser;
+mod deploy_nginx;
+mod deploy_systemd;
+mod deploy_tools;
+mod engine;
 mod model_file;
 mod openai;
+mod openai_sdk;
 mod ops;
 mod recommend;
 mod scheduler;

@@ -5,14 +5,12 @@
 mod request;
 mod response;
 
-use std::time::Duration;
-
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_lab::sse;
 use tokio::sync::mpsc;
 
 use super::error::OpenAiError;
-use super::AppState;
+use super::{stream, AppState};
 use crate::engine::{
     budget, EngineError, GenerationEvent, GenerationRequest, GenerationSummary, SamplingParams,
 };
@@ -22,12 +20,6 @@ use response::{Completion, CompletionMeta};
 
 /// The `endpoint` label of the metrics.
 const ENDPOINT: &str = "chat-completions";
-
-/// Events waiting to be written to one client.
-const SSE_BUFFER: usize = 64;
-
-/// A client that reads nothing for this long is treated as gone, so its slot is freed.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/chat/completions", web::post().to(chat_completions))
@@ -163,9 +155,9 @@ fn stream(
     mut events: mpsc::Receiver<GenerationEvent>,
     req: &HttpRequest,
 ) -> HttpResponse {
-    let (tx, rx) = mpsc::channel::<sse::Event>(SSE_BUFFER);
+    let (tx, rx) = stream::channel();
     actix_web::rt::spawn(async move {
-        if !deliver(&tx, data(&meta.role_chunk())).await {
+        if !stream::deliver(&tx, data(&meta.role_chunk())).await {
             record.finish(Outcome::Cancelled, None);
             return;
         }
@@ -179,7 +171,7 @@ fn stream(
             };
             match event {
                 Some(GenerationEvent::Text(piece)) => {
-                    if !deliver(&tx, data(&meta.content_chunk(piece))).await {
+                    if !stream::deliver(&tx, data(&meta.content_chunk(piece))).await {
                         record.finish(Outcome::Cancelled, None);
                         return;
                     }
@@ -192,41 +184,25 @@ fn stream(
         match outcome {
             Ok(summary) => {
                 record.finish(Outcome::Ok, Some(&summary));
-                deliver(&tx, data(&meta.finish_chunk(&summary))).await;
+                stream::deliver(&tx, data(&meta.finish_chunk(&summary))).await;
                 if include_usage {
-                    deliver(&tx, data(&meta.usage_chunk(&summary))).await;
+                    stream::deliver(&tx, data(&meta.usage_chunk(&summary))).await;
                 }
             }
             Err(e) => {
                 record.finish(outcome_of(&e), None);
                 // After the stream began the status line is sent: the error becomes a chunk.
-                deliver(&tx, data(&e.body())).await;
+                stream::deliver(&tx, data(&e.body())).await;
             }
         }
-        deliver(&tx, sse::Data::new("[DONE]").into()).await;
+        stream::deliver(&tx, sse::Data::new("[DONE]").into()).await;
     });
-    let mut sse = sse::Sse::from_infallible_receiver(rx);
-    if !state.sse_keepalive.is_zero() {
-        sse = sse.with_keep_alive(state.sse_keepalive);
-    }
-    actix_web::Responder::respond_to(
-        actix_web::Responder::customize(sse).insert_header(("X-Accel-Buffering", "no")),
-        req,
-    )
-    .map_into_boxed_body()
+    stream::response(rx, state.sse_keepalive, req)
 }
 
 fn data<T: serde::Serialize>(value: &T) -> sse::Event {
     // These values are plain strings and numbers: serializing them cannot fail.
     sse::Data::new(serde_json::to_string(value).unwrap_or_else(|_| "{}".into())).into()
-}
-
-/// Sends one event; false when the client is gone or has not read for `STALL_TIMEOUT`.
-async fn deliver(tx: &mpsc::Sender<sse::Event>, event: sse::Event) -> bool {
-    matches!(
-        tokio::time::timeout(STALL_TIMEOUT, tx.send(event)).await,
-        Ok(Ok(()))
-    )
 }
 
 fn outcome_of(error: &OpenAiError) -> Outcome {

@@ -1,0 +1,45 @@
+//! What every streamed response shares: a bounded channel of SSE events per client, sending that
+//! gives up on a client that stopped reading, and the response with its headers and keep-alive.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, Responder};
+use actix_web_lab::sse;
+use tokio::sync::mpsc;
+
+/// Events waiting to be written to one client; the engine side never blocks on it.
+const BUFFER: usize = 64;
+
+/// A client that reads nothing for this long is treated as gone, so its slot is freed.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The channel a stream's task writes events into.
+pub fn channel() -> (mpsc::Sender<sse::Event>, mpsc::Receiver<sse::Event>) {
+    mpsc::channel(BUFFER)
+}
+
+/// Sends one event; false when the client is gone or has not read for `STALL_TIMEOUT`.
+pub async fn deliver(tx: &mpsc::Sender<sse::Event>, event: sse::Event) -> bool {
+    matches!(
+        tokio::time::timeout(STALL_TIMEOUT, tx.send(event)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The SSE response (`text/event-stream`, `Cache-Control: no-cache`, `X-Accel-Buffering: no`);
+/// comment frames every `keepalive` (if not zero) keep proxies from cutting a quiet stream and
+/// reveal a client that has gone.
+pub fn response(
+    rx: mpsc::Receiver<sse::Event>,
+    keepalive: Duration,
+    req: &HttpRequest,
+) -> HttpResponse {
+    let mut sse = sse::Sse::from_infallible_receiver(rx);
+    if !keepalive.is_zero() {
+        sse = sse.with_keep_alive(keepalive);
+    }
+    sse.customize()
+        .insert_header(("X-Accel-Buffering", "no"))
+        .respond_to(req)
+        .map_into_boxed_body()
+}

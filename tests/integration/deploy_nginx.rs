@@ -1,0 +1,226 @@
+//! The nginx example of deploy/nginx: the real nginx (Debian's) in front of two real instances
+//! on loopback ports, with the example config rendered for them. A session's turns land on one
+//! instance (which then has its history); different sessions spread over both.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{
+    client, encode, free_port, get_events, logged_prompt_tokens, tiny_model, Service,
+};
+
+const EXAMPLE: &str = "deploy/nginx/leafresh-llm.conf";
+/// The example's two instances and listen line, replaced by the test's.
+const EXAMPLE_INSTANCES: [&str; 2] = ["10.0.0.11:8000", "10.0.0.12:8000"];
+const EXAMPLE_LISTEN: &str = "listen 80 default_server;";
+
+/// nginx on PATH, or where Debian puts it (`/usr/sbin` is not on every user's PATH).
+fn nginx_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nginx"))
+            .find(|p| p.is_file())
+    });
+    on_path
+        .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()))
+        .expect("nginx is missing: apt-get install nginx (a prerequisite of this test)")
+}
+
+/// nginx in the foreground with everything (config, logs, pid, temp files) in its own
+/// directory; stopped on drop.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Nginx {
+    /// Renders the example for `instances` and starts nginx; waits until it accepts connections.
+    fn start(instances: [&Service; 2]) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
+            .expect("read the nginx example");
+        let mut site = example.replace(
+            EXAMPLE_LISTEN,
+            &format!("listen 127.0.0.1:{port} default_server;"),
+        );
+        assert_ne!(site, example, "{EXAMPLE} no longer has `{EXAMPLE_LISTEN}`");
+        for (placeholder, service) in EXAMPLE_INSTANCES.iter().zip(instances) {
+            assert!(
+                site.contains(placeholder),
+                "{EXAMPLE} no longer names {placeholder}"
+            );
+            let address = service.base_url().trim_start_matches("http://").to_owned();
+            site = site.replace(placeholder, &address);
+        }
+        std::fs::write(dir.path().join("leafresh-llm.conf"), site).unwrap();
+
+        let d = dir.path().display();
+        let main = format!(
+            "worker_processes 1;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+             \x20   access_log {d}/access.log;\n\
+             \x20   client_body_temp_path {d}/client_body;\n\
+             \x20   proxy_temp_path {d}/proxy;\n\
+             \x20   fastcgi_temp_path {d}/fastcgi;\n\
+             \x20   uwsgi_temp_path {d}/uwsgi;\n\
+             \x20   scgi_temp_path {d}/scgi;\n\
+             \x20   include {d}/leafresh-llm.conf;\n\
+             }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), main).unwrap();
+
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-g")
+            .arg(format!("daemon off; pid {d}/nginx.pid;"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut nginx = Nginx { child, dir, port };
+        nginx.wait_listening();
+        nginx
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("nginx exited ({status}):\n{}", self.error_log());
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("nginx not listening:\n{}", self.error_log());
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    fn url(&self, path_and_query: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path_and_query)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (a killed master would leave them running).
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `leafresh_requests_total{endpoint="free-text",outcome="ok"}` of one instance.
+fn free_text_answered(service: &Service) -> u64 {
+    let metrics = client()
+        .get(service.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"leafresh_requests_total{endpoint="free-text",outcome="ok"} "#)
+        })
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// One free-text turn through nginx; asserts it streamed to its `close` event.
+fn free_text_turn(nginx: &Nginx, session: &str, message: &str) {
+    let (status, headers, events) = get_events(&nginx.url(&format!(
+        "/ai/chatbot/recommendation/free-text?sessionId={}&message={}",
+        encode(session),
+        encode(message)
+    )));
+    assert_eq!(status, 200, "{events:?}\n{}", nginx.error_log());
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
+        "{headers:?}"
+    );
+    let last = events.last().expect("events");
+    assert_eq!(last.event, "close", "{events:?}");
+}
+
+#[test]
+fn the_nginx_example_keeps_each_session_on_one_instance() {
+    let instances = [
+        Service::start(&tiny_model(), &[]),
+        Service::start(&tiny_model(), &[]),
+    ];
+    let nginx = Nginx::start([&instances[0], &instances[1]]);
+    let counts = || instances.each_ref().map(free_text_answered);
+    assert_eq!(counts(), [0, 0]);
+
+    // Two turns of one session: both on the same instance, which had the first turn in the
+    // prompt of the second.
+    free_text_turn(&nginx, "nginx-session", "텀블러 쓰는 환경 챌린지 추천해줘");
+    free_text_turn(&nginx, "nginx-session", "하나 더 쉬운 환경 챌린지 추천해줘");
+    let after_session = counts();
+    assert!(
+        after_session == [2, 0] || after_session == [0, 2],
+        "the session's turns were split over the instances: {after_session:?}"
+    );
+    let pinned = &instances[if after_session[0] == 2 { 0 } else { 1 }];
+    let prompts = logged_prompt_tokens(&pinned.log(), "free-text");
+    assert_eq!(prompts.len(), 2, "{}", pinned.log());
+    assert!(
+        prompts[1] > prompts[0],
+        "the second turn did not see the first: prompt tokens {prompts:?}"
+    );
+
+    // Different sessions spread over both instances. The hash depends on the instances'
+    // addresses (random ports here): with 16 sessions both get some unless the hash is broken
+    // (chance of all on one side at an even split: 2 in 65536).
+    for n in 0..16 {
+        free_text_turn(
+            &nginx,
+            &format!("spread-{n}"),
+            "분리수거 환경 챌린지 추천해줘",
+        );
+    }
+    let after_spread = counts();
+    let new = [
+        after_spread[0] - after_session[0],
+        after_spread[1] - after_session[1],
+    ];
+    assert_eq!(new[0] + new[1], 16);
+    assert!(
+        new[0] > 0 && new[1] > 0,
+        "16 sessions all landed on one instance: {new:?}"
+    );
+
+    // Metrics are per instance: not served through the balancer.
+    let metrics = client().get(nginx.url("/metrics")).send().unwrap();
+    assert_eq!(metrics.status(), 404);
+    // Everything else reaches some instance.
+    let health = client().get(nginx.url("/health")).send().unwrap();
+    assert!(health.status().is_success());
+}
