@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::error::{Envelope, LeafreshError};
 use super::{stream, AppState};
 use crate::engine::{
-    budget, ChatMessage, EngineError, GenerationEvent, GenerationRequest, SamplingParams,
+    budget, EngineError, GenerationEvent, GenerationRequest, Prompt, SamplingParams,
 };
 use crate::leafresh::prompt::{base_info_request, free_text_request};
 use crate::leafresh::{
@@ -62,8 +62,8 @@ fn prepare_base_info(req: &HttpRequest, state: &AppState) -> Result<Accepted, Le
     let query = parse_query(req.query_string())?;
     let valid = validate_base_info(&query)?;
     let defaults = &constants().generation_defaults.base_info;
-    let messages = base_info_messages(&valid);
-    let request = plan(state, &messages, defaults)?;
+    let prompt = state.engine.model().prompt(&base_info_messages(&valid))?;
+    let request = plan(state, prompt, defaults)?;
     let events = state.engine.submit(request)?;
     if let Some(id) = &valid.session_id {
         state.sessions.set_category(id, valid.category);
@@ -107,8 +107,8 @@ fn prepare_free_text(req: &HttpRequest, state: &AppState) -> Result<Accepted, Le
         .map(|id| state.sessions.history(id))
         .unwrap_or_default();
     let defaults = &constants().generation_defaults.free_text;
-    let messages = fit_history(state, &history, &valid.message, category, defaults)?;
-    let request = plan(state, &messages, defaults)?;
+    let prompt = fit_history(state, &history, &valid.message, category, defaults)?;
+    let request = plan(state, prompt, defaults)?;
     let events = state.engine.submit(request)?;
     let user_turn = free_text_request(&valid.message, category);
     let on_answer = remember_turn(state, valid.session_id.clone(), user_turn);
@@ -136,15 +136,15 @@ async fn clear_conversation(
     )))
 }
 
-/// The newest turns of the conversation that fit the context with room for a full answer; the
-/// oldest go first. (The original never trimmed, until every prompt overflowed.)
+/// The prompt with the newest turns of the conversation that fit the context with room for a
+/// full answer; the oldest go first. (The original never trimmed, until every prompt overflowed.)
 fn fit_history(
     state: &AppState,
     history: &[Turn],
     message: &str,
     category: &Category,
     defaults: &GenerationDefaults,
-) -> Result<Vec<ChatMessage>, LeafreshError> {
+) -> Result<Prompt, LeafreshError> {
     let room = state.engine.slot_context();
     let answer = defaults.max_tokens as usize;
     for skip in 0..=history.len() {
@@ -154,20 +154,19 @@ fn fit_history(
             if skip > 0 {
                 tracing::debug!(dropped_turns = skip, "history trimmed to fit the context");
             }
-            return Ok(messages);
+            return Ok(prompt);
         }
     }
     unreachable!("the loop returns at skip == history.len()")
 }
 
-/// Tokenizes the prompt and sizes the generation: the budget (what the context leaves) and, with
-/// the grammar on, answer bounds whose worst case fits that budget, so `close` always parses.
+/// Sizes the generation: the budget (what the context leaves) and, with the grammar on, answer
+/// bounds whose worst case fits that budget, so `close` always parses.
 fn plan(
     state: &AppState,
-    messages: &[ChatMessage],
+    prompt: Prompt,
     defaults: &GenerationDefaults,
 ) -> Result<GenerationRequest, LeafreshError> {
-    let prompt = state.engine.model().prompt(messages)?;
     let max_new_tokens = budget::max_new_tokens(
         prompt.len(),
         defaults.max_tokens as usize,
