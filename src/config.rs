@@ -185,6 +185,10 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub debug_panic_at_step: Option<u64>,
 
+    /// Test hook: feed an invalid token for one sequence at this decode step.
+    #[arg(long, hide = true)]
+    pub debug_corrupt_token_at_step: Option<u64>,
+
     /// Generate the Leafresh answers without the JSON grammar (for fine-tuned models that
     /// follow their own format; answers are then parsed and repaired leniently).
     #[arg(long, env = "LEAFRESH_NO_GRAMMAR")]
@@ -286,6 +290,7 @@ impl Config {
                 FlashAttention::Auto => engine::FlashAttention::Auto,
             },
             panic_at_step: self.debug_panic_at_step,
+            corrupt_token_at_step: self.debug_corrupt_token_at_step,
         }
     }
 

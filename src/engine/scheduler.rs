@@ -9,6 +9,9 @@
 //! shares a longer one, typically the instruction text every Leafresh prompt begins with, its
 //! cells are copied instead. Only the rest of the prompt is computed.
 //!
+//! A failed decode is undone and retried sequence by sequence, so only the sequence that fails on
+//! its own gets the error.
+//!
 //! Handlers only see [`EngineHandle::submit`], which returns a receiver of [`GenerationEvent`]s.
 //! A dropped receiver means the client left: its sequence is dropped at the next step, also while
 //! queued or during prompt processing.
@@ -55,6 +58,10 @@ pub struct EngineSettings {
     /// Test hook: the engine thread panics at this decode step (to test that a dead engine is
     /// noticed). Never set in production.
     pub panic_at_step: Option<u64>,
+    /// Test hook: at this decode step the first generating sequence feeds a token id outside
+    /// the vocabulary, which llama.cpp refuses (to test that one failing sequence does not take
+    /// the others down). Never set in production.
+    pub corrupt_token_at_step: Option<u64>,
 }
 
 /// Whether llama.cpp uses flash attention.
@@ -355,6 +362,17 @@ struct Slot {
     sequence: Option<Sequence>,
     /// Admission counter value when last used (to evict the least recently used cache).
     last_used: u64,
+    /// What this slot put into the batch being decoded, to undo it if the decode fails.
+    staged: Option<Staged>,
+}
+
+/// A slot's share of one decode step.
+#[derive(Debug, Clone, Copy)]
+enum Staged {
+    /// The token sampled at the last step.
+    Token(LlamaToken),
+    /// Prompt tokens from this position on.
+    Chunk { from: usize },
 }
 
 struct Scheduler<'m> {
@@ -370,6 +388,7 @@ struct Scheduler<'m> {
     admissions: u64,
     steps: u64,
     panic_at_step: Option<u64>,
+    corrupt_token_at_step: Option<u64>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -392,6 +411,7 @@ impl<'m> Scheduler<'m> {
             admissions: 0,
             steps: 0,
             panic_at_step: settings.panic_at_step,
+            corrupt_token_at_step: settings.corrupt_token_at_step,
         }
     }
 
@@ -412,18 +432,15 @@ impl<'m> Scheduler<'m> {
             self.drop_abandoned();
             self.admit_waiting();
             self.publish_counts();
+            self.steps += 1;
+            self.apply_test_hooks();
             if self.fill_batch() == 0 {
                 continue;
             }
-            self.steps += 1;
-            if self.panic_at_step == Some(self.steps) {
-                panic!("test hook: engine panic at decode step {}", self.steps);
+            match self.ctx.decode(&mut self.batch) {
+                Ok(()) => self.sample_all(),
+                Err(e) => self.isolate_failure(EngineError::Decode(e.to_string())),
             }
-            if let Err(e) = self.ctx.decode(&mut self.batch) {
-                self.fail_batch(EngineError::Decode(e.to_string()));
-                continue;
-            }
-            self.sample_all();
         }
     }
 
@@ -607,59 +624,145 @@ impl<'m> Scheduler<'m> {
     /// chunks in the room left. Returns the number of tokens in the batch.
     fn fill_batch(&mut self) -> usize {
         self.batch.clear();
-        for (slot_id, slot) in self.slots.iter_mut().enumerate() {
-            let Some(seq) = slot.sequence.as_mut() else {
-                continue;
-            };
-            seq.logits_index = None;
-            if let Some(token) = seq.next_input.take() {
-                self.batch
-                    .add(token, slot.cells.len() as i32, &[slot_id as i32], true)
-                    .expect("the batch holds one token per slot");
-                slot.cells.push(token);
-                seq.logits_index = Some(self.batch.n_tokens() - 1);
-            }
-        }
-        for (slot_id, slot) in self.slots.iter_mut().enumerate() {
-            let room = self.batch_size - self.batch.n_tokens() as usize;
-            if room == 0 {
-                break;
-            }
-            let Some(seq) = slot.sequence.as_mut() else {
-                continue;
-            };
-            if seq.prefilled == seq.prompt.len() {
-                continue;
-            }
-            let end = (seq.prefilled + room).min(seq.prompt.len());
-            for i in seq.prefilled..end {
-                let last = i + 1 == seq.prompt.len();
-                self.batch
-                    .add(seq.prompt[i], i as i32, &[slot_id as i32], last)
-                    .expect("the chunk is sized to the batch");
-            }
-            slot.cells
-                .extend_from_slice(&seq.prompt[seq.prefilled..end]);
-            seq.prefilled = end;
-            if end == seq.prompt.len() {
-                seq.logits_index = Some(self.batch.n_tokens() - 1);
-            }
+        let (generating, prefilling): (Vec<usize>, Vec<usize>) = (0..self.slots.len())
+            .filter(|&id| self.slots[id].sequence.is_some())
+            .partition(|&id| {
+                self.slots[id]
+                    .sequence
+                    .as_ref()
+                    .is_some_and(|s| s.next_input.is_some())
+            });
+        for slot_id in generating.into_iter().chain(prefilling) {
+            self.stage(slot_id);
         }
         self.batch.n_tokens() as usize
     }
 
+    /// Adds a slot's work to the batch: the token it sampled last, or the next chunk of its prompt
+    /// that fits. Remembers what it added, so that a failed decode can be undone.
+    fn stage(&mut self, slot_id: usize) {
+        let room = self.batch_size - self.batch.n_tokens() as usize;
+        let slot = &mut self.slots[slot_id];
+        slot.staged = None;
+        let Some(seq) = slot.sequence.as_mut() else {
+            return;
+        };
+        seq.logits_index = None;
+        if let Some(token) = seq.next_input.take() {
+            self.batch
+                .add(token, slot.cells.len() as i32, &[slot_id as i32], true)
+                .expect("the batch holds one token per slot");
+            slot.cells.push(token);
+            seq.logits_index = Some(self.batch.n_tokens() - 1);
+            slot.staged = Some(Staged::Token(token));
+            return;
+        }
+        if room == 0 || seq.prefilled == seq.prompt.len() {
+            return;
+        }
+        let from = seq.prefilled;
+        let end = (from + room).min(seq.prompt.len());
+        for i in from..end {
+            let last = i + 1 == seq.prompt.len();
+            self.batch
+                .add(seq.prompt[i], i as i32, &[slot_id as i32], last)
+                .expect("the chunk is sized to the batch");
+        }
+        slot.cells.extend_from_slice(&seq.prompt[from..end]);
+        seq.prefilled = end;
+        if end == seq.prompt.len() {
+            seq.logits_index = Some(self.batch.n_tokens() - 1);
+        }
+        slot.staged = Some(Staged::Chunk { from });
+    }
+
+    /// Takes back what a slot staged: its cells and KV entries from the batch, its state before.
+    fn unstage(&mut self, slot_id: usize) {
+        let slot = &mut self.slots[slot_id];
+        let Some(staged) = slot.staged.take() else {
+            return;
+        };
+        let from = match staged {
+            Staged::Token(_) => slot.cells.len() - 1,
+            Staged::Chunk { from } => from,
+        };
+        slot.cells.truncate(from);
+        if let Some(seq) = slot.sequence.as_mut() {
+            match staged {
+                Staged::Token(token) => seq.next_input = Some(token),
+                Staged::Chunk { from } => seq.prefilled = from,
+            }
+            seq.logits_index = None;
+        }
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot_id as u32), Some(from as u32), None);
+    }
+
+    /// A decode failed. llama.cpp reports per batch, not per sequence: undo the batch and decode
+    /// each sequence on its own, so only the sequence that fails again gets the error.
+    fn isolate_failure(&mut self, error: EngineError) {
+        let staged: Vec<usize> = (0..self.slots.len())
+            .filter(|&id| self.slots[id].staged.is_some())
+            .collect();
+        tracing::warn!(%error, sequences = staged.len(), "decode failed; retrying sequence by sequence");
+        for &slot_id in &staged {
+            self.unstage(slot_id);
+        }
+        for slot_id in staged {
+            self.batch.clear();
+            self.stage(slot_id);
+            match self.ctx.decode(&mut self.batch) {
+                Ok(()) => self.sample(slot_id),
+                Err(e) => {
+                    tracing::error!(slot_id, error = %e, "decode failed for this sequence");
+                    self.slots[slot_id].staged = None;
+                    self.finish(slot_id, Err(EngineError::Decode(e.to_string())));
+                    self.slots[slot_id].cells.clear();
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot_id as u32), None, None);
+                }
+            }
+        }
+    }
+
+    /// Test hooks, by decode step.
+    fn apply_test_hooks(&mut self) {
+        if self.panic_at_step == Some(self.steps) {
+            panic!("test hook: engine panic at decode step {}", self.steps);
+        }
+        if self.corrupt_token_at_step == Some(self.steps) {
+            let invalid = LlamaToken::new(self.model.llama().n_vocab() + 100);
+            if let Some(seq) = self
+                .slots
+                .iter_mut()
+                .filter_map(|s| s.sequence.as_mut())
+                .find(|s| s.next_input.is_some())
+            {
+                seq.next_input = Some(invalid);
+            }
+        }
+    }
+
     fn sample_all(&mut self) {
         for slot_id in 0..self.slots.len() {
-            let Some(seq) = self.slots[slot_id].sequence.as_mut() else {
-                continue;
-            };
-            match advance(seq, &self.ctx, self.model, &mut self.piece) {
-                Step::Continue => {}
-                Step::Finish(outcome) => self.finish(slot_id, outcome),
-                Step::ClientGone => {
-                    tracing::info!(slot_id, "client left; generation stopped");
-                    self.slots[slot_id].sequence = None;
-                }
+            self.sample(slot_id);
+        }
+    }
+
+    /// Samples a slot's next token from the batch just decoded and streams its text.
+    fn sample(&mut self, slot_id: usize) {
+        self.slots[slot_id].staged = None;
+        let Some(seq) = self.slots[slot_id].sequence.as_mut() else {
+            return;
+        };
+        match advance(seq, &self.ctx, self.model, &mut self.piece) {
+            Step::Continue => {}
+            Step::Finish(outcome) => self.finish(slot_id, outcome),
+            Step::ClientGone => {
+                tracing::info!(slot_id, "client left; generation stopped");
+                self.slots[slot_id].sequence = None;
             }
         }
     }
@@ -690,21 +793,6 @@ impl<'m> Scheduler<'m> {
             Err(e) => GenerationEvent::Failed(e),
         };
         let _ = seq.events.try_send(event);
-    }
-
-    /// A failed decode leaves the cells of its batch undefined: every sequence in it fails and
-    /// their caches are dropped. (llama.cpp fails a whole batch, not one sequence of it.)
-    fn fail_batch(&mut self, error: EngineError) {
-        tracing::error!(%error, "decode failed");
-        for slot_id in 0..self.slots.len() {
-            if self.slots[slot_id].sequence.is_some() {
-                self.finish(slot_id, Err(error.clone()));
-                self.slots[slot_id].cells.clear();
-                let _ = self
-                    .ctx
-                    .clear_kv_cache_seq(Some(slot_id as u32), None, None);
-            }
-        }
     }
 }
 

@@ -311,3 +311,40 @@ fn a_queued_request_whose_client_left_is_dropped_without_decoding() {
     assert!(service.wait_for_log("outcome=\"cancelled\"", 2, Duration::from_secs(5)));
     assert!(!service.log().contains(" finish="), "{}", service.log());
 }
+
+#[test]
+fn a_sequence_that_fails_to_decode_does_not_take_the_others_down() {
+    // At decode step 40 one generating sequence feeds a token llama.cpp refuses; the batch fails,
+    // and only that sequence may get the error.
+    let service = Service::start(
+        &tiny_model(),
+        &["--parallel", "2", "--debug-corrupt-token-at-step", "40"],
+    );
+    let urls = [
+        base_info_url(&service, "도시", "사무직", "비건"),
+        base_info_url(&service, "농촌", "학생", "플로깅"),
+    ];
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = urls
+        .into_iter()
+        .map(|url| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let (_, _, events) = get_events(&url);
+                events.last().expect("a final event").event.clone()
+            })
+        })
+        .collect();
+    let mut finals: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    finals.sort();
+    assert_eq!(finals, ["close", "error"], "{}", service.log());
+    assert!(
+        service.log().contains("retrying sequence by sequence"),
+        "{}",
+        service.log()
+    );
+    // The service still serves.
+    let (_, _, events) = get_events(&base_info_url(&service, "바닷가", "어부", "비건"));
+    assert_eq!(events.last().unwrap().event, "close");
+}
