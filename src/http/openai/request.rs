@@ -186,12 +186,13 @@ fn message(index: usize, item: Value) -> Result<ChatMessage, OpenAiError> {
             ))
         }
     };
-    if content.contains('\0') {
-        return Err(OpenAiError::invalid(
-            format!("{param}.content"),
-            "message content must not contain NUL characters",
-        ));
-    }
+    // A history can carry NUL characters back (a model may emit the byte token <0x00>), and
+    // llama.cpp takes C strings: drop them rather than refuse the conversation.
+    let content = if content.contains('\0') {
+        content.replace('\0', "")
+    } else {
+        content
+    };
     Ok(ChatMessage::new(role, content))
 }
 
@@ -497,6 +498,14 @@ mod tests {
         );
         assert!(validate(with("response_format", json!({"type": "yaml"}))).is_err());
         assert!(validate(with("response_format", json!({"type": "json_schema"}))).is_err());
+    }
+
+    #[test]
+    fn nul_characters_in_a_history_are_dropped_not_refused() {
+        let history =
+            json!([{"role": "assistant", "content": "a\u{0}b"}, {"role": "user", "content": "c"}]);
+        let valid = validate(with("messages", history)).unwrap();
+        assert_eq!(valid.messages[0].content, "ab");
     }
 
     #[test]
