@@ -230,18 +230,14 @@ fn stream_answer(
         let mut text = String::new();
         let mut finished = None;
         let outcome = loop {
-            // A client can leave while nothing is being sent (queued, or during a long prompt):
-            // the keep-alive writes reveal it and close `tx`, which ends the wait here.
-            let event = tokio::select! {
-                event = events.recv() => event,
-                () = tx.closed() => {
+            let event = match stream::next(&mut events, &tx).await {
+                stream::Next::Event(event) => event,
+                stream::Next::EngineGone => break Err(LeafreshError::Engine(EngineError::Stopped)),
+                stream::Next::ClientGone => {
                     // Dropping `events` makes the engine drop this request.
                     record.finish(Outcome::Cancelled, None);
                     return;
                 }
-            };
-            let Some(event) = event else {
-                break Err(LeafreshError::Engine(EngineError::Stopped));
             };
             match event {
                 GenerationEvent::Text(piece) => {

@@ -7,11 +7,34 @@ use actix_web::{HttpRequest, HttpResponse, Responder};
 use actix_web_lab::sse;
 use tokio::sync::mpsc;
 
+use crate::engine::GenerationEvent;
+
 /// Events waiting to be written to one client; the engine side never blocks on it.
 const BUFFER: usize = 64;
 
 /// A client that reads nothing for this long is treated as gone, so its slot is freed.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a stream's task waits for next.
+pub enum Next {
+    Event(GenerationEvent),
+    /// The engine closed the channel without a final event (it stopped).
+    EngineGone,
+    /// The client has gone. A client can leave while nothing is being sent (queued, or during a
+    /// long prompt): the keep-alive writes reveal it and close the SSE channel.
+    ClientGone,
+}
+
+/// The next engine event, or why there is none.
+pub async fn next(
+    events: &mut mpsc::Receiver<GenerationEvent>,
+    tx: &mpsc::Sender<sse::Event>,
+) -> Next {
+    tokio::select! {
+        event = events.recv() => event.map_or(Next::EngineGone, Next::Event),
+        () = tx.closed() => Next::ClientGone,
+    }
+}
 
 /// The channel a stream's task writes events into.
 pub fn channel() -> (mpsc::Sender<sse::Event>, mpsc::Receiver<sse::Event>) {

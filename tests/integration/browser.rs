@@ -6,22 +6,9 @@
 //! skipped browser test looks exactly like a passing one.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::support::{tiny_model, Service};
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use crate::support::{describe, manifest_dir, tiny_model, Service};
 
 /// Runs `program --version`, failing the test with `hint` when the program is missing.
 fn require(program: &str, hint: &str) {

@@ -5,26 +5,12 @@
 //! Needs python3 with the packages of `tests/openai/requirements.txt`. Without them the test fails
 //! with the install command; it never skips, because a skipped test looks like a passing one.
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use crate::support::{tiny_model, Service};
+use crate::support::{describe, manifest_dir, tiny_model, Service};
 
 const ALIAS: &str = "leafresh";
 const API_KEY: &str = "test-key-123";
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 /// The last `lines` lines of `text`.
 fn tail(text: &str, lines: usize) -> String {

@@ -74,6 +74,21 @@ pub fn instruction_tokens() -> usize {
     prompt.len() - 2
 }
 
+/// The repository root (where Cargo.toml is).
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A finished helper process, for a failure message: its status and both outputs.
+pub fn describe(output: &std::process::Output) -> String {
+    format!(
+        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// A free loopback port (bound and released; fine for tests on one machine).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -162,9 +162,10 @@ fn stream(
             return;
         }
         let outcome = loop {
-            let event = tokio::select! {
-                event = events.recv() => event,
-                () = tx.closed() => {
+            let event = match stream::next(&mut events, &tx).await {
+                stream::Next::Event(event) => Some(event),
+                stream::Next::EngineGone => None,
+                stream::Next::ClientGone => {
                     record.finish(Outcome::Cancelled, None);
                     return;
                 }
