@@ -40,7 +40,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let model = Model::load(&config.load_options())?;
     let info = model.info().clone();
     let settings = config.engine_settings();
-    let (engine, engine_thread) = engine::scheduler::start(Arc::new(model), settings.clone())?;
+    let threads = settings.threads;
+    let (engine, engine_thread) = engine::scheduler::start(Arc::new(model), settings)?;
     lifecycle::exit_when_engine_dies(engine_thread);
     tracing::info!(
         model = %info.path.display(),
@@ -50,7 +51,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         context = config.ctx_size,
         context_per_slot = engine.slot_context(),
         parallel = config.parallel,
-        threads = settings.threads,
+        threads,
         gpu_layers = info.n_layer.min(config.n_gpu_layers),
         gpu_device = %info.gpu_device.as_deref().unwrap_or("none"),
         cache_types = %format_args!("{}/{}", config.cache_type_k.name(), config.cache_type_v.name()),

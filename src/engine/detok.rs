@@ -81,14 +81,14 @@ impl StopMatcher {
 
     /// Adds text; returns what is safe to send and whether a stop string has been reached (the
     /// text before it is sent, it and everything after it are dropped).
-    pub fn push(&mut self, text: &str) -> (String, bool) {
+    pub fn push(&mut self, text: String) -> (String, bool) {
         if self.stopped {
             return (String::new(), true);
         }
         if self.stops.is_empty() {
-            return (text.to_owned(), false);
+            return (text, false);
         }
-        self.held.push_str(text);
+        self.held.push_str(&text);
         if let Some(at) = self
             .stops
             .iter()
@@ -142,7 +142,7 @@ mod tests {
         let mut matcher = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
         let mut out = String::new();
         for piece in pieces {
-            let (text, stopped) = matcher.push(piece);
+            let (text, stopped) = matcher.push(piece.to_string());
             out.push_str(&text);
             if stopped {
                 return (out, true);

@@ -49,8 +49,6 @@ pub struct ModelInfo {
     pub path: PathBuf,
     pub file_size: u64,
     pub n_layer: u32,
-    pub n_ctx_train: u32,
-    pub n_vocab: i32,
     pub n_params: u64,
     /// Where the chat template came from: the GGUF itself or the built-in fallback.
     pub template_source: &'static str,
@@ -84,8 +82,6 @@ impl Model {
             path,
             file_size,
             n_layer: llama.n_layer(),
-            n_ctx_train: llama.n_ctx_train(),
-            n_vocab: llama.n_vocab(),
             n_params: llama.n_params(),
             template_source,
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),

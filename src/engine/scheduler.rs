@@ -772,7 +772,7 @@ impl<'m> Scheduler<'m> {
         let Some(mut seq) = self.slots[slot_id].sequence.take() else {
             return;
         };
-        let (mut tail, _) = seq.stop.push(&seq.utf8.finish());
+        let (mut tail, _) = seq.stop.push(seq.utf8.finish());
         tail.push_str(&seq.stop.finish());
         if !tail.is_empty() {
             let _ = seq.events.try_send(GenerationEvent::Text(tail));
@@ -818,7 +818,7 @@ fn advance(seq: &mut Sequence, ctx: &LlamaContext<'_>, model: &Model, piece: &mu
     }
     seq.generated += 1;
     model.token_bytes(token, piece);
-    let (text, stopped) = seq.stop.push(&seq.utf8.push(piece));
+    let (text, stopped) = seq.stop.push(seq.utf8.push(piece));
     if !text.is_empty() && seq.events.try_send(GenerationEvent::Text(text)).is_err() {
         return Step::ClientGone;
     }

@@ -599,20 +599,7 @@ fn run_old_line(line: &str, cwd: &Path, port: u16, log: PathBuf) -> Detached {
         .env("PATH", path)
         .env("LEAFRESH_BIN", binary())
         .env_remove("RUST_LOG");
-    for (name, _) in std::env::vars() {
-        if name.starts_with("LEAFRESH_") && name != "LEAFRESH_BIN" {
-            command.env_remove(name);
-        }
-    }
-    for name in [
-        "MODEL_PATH",
-        "GGUF_MODEL_PATH",
-        "MODEL_NAME_OR_PATH",
-        "HOST",
-        "PORT",
-    ] {
-        command.env_remove(name);
-    }
+    clear_settings_env(&mut command);
     let output = command.output().expect("bash");
     assert!(output.status.success(), "{}", text(&output.stderr));
     let pid = text(&output.stdout)
@@ -696,20 +683,7 @@ fn translate(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
         .args(args)
         .current_dir(cwd)
         .env("LEAFRESH_BIN", &fake);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("LEAFRESH_") && name != "LEAFRESH_BIN" {
-            command.env_remove(name);
-        }
-    }
-    for name in [
-        "MODEL_PATH",
-        "GGUF_MODEL_PATH",
-        "MODEL_NAME_OR_PATH",
-        "HOST",
-        "PORT",
-    ] {
-        command.env_remove(name);
-    }
+    clear_settings_env(&mut command);
     command.envs(env.iter().copied());
     command.output().expect("run uvicorn-compat")
 }
@@ -794,5 +768,25 @@ fn uvicorn_compat_translates_the_old_settings() {
             text(&out.stderr)
         );
         assert!(text(&out.stdout).is_empty(), "{args:?} started the binary");
+    }
+}
+
+/// Removes every setting this machine's environment might hand the service (its own
+/// `LEAFRESH_*` names, and the old app's names uvicorn-compat translates), so a test sees only
+/// what it sets.
+fn clear_settings_env(command: &mut Command) {
+    for (name, _) in std::env::vars() {
+        if name.starts_with("LEAFRESH_") && name != "LEAFRESH_BIN" {
+            command.env_remove(name);
+        }
+    }
+    for name in [
+        "MODEL_PATH",
+        "GGUF_MODEL_PATH",
+        "MODEL_NAME_OR_PATH",
+        "HOST",
+        "PORT",
+    ] {
+        command.env_remove(name);
     }
 }
