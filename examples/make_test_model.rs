@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use leafresh_llm::testmodel::{write_tiny_llama, TensorType, TinyModelSpec, PRESETS};
+use leafresh_llm::testmodel::{
+    quantize_with_llama_cpp, write_tiny_llama, QuantMix, TensorType, TinyModelSpec, PRESETS,
+};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -40,17 +42,25 @@ Options (defaults in brackets; shape options override the preset):
   --seed N        seed of the random weights [0x1eaf5eed]
   --f32 | --f16 | --q4_0
                   element type of the weight matrices [f32; q4_0 with a big preset]
+  --quantize MIX   write F16 weights to a temporary file, then quantize them with llama.cpp's
+                  llama_model_quantize (as llama-quantize does) to MIX: q4_k_m, q4_k_s, q5_k_m,
+                  q6_k, q8_0 or q4_0; llama.cpp picks each tensor's type (Q6_K output, ...)
   --no-template   write no tokenizer.chat_template key
   --check         load the written file with llama.cpp and decode a few tokens
   --check-only    do not write: check OUT.gguf as it is (any GGUF, the real model too)
   -h, --help      print this help
 
-Example: make-test-model --preset mistral-7b --q4_0 --check target/bench-models/mistral-7b-q4_0.gguf";
+Examples:
+  make-test-model --preset mistral-7b --quantize q4_k_m --check target/bench-models/mistral-7b-q4_k_m.gguf
+      # 4.37 GB like the real Q4_K_M file; needs 14.5 GB of free disk for the F16 step
+  make-test-model --preset 1b --q4_0 target/bench-models/1b-q4_0.gguf
+      # written directly, in seconds";
 
 /// What the command line asks for.
 struct Args {
     out: PathBuf,
     spec: TinyModelSpec,
+    quantize: Option<QuantMix>,
     check: bool,
     write: bool,
 }
@@ -70,14 +80,34 @@ fn main() -> ExitCode {
         }
     };
     let (out, spec) = (&args.out, &args.spec);
+    // llama.cpp's backend is a process-wide singleton: one for quantizing and checking.
+    let mut backend = None;
+    if args.quantize.is_some() || args.check {
+        match LlamaBackend::init() {
+            Ok(mut b) => {
+                if std::env::var_os("LEAFRESH_CHECK_LLAMA_LOGS").is_none() {
+                    b.void_logs();
+                }
+                backend = Some(b);
+            }
+            Err(e) => {
+                eprintln!("make-test-model: llama.cpp backend: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if args.write {
-        if let Err(err) = write(out, spec) {
+        let written = match args.quantize {
+            None => write(out, spec),
+            Some(mix) => write_quantized(out, spec, mix),
+        };
+        if let Err(err) = written {
             eprintln!("make-test-model: cannot write {}: {err}", out.display());
             return ExitCode::FAILURE;
         }
     }
-    if args.check {
-        if let Err(message) = check(out) {
+    if let (true, Some(backend)) = (args.check, backend.as_ref()) {
+        if let Err(message) = check(backend, out) {
             eprintln!(
                 "make-test-model: check of {} failed: {message}",
                 out.display()
@@ -108,6 +138,35 @@ fn write(out: &Path, spec: &TinyModelSpec) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes F16 weights next to `out`, has llama.cpp quantize them to `mix` into `out`, and removes
+/// the F16 file whatever happens.
+fn write_quantized(out: &Path, spec: &TinyModelSpec, mix: QuantMix) -> std::io::Result<()> {
+    let mut f16 = out.as_os_str().to_owned();
+    f16.push(".f16.partial");
+    let f16 = PathBuf::from(f16);
+    let source = TinyModelSpec {
+        weight_type: TensorType::F16,
+        ..spec.clone()
+    };
+    let result = write(&f16, &source).and_then(|()| {
+        let started = Instant::now();
+        let threads = std::thread::available_parallelism().map_or(4, |n| n.get());
+        quantize_with_llama_cpp(&f16, out, mix, threads)?;
+        let size = std::fs::metadata(out)?.len();
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}: {size} bytes ({:.2} GB), quantized to {} by llama.cpp in {:.1} s",
+            out.display(),
+            size as f64 / 1e9,
+            mix.name(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    });
+    let _ = std::fs::remove_file(&f16);
+    result
+}
+
 /// `Ok(None)` means help was asked for.
 fn parse(args: &[String]) -> Result<Option<Args>, String> {
     // The preset first, wherever it stands, so that shape options always override it.
@@ -120,6 +179,7 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
     let mut out = None;
     let mut check = false;
     let mut write = true;
+    let mut quantize = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| {
@@ -141,6 +201,12 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
             "--f32" => spec.weight_type = TensorType::F32,
             "--f16" => spec.weight_type = TensorType::F16,
             "--q4_0" | "--q4-0" => spec.weight_type = TensorType::Q4_0,
+            "--quantize" => {
+                let name = value(arg)?;
+                quantize = Some(QuantMix::parse(&name).ok_or_else(|| {
+                    format!("unknown --quantize {name:?}; known: {}", QuantMix::NAMES.join(", "))
+                })?);
+            }
             "--no-template" => spec.chat_template = None,
             "--check" => check = true,
             "--check-only" => (check, write) = (true, false),
@@ -154,6 +220,7 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
     Ok(Some(Args {
         out,
         spec,
+        quantize,
         check,
         write,
     }))
@@ -182,15 +249,11 @@ const CHECK_PROMPT: &str =
 /// Loads `path` with llama.cpp (as the service does: mmap, all cores), prefills
 /// [`CHECK_PROMPT`] and decodes [`CHECK_TOKENS`] greedy tokens, checking every logit is finite.
 /// Prints load time, prompt and generation speed.
-fn check(path: &Path) -> Result<(), String> {
-    let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
-    if std::env::var_os("LEAFRESH_CHECK_LLAMA_LOGS").is_none() {
-        backend.void_logs();
-    }
+fn check(backend: &LlamaBackend, path: &Path) -> Result<(), String> {
     let threads = std::thread::available_parallelism().map_or(4, |n| n.get()) as i32;
 
     let started = Instant::now();
-    let model = LlamaModel::load_from_file(&backend, path, &LlamaModelParams::default())
+    let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
         .map_err(|e| format!("load: {e} (set LEAFRESH_CHECK_LLAMA_LOGS=1 for llama.cpp's log)"))?;
     let load_s = started.elapsed().as_secs_f64();
 
@@ -199,7 +262,7 @@ fn check(path: &Path) -> Result<(), String> {
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let mut ctx = model
-        .new_context(&backend, params)
+        .new_context(backend, params)
         .map_err(|e| format!("context: {e}"))?;
     let prompt = model.vocab().tokenize(CHECK_PROMPT.as_bytes(), true, true);
 

@@ -9,9 +9,11 @@
 pub mod gguf;
 mod llama;
 pub mod quant;
+mod requantize;
 mod rng;
 pub mod vocab;
 
+pub use requantize::{quantize_with_llama_cpp, QuantMix};
 pub use gguf::{GgufWriter, MetaValue, TensorData, TensorInfo, TensorType};
 pub use llama::{
     write_tiny_llama, write_tiny_llama_to, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE, PRESETS,
