@@ -204,7 +204,10 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
             "--quantize" => {
                 let name = value(arg)?;
                 quantize = Some(QuantMix::parse(&name).ok_or_else(|| {
-                    format!("unknown --quantize {name:?}; known: {}", QuantMix::NAMES.join(", "))
+                    format!(
+                        "unknown --quantize {name:?}; known: {}",
+                        QuantMix::NAMES.join(", ")
+                    )
                 })?);
             }
             "--no-template" => spec.chat_template = None,

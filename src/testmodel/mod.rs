@@ -13,8 +13,8 @@ mod requantize;
 mod rng;
 pub mod vocab;
 
-pub use requantize::{quantize_with_llama_cpp, QuantMix};
 pub use gguf::{GgufWriter, MetaValue, TensorData, TensorInfo, TensorType};
 pub use llama::{
     write_tiny_llama, write_tiny_llama_to, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE, PRESETS,
 };
+pub use requantize::{quantize_with_llama_cpp, QuantMix};

@@ -20,7 +20,8 @@ pub enum QuantMix {
 
 impl QuantMix {
     /// The names accepted on command lines, as `llama-quantize` spells them (lowercase).
-    pub const NAMES: &'static [&'static str] = &["q4_0", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "q8_0"];
+    pub const NAMES: &'static [&'static str] =
+        &["q4_0", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "q8_0"];
 
     /// The mix named `name` (case-insensitive, `-` or `_`).
     pub fn parse(name: &str) -> Option<Self> {
@@ -97,7 +98,8 @@ pub fn quantize_with_llama_cpp(
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "llama_model_quantize({}) failed with status {status}", mix.name()
+            "llama_model_quantize({}) failed with status {status}",
+            mix.name()
         )))
     }
 }
