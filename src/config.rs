@@ -149,6 +149,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub sse_keepalive: u64,
 
+    /// Largest `/v1/chat/completions` body in bytes; a larger one gets 413 without being read.
+    #[arg(long, env = "LEAFRESH_MAX_BODY_BYTES", default_value_t = 2 << 20,
+          value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)))]
+    pub max_body_bytes: u64,
+
     /// On SIGTERM/SIGINT, seconds running streams get to finish before they are ended with an
     /// error event.
     #[arg(long, env = "LEAFRESH_SHUTDOWN_TIMEOUT", default_value_t = 30,

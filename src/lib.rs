@@ -2,10 +2,12 @@
 //! eco-challenge chatbot (its streaming recommendation API) and for OpenAI-compatible clients.
 //!
 //! Rooms: `config` (settings), `engine` (everything that touches llama.cpp), `leafresh` (the
-//! chatbot domain, pure Rust), `http` (thin actix handlers), `testmodel` (tiny GGUF files for tests).
+//! chatbot domain, pure Rust), `http` (thin actix handlers), `testmodel` (tiny GGUF files for tests),
+//! `fuzz_checks` (the properties the fuzz targets in `fuzz/` check).
 
 pub mod config;
 pub mod engine;
+pub mod fuzz_checks;
 pub mod http;
 pub mod leafresh;
 pub mod lifecycle;

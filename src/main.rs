@@ -69,6 +69,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: Arc::new(Metrics::new()),
         grammar: !config.no_grammar,
         sse_keepalive: config.sse_keepalive(),
+        max_body_bytes: config.max_body_bytes as usize,
         draining: AtomicBool::new(false),
         model_ids: config.model_ids(),
         api_key: config.api_key.clone(),

@@ -47,6 +47,17 @@ pub enum EngineError {
          there is no room left to generate"
     )]
     PromptTooLong { prompt: usize, context: usize },
+    /// Found without tokenizing the whole prompt: its text alone needs more tokens than fit.
+    #[error(
+        "the prompt needs at least {at_least} tokens ({bytes} bytes of text, at most \
+         {max_token_bytes} bytes per token) but the context window is {context} tokens"
+    )]
+    PromptOverContext {
+        at_least: usize,
+        bytes: usize,
+        max_token_bytes: usize,
+        context: usize,
+    },
     #[error("invalid prompt: {0}")]
     InvalidPrompt(String),
     #[error("invalid grammar: {0}")]
@@ -82,6 +93,7 @@ impl EngineError {
         matches!(
             self,
             EngineError::PromptTooLong { .. }
+                | EngineError::PromptOverContext { .. }
                 | EngineError::InvalidPrompt(_)
                 | EngineError::InvalidGrammar(_)
         )

@@ -62,6 +62,8 @@ pub struct Model {
     template: LlamaChatTemplate,
     /// The texts of the control tokens (`[INST]`, `</s>`, ...), removed from message contents.
     control_texts: Option<Regex>,
+    /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
+    max_token_bytes: usize,
     info: ModelInfo,
 }
 
@@ -87,10 +89,12 @@ impl Model {
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
         let control_texts = control_token_pattern(&llama);
+        let max_token_bytes = longest_token_bytes(&llama);
         Ok(Self {
             llama,
             template,
             control_texts,
+            max_token_bytes,
             info,
         })
     }
@@ -109,6 +113,26 @@ impl Model {
         let text = self.render(messages)?;
         let tokens = self.llama.vocab().tokenize(text.as_bytes(), true, true);
         Ok(Prompt { tokens })
+    }
+
+    /// [`Model::prompt`], refused early when the contents alone cannot fit `context` tokens:
+    /// a 100,000-character message is answered before it is rendered or tokenized.
+    pub fn prompt_within(
+        &self,
+        messages: &[ChatMessage],
+        context: usize,
+    ) -> Result<Prompt, EngineError> {
+        let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+        let at_least = bytes.div_ceil(self.max_token_bytes);
+        if at_least > context {
+            return Err(EngineError::PromptOverContext {
+                at_least,
+                bytes,
+                max_token_bytes: self.max_token_bytes,
+                context,
+            });
+        }
+        self.prompt(messages)
     }
 
     /// The chat template applied to `messages`, as text.
@@ -131,6 +155,14 @@ impl Model {
         self.llama
             .apply_chat_template(&self.template, &chat, true)
             .map_err(|e| EngineError::InvalidPrompt(format!("chat template failed: {e}")))
+    }
+
+    /// Whether llama.cpp compiles `grammar` (GBNF, root rule `root`) for this vocabulary: checked
+    /// when a request arrives, so that a bad grammar is the client's 400, not a failed stream.
+    pub fn check_grammar(&self, grammar: &str) -> Result<(), EngineError> {
+        llama_cpp_2::sampling::LlamaSampler::grammar(&self.llama, grammar, "root")
+            .map(drop)
+            .map_err(|e| EngineError::InvalidGrammar(e.to_string()))
     }
 
     /// The bytes of one token as the model spells it (may be part of a UTF-8 character).
@@ -183,6 +215,22 @@ fn control_token_pattern(llama: &LlamaModel) -> Option<Regex> {
         .collect::<Vec<_>>()
         .join("|");
     Regex::new(&alternation).ok()
+}
+
+/// The longest text one token stands for, in bytes (at least 1).
+fn longest_token_bytes(llama: &LlamaModel) -> usize {
+    let vocab = llama.vocab();
+    let mut piece = Vec::new();
+    vocab
+        .tokens()
+        .map(|t| {
+            piece.clear();
+            vocab.token_to_piece_into(t, &mut piece, false, None);
+            piece.len()
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// The first GPU llama.cpp sees, as "name (description)".

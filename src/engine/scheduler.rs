@@ -502,8 +502,7 @@ impl<'m> Scheduler<'m> {
                 .as_ref()
                 .is_some_and(|s| s.events.is_closed());
             if gone {
-                tracing::info!(slot_id, "client left; generation stopped");
-                self.slots[slot_id].sequence = None;
+                self.leave(slot_id);
             }
         }
     }
@@ -760,10 +759,20 @@ impl<'m> Scheduler<'m> {
         match advance(seq, &self.ctx, self.model, &mut self.piece) {
             Step::Continue => {}
             Step::Finish(outcome) => self.finish(slot_id, outcome),
-            Step::ClientGone => {
-                tracing::info!(slot_id, "client left; generation stopped");
-                self.slots[slot_id].sequence = None;
-            }
+            Step::ClientGone => self.leave(slot_id),
+        }
+    }
+
+    /// Frees the slot of a sequence whose client has gone, saying how far it had come.
+    fn leave(&mut self, slot_id: usize) {
+        if let Some(seq) = self.slots[slot_id].sequence.take() {
+            tracing::info!(
+                slot_id,
+                prompt_tokens = seq.prompt.len(),
+                prefilled = seq.prefilled,
+                generated = seq.generated,
+                "client left; generation stopped"
+            );
         }
     }
 

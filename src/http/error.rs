@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::body::BodyError;
 use crate::engine::EngineError;
 use crate::leafresh::{AnswerError, QueryError, Rejection};
 use crate::metrics::Outcome;
@@ -163,15 +164,43 @@ impl OpenAiError {
     }
 
     pub fn model_not_found(model: &str) -> Self {
+        // Echo the name only when it looks like one: a path or a long string stays out of the
+        // body (and out of anything that logs bodies).
+        let looks_like_a_name = model.len() <= 64
+            && model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._:-@+".contains(c));
+        let named = if looks_like_a_name {
+            format!("The model `{model}` does not exist")
+        } else {
+            "The requested model does not exist".to_string()
+        };
         Self {
             status: StatusCode::NOT_FOUND,
-            message: format!(
-                "The model `{model}` does not exist; GET /v1/models lists the models served here."
-            ),
+            message: format!("{named}; GET /v1/models lists the models served here."),
             kind: "invalid_request_error",
             param: Some("model".into()),
             code: Some("model_not_found"),
         }
+    }
+
+    /// A body that is not a JSON object. serde's own message is kept for syntax errors (it says
+    /// what and where: "expected value at line 1 column 1") but not for shape errors, whose
+    /// message names our Rust types.
+    pub fn from_json(error: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let message = match error.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                format!("The body is not valid JSON: {error}.")
+            }
+            Category::Data => format!(
+                "The body must be a JSON object with the request fields (`model`, `messages`, \
+                 ...); got another JSON value at line {} column {}.",
+                error.line(),
+                error.column()
+            ),
+        };
+        Self::invalid("body", message)
     }
 
     pub fn unauthorized() -> Self {
@@ -195,10 +224,34 @@ impl OpenAiError {
     }
 }
 
+impl From<BodyError> for OpenAiError {
+    fn from(error: BodyError) -> Self {
+        let status = match error {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+        };
+        Self {
+            status,
+            message: format!("{}.", capitalized(&error.to_string())),
+            kind: "invalid_request_error",
+            param: Some("body".into()),
+            code: None,
+        }
+    }
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 impl From<EngineError> for OpenAiError {
     fn from(error: EngineError) -> Self {
         let (status, kind, code, message) = match &error {
-            EngineError::PromptTooLong { .. } => (
+            EngineError::PromptTooLong { .. } | EngineError::PromptOverContext { .. } => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 Some("context_length_exceeded"),
@@ -247,5 +300,58 @@ impl ResponseError for OpenAiError {
             response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
         }
         response.json(self.body())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json_error(body: &str) -> OpenAiError {
+        let error = serde_json::from_str::<crate::http::openai::request::ChatRequest>(body)
+            .expect_err("not a request");
+        OpenAiError::from_json(&error)
+    }
+
+    #[test]
+    fn json_errors_say_where_but_never_name_our_types() {
+        for body in [
+            "",
+            "{",
+            "[1]",
+            "null",
+            "\"x\"",
+            "{} x",
+            "{\"model\": \"\\ud800\"}",
+        ] {
+            let error = json_error(body);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(error.param.as_deref(), Some("body"));
+            assert!(!error.message.contains("ChatRequest"), "{}", error.message);
+            assert!(!error.message.contains("struct"), "{}", error.message);
+            assert!(error.message.contains("line 1"), "{}", error.message);
+        }
+    }
+
+    #[test]
+    fn model_names_are_echoed_only_when_they_look_like_names() {
+        let named = OpenAiError::model_not_found("mistral-7b:q4_k_m");
+        assert!(named.message.contains("`mistral-7b:q4_k_m`"));
+        for odd in ["../../etc/passwd", "C:\\x", "a b", &"x".repeat(65), "모델"] {
+            let error = OpenAiError::model_not_found(odd);
+            assert!(!error.message.contains(odd), "{}", error.message);
+            assert_eq!(error.code, Some("model_not_found"));
+        }
+    }
+
+    #[test]
+    fn an_oversized_body_is_a_413_about_the_body() {
+        let error = OpenAiError::from(BodyError::TooLarge { limit: 1024 });
+        assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            error.message,
+            "The request body is larger than the limit of 1024 bytes."
+        );
+        assert_eq!(error.param.as_deref(), Some("body"));
     }
 }

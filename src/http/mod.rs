@@ -1,6 +1,7 @@
 //! Thin actix handlers: validate, call the engine, frame events. `routes` is shared by `main` and
 //! the tests so that both exercise the real routing.
 
+pub mod body;
 pub mod error;
 pub mod openai;
 pub mod ops;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub grammar: bool,
     /// Period of SSE comment frames (zero: none).
     pub sse_keepalive: Duration,
+    /// Largest request body read (`/v1/chat/completions`).
+    pub max_body_bytes: usize,
     /// Set once a stop signal arrived: new requests are refused, running ones finish.
     pub draining: AtomicBool,
     /// The ids `/v1/models` lists and `model` may name: the model file's name and the alias.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    client, encode, get_events, logged_field, slow_model, tiny_model, Service, SseReader,
+    client, encode, get_events, logged_field, metric, slow_model, tiny_model, wait_for_metric,
+    Service, SseReader,
 };
 
 fn base_info_url(service: &Service, location: &str, work_type: &str, category: &str) -> String {
@@ -21,32 +22,6 @@ fn base_info_url(service: &Service, location: &str, work_type: &str, category: &
 }
 
 /// The value of an unlabelled metric (or a labelled one, given with its labels).
-fn metric(service: &Service, name: &str) -> f64 {
-    let text = client()
-        .get(service.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            (key == name).then(|| value.parse().unwrap())
-        })
-        .unwrap_or(0.0)
-}
-
-fn wait_for_metric(service: &Service, name: &str, value: f64, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if metric(service, name) == value {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn several_concurrent_streams_all_complete_with_their_own_answers() {
     let service = Service::start(&tiny_model(), &["--parallel", "4"]);

@@ -324,3 +324,31 @@ pub fn logged_field(log: &str, endpoint: &str, field: &str) -> Vec<usize> {
         })
         .collect()
 }
+
+/// The value of an unlabelled metric on `/metrics` (0 when absent).
+pub fn metric(service: &Service, name: &str) -> f64 {
+    let text = client()
+        .get(service.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().unwrap())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Waits until `name` equals `value`.
+pub fn wait_for_metric(service: &Service, name: &str, value: f64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if metric(service, name) == value {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

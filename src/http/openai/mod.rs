@@ -2,13 +2,14 @@
 //! template, real token streaming) and `GET /v1/models`, so that OpenWebUI and the OpenAI SDKs
 //! work against the same engine as the Leafresh endpoints.
 
-mod request;
+pub mod request;
 mod response;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_lab::sse;
 use tokio::sync::mpsc;
 
+use super::body::read_limited;
 use super::error::OpenAiError;
 use super::{stream, AppState};
 use crate::engine::{
@@ -35,11 +36,11 @@ async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 
 async fn chat_completions(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let record = state.metrics.begin(ENDPOINT);
-    match start(&req, &body, &state) {
+    match accept(&req, payload, &state).await {
         Ok(Started::Stream(meta, include_usage, events)) => {
             stream(&state, record, meta, include_usage, events, &req)
         }
@@ -66,14 +67,24 @@ enum Started {
     Whole(CompletionMeta, mpsc::Receiver<GenerationEvent>),
 }
 
-fn start(req: &HttpRequest, body: &[u8], state: &AppState) -> Result<Started, OpenAiError> {
+/// Checks the key and that the server takes requests before reading the body (at most
+/// `--max-body-bytes`), then starts the request.
+async fn accept(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Started, OpenAiError> {
     state.authorize(req)?;
     if state.is_draining() {
         return Err(EngineError::ShuttingDown.into());
     }
-    let request: ChatRequest = serde_json::from_slice(body).map_err(|e| {
-        OpenAiError::invalid("body", format!("the body is not a valid JSON request: {e}"))
-    })?;
+    let body = read_limited(req, payload, state.max_body_bytes).await?;
+    start(&body, state)
+}
+
+fn start(body: &[u8], state: &AppState) -> Result<Started, OpenAiError> {
+    let request: ChatRequest =
+        serde_json::from_slice(body).map_err(|e| OpenAiError::from_json(&e))?;
     let valid = request.validate()?;
     if !state.model_ids.contains(&valid.model) {
         return Err(OpenAiError::model_not_found(&valid.model));
@@ -90,15 +101,18 @@ fn start(req: &HttpRequest, body: &[u8], state: &AppState) -> Result<Started, Op
 
 /// Tokenizes the conversation and turns the parameters into a generation request.
 fn plan(state: &AppState, valid: &ValidChatRequest) -> Result<GenerationRequest, OpenAiError> {
-    let prompt = state.engine.model().prompt(&valid.messages)?;
+    let prompt = state
+        .engine
+        .model()
+        .prompt_within(&valid.messages, state.engine.slot_context())?;
     // Without max_tokens a request may use all the room its slot has left.
     let requested = valid.max_tokens.unwrap_or(usize::MAX);
     let max_new_tokens =
         budget::max_new_tokens(prompt.len(), requested, state.engine.slot_context())?;
     let grammar = match &valid.format {
         OutputFormat::Text => None,
-        OutputFormat::JsonObject => Some(schema_grammar(r#"{"type": "object"}"#)?),
-        OutputFormat::JsonSchema(schema) => Some(schema_grammar(&schema.to_string())?),
+        OutputFormat::JsonObject => Some(schema_grammar(state, r#"{"type": "object"}"#)?),
+        OutputFormat::JsonSchema(schema) => Some(schema_grammar(state, &schema.to_string())?),
     };
     Ok(GenerationRequest {
         prompt,
@@ -118,14 +132,22 @@ fn plan(state: &AppState, valid: &ValidChatRequest) -> Result<GenerationRequest,
     })
 }
 
-/// A JSON schema as a llama.cpp grammar (llama.cpp's own converter).
-fn schema_grammar(schema: &str) -> Result<String, OpenAiError> {
-    llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| {
+/// A JSON schema as a llama.cpp grammar (llama.cpp's own converter), compiled once here so that
+/// a schema llama.cpp cannot use is refused before anything is streamed.
+fn schema_grammar(state: &AppState, schema: &str) -> Result<String, OpenAiError> {
+    let refused = || {
         OpenAiError::invalid(
             "response_format.json_schema.schema",
             "the JSON schema could not be turned into a grammar (unsupported or invalid schema)",
         )
-    })
+    };
+    let grammar = llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| refused())?;
+    state
+        .engine
+        .model()
+        .check_grammar(&grammar)
+        .map_err(|_| refused())?;
+    Ok(grammar)
 }
 
 /// Waits for the whole answer (non-streaming requests).
