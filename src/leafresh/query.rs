@@ -10,12 +10,16 @@ use std::borrow::Cow;
 use percent_encoding::percent_decode;
 use thiserror::Error;
 
+/// The parameters the Leafresh endpoints read. Only these are decoded strictly; any other key is
+/// decoded leniently and never named in an error (a client's key is not echoed back).
+pub const QUERY_FIELDS: &[&str] = &["location", "workType", "category", "sessionId", "message"];
+
 /// Why a query string could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QueryError {
-    /// The value of `field` percent-decodes to bytes that are not UTF-8.
+    /// The value of `field` (one of [`QUERY_FIELDS`]) percent-decodes to bytes that are not UTF-8.
     #[error("query parameter `{field}` is not valid UTF-8 after percent-decoding")]
-    InvalidUtf8 { field: String },
+    InvalidUtf8 { field: &'static str },
 }
 
 /// Decoded query parameters, in the order they appeared.
@@ -65,15 +69,21 @@ impl QueryParams {
 ///   separate words), every other control character (NUL, ESC, DEL, C1 controls) is dropped.
 ///   Nothing downstream (prompts, logs, session ids) has a use for them.
 ///
-/// Errors only when a value's first decoding is not UTF-8 (`QueryError::InvalidUtf8`). A key
-/// that is not UTF-8 is decoded lossily: it then matches no parameter we look up.
+/// Errors only when the value of one of [`QUERY_FIELDS`] is not UTF-8 after its first decoding
+/// (`QueryError::InvalidUtf8`). Other keys' values, and keys that are not UTF-8, are decoded
+/// lossily: nothing reads them, and junk a proxy adds must not break the request.
 pub fn parse_query(raw_query: &str) -> Result<QueryParams, QueryError> {
     let mut pairs = Vec::new();
     for part in raw_query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = part.split_once('=').unwrap_or((part, ""));
         let key = strip_controls(&String::from_utf8_lossy(&form_decode(raw_key)));
-        let value = String::from_utf8(form_decode(raw_value))
-            .map_err(|_| QueryError::InvalidUtf8 { field: key.clone() })?;
+        let decoded = form_decode(raw_value);
+        let value = match QUERY_FIELDS.iter().find(|&&field| field == key) {
+            Some(&field) => {
+                String::from_utf8(decoded).map_err(|_| QueryError::InvalidUtf8 { field })?
+            }
+            None => String::from_utf8_lossy(&decoded).into_owned(),
+        };
         let value = if has_percent_escape(&value) {
             String::from_utf8(form_decode(&value)).unwrap_or(value)
         } else {
@@ -179,16 +189,35 @@ mod tests {
     fn invalid_utf8_names_the_field() {
         assert_eq!(
             parse_query("location=%FF%FE"),
-            Err(QueryError::InvalidUtf8 {
-                field: "location".into()
-            })
+            Err(QueryError::InvalidUtf8 { field: "location" })
         );
         // Truncated multi-byte sequence.
         assert_eq!(
             parse_query("a=1&message=%EB%8F"),
-            Err(QueryError::InvalidUtf8 {
-                field: "message".into()
-            })
+            Err(QueryError::InvalidUtf8 { field: "message" })
+        );
+    }
+
+    /// Found by the `query` fuzz target (fuzz/regressions/query/unknown-key-echoed-in-error): a
+    /// value that was not UTF-8 under an arbitrary key made the error message repeat the key,
+    /// so a client could put any text (paths, markup, 60 KB of it) into our error body.
+    #[test]
+    fn regression_unknown_key_echoed_in_error() {
+        let input = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/regressions/query/unknown-key-echoed-in-error"),
+        )
+        .unwrap();
+        let raw = String::from_utf8(input).unwrap();
+        let params = parse_query(&raw).expect("junk under an unknown key is not an error");
+        assert!(params.get("location").is_none());
+        // Unknown keys with undecodable values are read leniently; known ones still refuse.
+        let q = parse_query("../../etc/passwd=%FF&location=%EB%8F%84%EC%8B%9C").unwrap();
+        assert_eq!(q.get("location"), Some("도시"));
+        let err = parse_query("x%3A%3A=%FF&workType=%FF").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "query parameter `workType` is not valid UTF-8 after percent-decoding"
         );
     }
 
