@@ -164,7 +164,10 @@ fn message(index: usize, item: Value) -> Result<ChatMessage, OpenAiError> {
         Some(other) => {
             return Err(OpenAiError::invalid(
                 format!("{param}.role"),
-                format!("`{param}.role` must be system, user or assistant; got {other:?}"),
+                format!(
+                    "`{param}.role` must be system, user or assistant; got {}",
+                    quoted_if_a_name(other)
+                ),
             ))
         }
         None => {
@@ -214,14 +217,40 @@ fn text_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
                 return Err(OpenAiError::invalid(
                     format!("{param}.content[{i}].type"),
                     format!(
-                        "this model takes text only; content part type {:?} is not supported",
-                        kind.unwrap_or("(missing)")
+                        "this model takes text only; content part type {} is not supported",
+                        kind.map_or_else(|| "(missing)".into(), quoted_if_a_name)
                     ),
                 ))
             }
         }
     }
     Ok(text)
+}
+
+/// What an error message says of a value the client sent: numbers and booleans as they are,
+/// anything else by its JSON type. Client text is never repeated back: it could be anything,
+/// of any length (issue 7; the `openai` fuzz target found the echo).
+fn described(value: &Value) -> String {
+    match value {
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".into(),
+        Value::String(_) => "a string".into(),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// A short lowercase name (`image_url`, `tool`) quoted, anything else as "another value".
+fn quoted_if_a_name(text: &str) -> String {
+    let is_name = !text.is_empty()
+        && text.len() <= 32
+        && text.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    if is_name {
+        format!("{text:?}")
+    } else {
+        "another value".into()
+    }
 }
 
 /// A whole number in `min..=max`; `null` counts as absent.
@@ -248,7 +277,7 @@ fn integer(
         )),
         None => Err(OpenAiError::invalid(
             param,
-            format!("`{param}` must be a whole number; got {value}"),
+            format!("`{param}` must be a whole number; got {}", described(value)),
         )),
     }
 }
@@ -267,7 +296,10 @@ fn number(
         Some(x) if x.is_finite() && (min as f64..=max as f64).contains(&x) => Ok(Some(x as f32)),
         _ => Err(OpenAiError::invalid(
             param,
-            format!("`{param}` must be a number between {min} and {max}; got {value}"),
+            format!(
+                "`{param}` must be a number between {min} and {max}; got {}",
+                described(value)
+            ),
         )),
     }
 }
@@ -278,7 +310,7 @@ fn boolean(param: &str, value: Option<&Value>) -> Result<Option<bool>, OpenAiErr
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(OpenAiError::invalid(
             param,
-            format!("`{param}` must be true or false; got {other}"),
+            format!("`{param}` must be true or false; got {}", described(other)),
         )),
     }
 }
@@ -387,6 +419,40 @@ mod tests {
         let mut body = base();
         body[field] = value;
         body
+    }
+
+    /// Found by the `openai` fuzz target (fuzz/regressions/openai/client-text-echoed-in-error):
+    /// validation errors repeated the client's text (a content part type, a role, a string in a
+    /// number field), so anything, of any length, could be put into our error body.
+    #[test]
+    fn regression_client_text_echoed_in_error() {
+        let input = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/regressions/openai/client-text-echoed-in-error"),
+        )
+        .unwrap();
+        let err = serde_json::from_slice::<ChatRequest>(&input)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(!err.message.contains("te0017"), "{}", err.message);
+        let secret = "/root/.ssh/id_rsa 0xdeadbeef";
+        for (field, value) in [
+            ("temperature", json!(secret)),
+            ("max_tokens", json!(secret)),
+            ("stream", json!(secret)),
+            ("messages", json!([{"role": secret, "content": "x"}])),
+            (
+                "messages",
+                json!([{"role": "user", "content": [{"type": secret}]}]),
+            ),
+        ] {
+            let err = validate(with(field, value)).unwrap_err();
+            assert!(!err.message.contains("ssh"), "{field}: {}", err.message);
+        }
+        let image = json!([{"role": "user", "content": [{"type": "image_url"}]}]);
+        let err = validate(with("messages", image)).unwrap_err();
+        assert!(err.message.contains("\"image_url\""), "{}", err.message);
     }
 
     #[test]
