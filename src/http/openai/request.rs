@@ -241,12 +241,20 @@ fn described(value: &Value) -> String {
     }
 }
 
-/// A short lowercase name (`image_url`, `tool`) quoted, anything else as "another value".
+/// Names of the OpenAI API we do not serve (roles, content part types): quoted in an error when
+/// the client sent one of them, which says what is unsupported without repeating client text.
+const KNOWN_UNSUPPORTED: &[&str] = &[
+    "tool",
+    "function",
+    "image_url",
+    "input_audio",
+    "file",
+    "refusal",
+];
+
+/// `text` quoted when it is one of [`KNOWN_UNSUPPORTED`], else "another value".
 fn quoted_if_a_name(text: &str) -> String {
-    let is_name = !text.is_empty()
-        && text.len() <= 32
-        && text.chars().all(|c| c.is_ascii_lowercase() || c == '_');
-    if is_name {
+    if KNOWN_UNSUPPORTED.contains(&text) {
         format!("{text:?}")
     } else {
         "another value".into()
@@ -421,7 +429,8 @@ mod tests {
         body
     }
 
-    /// Found by the `openai` fuzz target (fuzz/regressions/openai/client-text-echoed-in-error):
+    /// Found by the `openai` fuzz target (fuzz/regressions/openai/client-text-echoed-in-error and,
+    /// after a first fix that still echoed short lowercase names, .../client-name-echoed-in-error):
     /// validation errors repeated the client's text (a content part type, a role, a string in a
     /// number field), so anything, of any length, could be put into our error body.
     #[test]
@@ -436,6 +445,16 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(!err.message.contains("te0017"), "{}", err.message);
+        let input = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/regressions/openai/client-name-echoed-in-error"),
+        )
+        .unwrap();
+        let err = serde_json::from_slice::<ChatRequest>(&input)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(!err.message.contains("panicked"), "{}", err.message);
         let secret = "/root/.ssh/id_rsa 0xdeadbeef";
         for (field, value) in [
             ("temperature", json!(secret)),
