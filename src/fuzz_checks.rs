@@ -137,3 +137,13 @@ pub fn openai(data: &[u8]) {
         }
     }
 }
+
+/// A saved fuzz finding, `fuzz/regressions/TARGET/NAME`, for the regression test named after it.
+#[cfg(test)]
+pub(crate) fn regression_input(target: &str, name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(target)
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
