@@ -59,6 +59,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// The smallest context one request may get (`--ctx-size / --parallel`): a chat prompt and a
+/// short answer. Smaller slots would start, and then refuse every request.
+pub const MIN_SLOT_CONTEXT: u32 = 128;
+
 /// The default model file, as `scripts/download-model` names it.
 pub const DEFAULT_MODEL: &str = "gguf/Mistral-7B-Instruct-v0.3-Q4_K_M.gguf";
 
@@ -232,8 +236,28 @@ impl Config {
         Ok(config)
     }
 
-    /// Rules between settings that clap cannot express.
+    /// Rules between settings that clap cannot express. Every pair of values in range either
+    /// serves or is refused here: llama.cpp would abort the process on some of them.
     fn check(&self) -> anyhow::Result<()> {
+        if self.batch_size < self.parallel {
+            anyhow::bail!(
+                "--batch-size {} is smaller than --parallel {}: each decode step carries one token \
+                 of every running request, so the batch must hold at least --parallel tokens \
+                 (raise --batch-size or lower --parallel)",
+                self.batch_size,
+                self.parallel
+            );
+        }
+        let per_slot = self.ctx_size / self.parallel;
+        if per_slot < MIN_SLOT_CONTEXT {
+            anyhow::bail!(
+                "--ctx-size {} shared by --parallel {} leaves {per_slot} tokens per request; at \
+                 least {MIN_SLOT_CONTEXT} are needed for a prompt and its answer (raise \
+                 --ctx-size or lower --parallel)",
+                self.ctx_size,
+                self.parallel
+            );
+        }
         if self.cache_type_v != CacheType::F16 && self.flash_attn == FlashAttention::Off {
             anyhow::bail!(
                 "--cache-type-v {} needs flash attention: use --flash-attn on or auto",
@@ -381,6 +405,42 @@ mod tests {
         ] {
             let message = parse(args).unwrap_err().to_string();
             assert!(message.contains(name), "{args:?}: {message}");
+        }
+    }
+
+    /// Each pair of settings that llama.cpp or the scheduler cannot serve is refused at start,
+    /// naming both settings.
+    #[test]
+    fn combinations_that_cannot_serve_are_refused_naming_both_settings() {
+        for (args, names) in [
+            (
+                &["--parallel", "40", "--batch-size", "32"][..],
+                ["--batch-size", "--parallel"],
+            ),
+            (
+                &["--parallel", "64", "--batch-size", "32"][..],
+                ["--batch-size", "--parallel"],
+            ),
+            (
+                &["--parallel", "64", "--ctx-size", "4096"][..],
+                ["--ctx-size", "--parallel"],
+            ),
+            (
+                &["--parallel", "3", "--ctx-size", "256"][..],
+                ["--ctx-size", "--parallel"],
+            ),
+        ] {
+            let message = parse(args).unwrap().check().unwrap_err().to_string();
+            for name in names {
+                assert!(message.contains(name), "{args:?}: {message}");
+            }
+        }
+        for args in [
+            &["--parallel", "32", "--batch-size", "32"][..],
+            &["--parallel", "64", "--batch-size", "64", "--ctx-size", "8192"][..],
+            &["--ctx-size", "256", "--parallel", "2", "--batch-size", "8192"][..],
+        ] {
+            parse(args).unwrap().check().unwrap();
         }
     }
 

@@ -4,6 +4,9 @@
 //!
 //! Each function takes arbitrary bytes and panics only when a property is broken.
 
+use llama_cpp_2::token::LlamaToken;
+
+use crate::engine::{ChatMessage, LoadOptions, Model};
 use crate::http::error::OpenAiError;
 use crate::http::openai::request::ChatRequest;
 use crate::leafresh::extract::cleanse;
@@ -11,6 +14,7 @@ use crate::leafresh::{
     default_category, parse_answer, parse_query, validate_base_info, validate_free_text,
     validate_session_id, FragmentExtractor,
 };
+use crate::testmodel::{write_tiny_llama, TinyModelSpec};
 
 /// What must never appear in a message a client sees: our Rust types and internals.
 fn assert_no_internals(message: &str) {
@@ -136,6 +140,81 @@ pub fn openai(data: &[u8]) {
             assert_no_internals(&error.message);
         }
     }
+}
+
+/// Prompt building: whatever the contents spell, and however it is nested, the control tokens of
+/// a prompt are exactly the template's, the same as for that conversation with harmless
+/// contents. The bytes are the contents, split at NUL; an even count starts with a system
+/// message; user and assistant turns alternate and the last is the user's.
+pub fn prompt(data: &[u8]) {
+    let model = fuzz_model();
+    let contents: Vec<String> = data
+        .split(|&b| b == 0)
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect();
+    let messages = conversation(&contents);
+    let harmless: Vec<String> = contents
+        .iter()
+        .map(|c| {
+            if c.trim().is_empty() {
+                c.clone()
+            } else {
+                "x".into()
+            }
+        })
+        .collect();
+    let controls = |messages: &[ChatMessage]| -> Vec<LlamaToken> {
+        let prompt = model.prompt(messages).expect("a prompt");
+        prompt
+            .tokens
+            .into_iter()
+            .filter(|&t| model.is_special(t))
+            .collect()
+    };
+    assert_eq!(
+        controls(&messages),
+        controls(&conversation(&harmless)),
+        "client text became a control token: {contents:?}"
+    );
+}
+
+/// Contents as a conversation: a system message first when there is an even count, then user
+/// and assistant turns, ending with the user's.
+fn conversation(contents: &[String]) -> Vec<ChatMessage> {
+    let (system, turns) = match contents.len() % 2 {
+        0 => contents.split_at(1),
+        _ => contents.split_at(0),
+    };
+    let system = system.iter().map(|c| ChatMessage::system(c.as_str()));
+    let turns = turns.iter().enumerate().map(|(i, c)| {
+        if i % 2 == 0 {
+            ChatMessage::user(c.as_str())
+        } else {
+            ChatMessage::assistant(c.as_str())
+        }
+    });
+    system.chain(turns).collect()
+}
+
+/// The tiny test model, written once per process into the temporary directory.
+fn fuzz_model() -> &'static Model {
+    static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "leafresh-fuzz-tiny-{}.gguf",
+            std::process::id()
+        ));
+        write_tiny_llama(&path, &TinyModelSpec::default()).expect("write the tiny model");
+        let model = Model::load(&LoadOptions {
+            path: path.clone(),
+            n_gpu_layers: 0,
+            mlock: false,
+            mmap: false,
+        })
+        .expect("load the tiny model");
+        let _ = std::fs::remove_file(&path);
+        model
+    })
 }
 
 /// A saved fuzz finding, `fuzz/regressions/TARGET/NAME`, for the regression test named after it.

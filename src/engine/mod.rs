@@ -10,6 +10,7 @@ pub mod detok;
 pub mod model;
 pub mod sampling;
 pub mod scheduler;
+pub mod template;
 
 use std::path::PathBuf;
 
@@ -60,8 +61,17 @@ pub enum EngineError {
     },
     #[error("invalid prompt: {0}")]
     InvalidPrompt(String),
+    /// A grammar the client sent that llama.cpp cannot compile (checked before submitting).
     #[error("invalid grammar: {0}")]
     InvalidGrammar(String),
+    /// The chat template could not be applied, or not followed (a server fault).
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The sampler failed: a grammar that no longer compiles on the engine thread, or one that
+    /// rejected the token it let through. Client grammars are checked before they get here, so
+    /// this is always a server fault.
+    #[error("sampling failed: {0}")]
+    Sampling(String),
     #[error("the sampler chose no token")]
     NoTokenSampled,
     #[error("the server is busy; try again shortly")]

@@ -10,9 +10,10 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
-use regex::Regex;
+use llama_cpp_2::token_type::LlamaTokenAttr;
 
 use super::chat::ChatMessage;
+use super::template::{self, Fragment, RenderedChat, SpecialText};
 use super::EngineError;
 
 /// Mistral's `[INST]` format, used when the GGUF carries no chat template (or one llama.cpp does not
@@ -22,14 +23,14 @@ const FALLBACK_TEMPLATE: &str = "mistral-v3";
 /// The smallest file that can hold a GGUF header (magic, version, tensor and metadata counts).
 const GGUF_HEADER_LEN: u64 = 24;
 
-/// `LlamaBackend::init` succeeds once per process; everything shares this one.
+/// `LlamaBackend::init` succeeds once per process; everything shares this one. `get_or_init`
+/// makes concurrent first callers wait for the one initialisation instead of racing to a second.
 pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
-    static BACKEND: OnceLock<LlamaBackend> = OnceLock::new();
-    if let Some(backend) = BACKEND.get() {
-        return Ok(backend);
-    }
-    let backend = LlamaBackend::init().map_err(|e| EngineError::Backend(e.to_string()))?;
-    Ok(BACKEND.get_or_init(|| backend))
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| EngineError::Backend(e.clone()))
 }
 
 /// How to load the weights.
@@ -60,8 +61,9 @@ pub struct ModelInfo {
 pub struct Model {
     llama: LlamaModel,
     template: LlamaChatTemplate,
-    /// The texts of the control tokens (`[INST]`, `</s>`, ...), removed from message contents.
-    control_texts: Option<Regex>,
+    /// The control tokens (`[INST]`, `</s>`, ...) as the template's text spells them, longest
+    /// first: only the template's own text is searched for them.
+    specials: Vec<SpecialText<LlamaToken>>,
     /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
     max_token_bytes: usize,
     info: ModelInfo,
@@ -88,12 +90,12 @@ impl Model {
             template_source,
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
-        let control_texts = control_token_pattern(&llama);
+        let specials = special_texts(&llama);
         let max_token_bytes = longest_token_bytes(&llama);
         Ok(Self {
             llama,
             template,
-            control_texts,
+            specials,
             max_token_bytes,
             info,
         })
@@ -108,10 +110,26 @@ impl Model {
     }
 
     /// Renders a conversation with the chat template (ending with the assistant's cue) and
-    /// tokenizes it, BOS included.
+    /// tokenizes it, BOS included. Only the template's own text can become control tokens: the
+    /// contents are tokenized as plain text (see [`template`]).
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
-        let text = self.render(messages)?;
-        let tokens = self.llama.vocab().tokenize(text.as_bytes(), true, true);
+        let chat = self.render(messages)?;
+        let vocab = self.llama.vocab();
+        let mut tokens = Vec::with_capacity(chat.text.len() / 2);
+        if vocab.should_add_bos() {
+            tokens.push(vocab.bos());
+        }
+        for fragment in template::partition(&chat, &self.specials) {
+            match fragment {
+                Fragment::Token(token) => tokens.push(token),
+                Fragment::Text(text) => {
+                    tokens.extend(vocab.tokenize(text.as_bytes(), false, false));
+                }
+            }
+        }
+        if vocab.should_add_eos() {
+            tokens.push(vocab.eos());
+        }
         Ok(Prompt { tokens })
     }
 
@@ -135,26 +153,38 @@ impl Model {
         self.prompt(messages)
     }
 
-    /// The chat template applied to `messages`, as text.
-    ///
-    /// The rendered text is tokenized with special tokens parsed (the template's `[INST]` must
-    /// become the control token), so a message that spelled `[/INST]` or `</s>` would end its
-    /// turn early and speak for the system: control-token texts are removed from the contents.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+    /// The chat template applied to `messages`, with the place of every content in the text.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<RenderedChat, EngineError> {
+        let text = self.apply_template(messages.iter().map(|m| (m, m.content.clone())))?;
+        let skeleton = self.apply_template(
+            messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m, template::placeholder(i))),
+        )?;
+        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        let contents = template::locate_contents(&text, &skeleton, &contents).ok_or_else(|| {
+            EngineError::Template(
+                "the chat template changes message contents in a way the prompt builder cannot \
+                 follow (only trimming is supported)"
+                    .into(),
+            )
+        })?;
+        Ok(RenderedChat { text, contents })
+    }
+
+    /// The chat template applied to messages whose contents are given separately.
+    fn apply_template<'a>(
+        &self,
+        messages: impl Iterator<Item = (&'a ChatMessage, String)>,
+    ) -> Result<String, EngineError> {
         let chat = messages
-            .iter()
-            .map(|m| {
-                let content = match &self.control_texts {
-                    Some(pattern) => pattern.replace_all(&m.content, "").into_owned(),
-                    None => m.content.clone(),
-                };
-                LlamaChatMessage::new(m.role.as_str().to_owned(), content)
-            })
+            .map(|(m, content)| LlamaChatMessage::new(m.role.as_str().to_owned(), content))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| EngineError::InvalidPrompt("a message contains a NUL character".into()))?;
         self.llama
             .apply_chat_template(&self.template, &chat, true)
-            .map_err(|e| EngineError::InvalidPrompt(format!("chat template failed: {e}")))
+            .map_err(|e| EngineError::Template(format!("chat template failed: {e}")))
     }
 
     /// Whether llama.cpp compiles `grammar` (GBNF, root rule `root`) for this vocabulary: checked
@@ -171,6 +201,14 @@ impl Model {
         self.llama
             .vocab()
             .token_to_piece_into(token, out, false, None);
+    }
+
+    /// Whether `token` is one that only special-token parsing produces (control or unknown).
+    pub(crate) fn is_special(&self, token: LlamaToken) -> bool {
+        self.llama
+            .vocab()
+            .attr(token)
+            .intersects(LlamaTokenAttr::Control | LlamaTokenAttr::Unknown)
     }
 
     pub(crate) fn is_end_of_generation(&self, token: LlamaToken) -> bool {
@@ -193,28 +231,35 @@ impl Prompt {
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }
+
+    /// The token ids.
+    pub fn tokens(&self) -> &[LlamaToken] {
+        &self.tokens
+    }
 }
 
-/// One pattern matching the text of every control token of the vocabulary.
-fn control_token_pattern(llama: &LlamaModel) -> Option<Regex> {
+/// Every token llama.cpp's tokenizer matches only with special parsing on (control and unknown
+/// tokens), as it matches them: by their text, longest first.
+fn special_texts(llama: &LlamaModel) -> Vec<SpecialText<LlamaToken>> {
     let vocab = llama.vocab();
-    let mut texts: Vec<String> = vocab
+    let mut specials: Vec<_> = vocab
         .tokens()
-        .filter(|&t| vocab.is_control(t))
-        .map(|t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned())
-        .filter(|text| !text.trim().is_empty())
+        .filter_map(|token| {
+            let attr = vocab.attr(token);
+            if !attr.intersects(LlamaTokenAttr::Control | LlamaTokenAttr::Unknown) {
+                return None;
+            }
+            let text = vocab.text(token)?.to_str().ok()?.to_owned();
+            Some(SpecialText {
+                text,
+                token,
+                lstrip: attr.contains(LlamaTokenAttr::LStrip),
+                rstrip: attr.contains(LlamaTokenAttr::RStrip),
+            })
+        })
         .collect();
-    if texts.is_empty() {
-        return None;
-    }
-    // Longest first, so that `[/INST]` is matched whole rather than a shorter token inside it.
-    texts.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    let alternation = texts
-        .iter()
-        .map(|t| regex::escape(t))
-        .collect::<Vec<_>>()
-        .join("|");
-    Regex::new(&alternation).ok()
+    specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
+    specials
 }
 
 /// The longest text one token stands for, in bytes (at least 1).

@@ -89,7 +89,7 @@ impl TokenSampler {
             .as_deref()
             .map(|g| {
                 LlamaSampler::grammar(llama, g, "root")
-                    .map_err(|e| EngineError::InvalidGrammar(e.to_string()))
+                    .map_err(|e| EngineError::Sampling(format!("the grammar does not compile: {e}")))
             })
             .transpose()?;
         Ok(Self {
@@ -120,7 +120,7 @@ impl TokenSampler {
         }
         grammar
             .try_accept(token)
-            .map_err(|e| EngineError::InvalidGrammar(format!("grammar rejected a token: {e}")))?;
+            .map_err(|e| EngineError::Sampling(format!("the grammar rejected a token: {e}")))?;
         self.chain.accept(token);
         Ok(token)
     }

@@ -300,6 +300,15 @@ fn run(
     commands: CommandReceiver<Command>,
     ready: std_mpsc::SyncSender<Result<usize, EngineError>>,
 ) {
+    // llama.cpp aborts the process (GGML_ASSERT) on a batch smaller than the sequence count, and
+    // the scheduler puts one token of every generating sequence in each batch.
+    if settings.batch_size < settings.parallel {
+        let _ = ready.send(Err(EngineError::Context(format!(
+            "the batch ({} tokens) must hold one token of each of the {} parallel sequences",
+            settings.batch_size, settings.parallel
+        ))));
+        return;
+    }
     let params = LlamaContextParams::default()
         .with_n_ctx(NonZeroU32::new(settings.ctx_size))
         .with_n_batch(settings.batch_size)
@@ -398,14 +407,16 @@ impl<'m> Scheduler<'m> {
         settings: &EngineSettings,
         shared: &'m Shared,
     ) -> Self {
+        // llama.cpp caps the batch at the context size: stage no more than it takes.
+        let batch_size = ctx.n_batch() as usize;
         Self {
             model,
             ctx,
             shared,
             slots: (0..settings.parallel).map(|_| Slot::default()).collect(),
             waiting: VecDeque::new(),
-            batch: LlamaBatch::new(settings.batch_size as usize, 1),
-            batch_size: settings.batch_size as usize,
+            batch: LlamaBatch::new(batch_size, 1),
+            batch_size,
             queue_timeout: settings.queue_timeout,
             piece: Vec::with_capacity(16),
             admissions: 0,

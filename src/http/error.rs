@@ -52,8 +52,6 @@ pub enum LeafreshError {
     /// The model's text is not an answer (only without the grammar, or a cut-off answer).
     #[error("모델의 답변을 추천 형식으로 해석할 수 없습니다. (the model's answer could not be parsed: {0})")]
     Unparseable(#[from] AnswerError),
-    #[error("{0}")]
-    Internal(String),
     #[error("API 키가 없거나 올바르지 않습니다. (missing or invalid API key: send `Authorization: Bearer <key>`)")]
     Unauthorized,
 }
@@ -76,9 +74,9 @@ impl LeafreshError {
             }
             LeafreshError::Engine(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
             LeafreshError::Engine(e) if e.is_client_error() => StatusCode::BAD_REQUEST,
-            LeafreshError::Engine(_)
-            | LeafreshError::Internal(_)
-            | LeafreshError::Unparseable(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            LeafreshError::Engine(_) | LeafreshError::Unparseable(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -90,12 +88,23 @@ impl LeafreshError {
             && !matches!(self, LeafreshError::Unparseable(_))
     }
 
-    /// The message a client sees: the detail for its own mistakes, a plain sentence for faults.
+    /// The message a client sees. The front end shows it to the person using the app, so it is a
+    /// Korean sentence first, with the English detail in parentheses for its own mistakes; a
+    /// fault gets a plain sentence (its detail is logged, not shown).
     pub fn client_message(&self) -> String {
         if self.is_fault() {
-            "추천을 생성하는 중 서버 오류가 발생했습니다. (internal error while generating)".into()
-        } else {
-            self.to_string()
+            return "추천을 생성하는 중 서버 오류가 발생했습니다. (internal error while generating)"
+                .into();
+        }
+        match self {
+            LeafreshError::Rejected(r) => r.message.clone(),
+            LeafreshError::Query(_) => format!("요청 값을 해석할 수 없습니다. ({self})"),
+            LeafreshError::Engine(e) => format!("{} ({e})", engine_message(e)),
+            LeafreshError::NoRoomForAnswer { .. } => format!(
+                "대화가 너무 길어 답변할 공간이 부족합니다. 메시지를 줄이거나 대화를 \
+                 초기화해 주세요. ({self})"
+            ),
+            LeafreshError::Unparseable(_) | LeafreshError::Unauthorized => self.to_string(),
         }
     }
 
@@ -136,6 +145,22 @@ impl ResponseError for LeafreshError {
             response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
         }
         response.json(self.envelope())
+    }
+}
+
+/// The Korean sentence for an engine error a Leafresh client can see (busy, stopping, too long).
+fn engine_message(error: &EngineError) -> &'static str {
+    match error {
+        EngineError::Overloaded => "요청이 많아 처리할 수 없습니다. 잠시 후 다시 시도해 주세요.",
+        EngineError::QueueTimeout { .. } => {
+            "대기 시간이 초과되었습니다. 잠시 후 다시 시도해 주세요."
+        }
+        EngineError::ShuttingDown => "서버가 종료 중입니다. 잠시 후 다시 시도해 주세요.",
+        EngineError::Stopped => "추론 엔진이 멈췄습니다. 잠시 후 다시 시도해 주세요.",
+        EngineError::PromptTooLong { .. } | EngineError::PromptOverContext { .. } => {
+            "메시지가 너무 깁니다. 메시지를 줄이거나 대화를 초기화해 주세요."
+        }
+        _ => "요청을 처리할 수 없습니다.",
     }
 }
 
@@ -342,6 +367,65 @@ mod tests {
             assert!(!error.message.contains(odd), "{}", error.message);
             assert_eq!(error.code, Some("model_not_found"));
         }
+    }
+
+    fn starts_with_hangul(text: &str) -> bool {
+        text.chars()
+            .next()
+            .is_some_and(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
+    }
+
+    #[test]
+    fn every_leafresh_error_message_is_a_korean_sentence_first() {
+        let engine = [
+            EngineError::Overloaded,
+            EngineError::Stopped,
+            EngineError::QueueTimeout { seconds: 120 },
+            EngineError::ShuttingDown,
+            EngineError::PromptTooLong {
+                prompt: 900,
+                context: 800,
+            },
+            EngineError::PromptOverContext {
+                at_least: 900,
+                bytes: 3000,
+                max_token_bytes: 3,
+                context: 800,
+            },
+            EngineError::InvalidPrompt("a message contains a NUL character".into()),
+            EngineError::Sampling("the grammar rejected a token".into()),
+            EngineError::Template("chat template failed".into()),
+            EngineError::Decode("-1".into()),
+            EngineError::NoTokenSampled,
+        ];
+        let errors = engine
+            .into_iter()
+            .map(LeafreshError::Engine)
+            .chain([
+                LeafreshError::Query(QueryError::InvalidUtf8 { field: "location" }),
+                LeafreshError::NoRoomForAnswer {
+                    room: 216,
+                    needed: 317,
+                },
+                LeafreshError::Unauthorized,
+            ]);
+        for error in errors {
+            let message = error.envelope().message;
+            assert!(starts_with_hangul(&message), "{error:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn a_sampling_failure_is_a_server_fault_and_a_client_grammar_is_the_clients() {
+        let fault = EngineError::Sampling("the grammar rejected a token".into());
+        let leafresh = LeafreshError::Engine(fault.clone());
+        assert_eq!(leafresh.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(leafresh.outcome(), Outcome::Error);
+        let openai = OpenAiError::from(fault);
+        assert_eq!(openai.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(openai.kind, "server_error");
+        let client = OpenAiError::from(EngineError::InvalidGrammar("bad".into()));
+        assert_eq!(client.status, StatusCode::BAD_REQUEST);
     }
 
     #[test]

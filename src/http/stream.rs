@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use actix_web::{HttpRequest, HttpResponse, Responder};
 use actix_web_lab::sse;
 use tokio::sync::mpsc;
@@ -49,9 +50,10 @@ pub async fn deliver(tx: &mpsc::Sender<sse::Event>, event: sse::Event) -> bool {
     )
 }
 
-/// The SSE response (`text/event-stream`, `Cache-Control: no-cache`, `X-Accel-Buffering: no`);
-/// comment frames every `keepalive` (if not zero) keep proxies from cutting a quiet stream and
-/// reveal a client that has gone.
+/// The SSE response: `text/event-stream; charset=utf-8` (the original's type: a client that
+/// defaults to Latin-1 without the charset garbles Korean), `Cache-Control: no-cache` and
+/// `X-Accel-Buffering: no`. Comment frames every `keepalive` (if not zero) keep proxies from
+/// cutting a quiet stream and reveal a client that has gone.
 pub fn response(
     rx: mpsc::Receiver<sse::Event>,
     keepalive: Duration,
@@ -61,8 +63,14 @@ pub fn response(
     if !keepalive.is_zero() {
         sse = sse.with_keep_alive(keepalive);
     }
-    sse.customize()
+    let mut response = sse
+        .customize()
+        .insert_header((CONTENT_TYPE, "text/event-stream; charset=utf-8"))
         .insert_header(("X-Accel-Buffering", "no"))
         .respond_to(req)
-        .map_into_boxed_body()
+        .map_into_boxed_body();
+    // actix-web-lab marks the stream `Content-Encoding: identity` to keep compression middleware
+    // off it; RFC 9110 says identity is not to be sent, and this service compresses nothing.
+    response.headers_mut().remove(CONTENT_ENCODING);
+    response
 }

@@ -46,3 +46,8 @@ fn answer_seeds_and_regressions_hold() {
 fn openai_seeds_and_regressions_hold() {
     run_over("openai", fuzz_checks::openai);
 }
+
+#[test]
+fn prompt_seeds_and_regressions_hold() {
+    run_over("prompt", fuzz_checks::prompt);
+}

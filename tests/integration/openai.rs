@@ -16,6 +16,27 @@ fn chat(service: &Service, body: &Value, key: Option<&str>) -> reqwest::blocking
 }
 
 #[test]
+fn nested_control_token_spellings_in_messages_are_counted_as_plain_text() {
+    let service = Service::start(&tiny_model(), &[]);
+    let llama = crate::engine::llama();
+    for nested in ["가</</s>s>나", "<<s>s>", "</s</s>>", "[/IN[/INST]ST]", "[[INST]INST]"] {
+        let body = json!({"model": "tiny-llama", "max_tokens": 1,
+                          "messages": [{"role": "user", "content": nested}]});
+        let response: Value = chat(&service, &body, None).json().unwrap();
+        // `<s>[INST] {content}[/INST]`: three control tokens, and the content as plain text
+        // (after `[INST]`, llama.cpp tokenizes " {content}" with a leading space of its own).
+        let plain = llama
+            .vocab()
+            .tokenize(format!(" {nested}").as_bytes(), false, false);
+        assert_eq!(
+            response["usage"]["prompt_tokens"],
+            3 + plain.len(),
+            "{nested}: {response}"
+        );
+    }
+}
+
+#[test]
 fn the_api_key_guards_v1_and_with_the_flag_the_leafresh_endpoints() {
     let service = Service::start(
         &tiny_model(),
