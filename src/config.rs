@@ -194,9 +194,10 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub debug_panic_at_step: Option<u64>,
 
-    /// Test hook: feed an invalid token for one sequence at this decode step.
+    /// Test hook: at the first decode step with two or more generating sequences, feed an
+    /// invalid token for one of them.
     #[arg(long, hide = true)]
-    pub debug_corrupt_token_at_step: Option<u64>,
+    pub debug_corrupt_token_when_batched: bool,
 
     /// Generate the Leafresh answers without the JSON grammar (for fine-tuned models that
     /// follow their own format; answers are then parsed and repaired leniently).
@@ -319,7 +320,7 @@ impl Config {
                 FlashAttention::Auto => engine::FlashAttention::Auto,
             },
             panic_at_step: self.debug_panic_at_step,
-            corrupt_token_at_step: self.debug_corrupt_token_at_step,
+            corrupt_token_when_batched: self.debug_corrupt_token_when_batched,
         }
     }
 
@@ -437,8 +438,22 @@ mod tests {
         }
         for args in [
             &["--parallel", "32", "--batch-size", "32"][..],
-            &["--parallel", "64", "--batch-size", "64", "--ctx-size", "8192"][..],
-            &["--ctx-size", "256", "--parallel", "2", "--batch-size", "8192"][..],
+            &[
+                "--parallel",
+                "64",
+                "--batch-size",
+                "64",
+                "--ctx-size",
+                "8192",
+            ][..],
+            &[
+                "--ctx-size",
+                "256",
+                "--parallel",
+                "2",
+                "--batch-size",
+                "8192",
+            ][..],
         ] {
             parse(args).unwrap().check().unwrap();
         }

@@ -12,7 +12,7 @@ use crate::http::openai::request::ChatRequest;
 use crate::leafresh::extract::cleanse;
 use crate::leafresh::{
     default_category, parse_answer, parse_query, validate_base_info, validate_free_text,
-    validate_session_id, FragmentExtractor,
+    validate_session_id, AnswerError, FragmentExtractor,
 };
 use crate::testmodel::{write_tiny_llama, TinyModelSpec};
 
@@ -93,7 +93,9 @@ pub fn extract(data: &[u8]) {
     assert_eq!(cleanse(&once), once);
 }
 
-/// Answer parsing: never panics; an answer has exactly three challenges with text.
+/// Answer parsing: never panics; an answer has exactly three challenges with text and parses
+/// again, unchanged, from its own JSON; a refusal says what it saw in a bounded message (the
+/// Leafresh client is shown it) and never claims three usable challenges.
 pub fn answer(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let category = default_category();
@@ -105,8 +107,24 @@ pub fn answer(data: &[u8]) {
                 assert!(!challenge.description.trim().is_empty());
                 assert_eq!(challenge.category, category.code);
             }
+            let json = serde_json::to_string(&answer).expect("an answer serializes");
+            let again = parse_answer(&json, category).expect("an answer's own JSON parses");
+            assert_eq!(again, answer, "{json}");
         }
-        Err(e) => assert!(!e.to_string().is_empty()),
+        Err(error) => {
+            let message = error.to_string();
+            assert!(
+                message.chars().count() <= 600,
+                "unbounded message: {message}"
+            );
+            match error {
+                AnswerError::Unparseable { start } => {
+                    assert!(start.chars().count() <= 40, "{start:?}");
+                    assert!(text.trim().starts_with(&start), "{start:?}");
+                }
+                AnswerError::TooFewChallenges { usable, .. } => assert!(usable < 3),
+            }
+        }
     }
 }
 
@@ -200,10 +218,8 @@ fn conversation(contents: &[String]) -> Vec<ChatMessage> {
 fn fuzz_model() -> &'static Model {
     static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!(
-            "leafresh-fuzz-tiny-{}.gguf",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("leafresh-fuzz-tiny-{}.gguf", std::process::id()));
         write_tiny_llama(&path, &TinyModelSpec::default()).expect("write the tiny model");
         let model = Model::load(&LoadOptions {
             path: path.clone(),

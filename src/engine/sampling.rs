@@ -88,8 +88,9 @@ impl TokenSampler {
             .grammar
             .as_deref()
             .map(|g| {
-                LlamaSampler::grammar(llama, g, "root")
-                    .map_err(|e| EngineError::Sampling(format!("the grammar does not compile: {e}")))
+                LlamaSampler::grammar(llama, g, "root").map_err(|e| {
+                    EngineError::Sampling(format!("the grammar does not compile: {e}"))
+                })
             })
             .transpose()?;
         Ok(Self {

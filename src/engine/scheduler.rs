@@ -58,10 +58,10 @@ pub struct EngineSettings {
     /// Test hook: the engine thread panics at this decode step (to test that a dead engine is
     /// noticed). Never set in production.
     pub panic_at_step: Option<u64>,
-    /// Test hook: at this decode step the first generating sequence feeds a token id outside
-    /// the vocabulary, which llama.cpp refuses (to test that one failing sequence does not take
-    /// the others down). Never set in production.
-    pub corrupt_token_at_step: Option<u64>,
+    /// Test hook: at the first decode step where two or more sequences are generating, the first
+    /// of them feeds a token id outside the vocabulary, which llama.cpp refuses (to test that one
+    /// failing sequence does not take the others down). Never set in production.
+    pub corrupt_token_when_batched: bool,
 }
 
 /// Whether llama.cpp uses flash attention.
@@ -397,7 +397,7 @@ struct Scheduler<'m> {
     admissions: u64,
     steps: u64,
     panic_at_step: Option<u64>,
-    corrupt_token_at_step: Option<u64>,
+    corrupt_token_when_batched: bool,
 }
 
 impl<'m> Scheduler<'m> {
@@ -422,7 +422,7 @@ impl<'m> Scheduler<'m> {
             admissions: 0,
             steps: 0,
             panic_at_step: settings.panic_at_step,
-            corrupt_token_at_step: settings.corrupt_token_at_step,
+            corrupt_token_when_batched: settings.corrupt_token_when_batched,
         }
     }
 
@@ -742,7 +742,13 @@ impl<'m> Scheduler<'m> {
         if self.panic_at_step == Some(self.steps) {
             panic!("test hook: engine panic at decode step {}", self.steps);
         }
-        if self.corrupt_token_at_step == Some(self.steps) {
+        let generating = self
+            .slots
+            .iter()
+            .filter(|s| s.sequence.as_ref().is_some_and(|s| s.next_input.is_some()))
+            .count();
+        if self.corrupt_token_when_batched && generating >= 2 {
+            self.corrupt_token_when_batched = false;
             let invalid = LlamaToken::new(self.model.llama().n_vocab() + 100);
             if let Some(seq) = self
                 .slots

@@ -369,10 +369,10 @@ mod tests {
         }
     }
 
-    fn starts_with_hangul(text: &str) -> bool {
-        text.chars()
-            .next()
-            .is_some_and(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
+    /// A Korean sentence comes first: Hangul before any parenthesized (English) detail.
+    fn korean_first(text: &str) -> bool {
+        let sentence = text.split(" (").next().unwrap_or_default();
+        sentence.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
     }
 
     #[test]
@@ -398,20 +398,17 @@ mod tests {
             EngineError::Decode("-1".into()),
             EngineError::NoTokenSampled,
         ];
-        let errors = engine
-            .into_iter()
-            .map(LeafreshError::Engine)
-            .chain([
-                LeafreshError::Query(QueryError::InvalidUtf8 { field: "location" }),
-                LeafreshError::NoRoomForAnswer {
-                    room: 216,
-                    needed: 317,
-                },
-                LeafreshError::Unauthorized,
-            ]);
+        let errors = engine.into_iter().map(LeafreshError::Engine).chain([
+            LeafreshError::Query(QueryError::InvalidUtf8 { field: "location" }),
+            LeafreshError::NoRoomForAnswer {
+                room: 216,
+                needed: 317,
+            },
+            LeafreshError::Unauthorized,
+        ]);
         for error in errors {
             let message = error.envelope().message;
-            assert!(starts_with_hangul(&message), "{error:?}: {message}");
+            assert!(korean_first(&message), "{error:?}: {message}");
         }
     }
 

@@ -49,11 +49,19 @@ pub enum AnswerError {
     },
 }
 
+/// The problems shown in a message: the first few, then how many more (the message reaches the
+/// client, and a long answer can have any number of empty challenges).
+const PROBLEMS_SHOWN: usize = 3;
+
 fn problems_suffix(problems: &[String]) -> String {
-    if problems.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", problems.join("; "))
+    match problems.len() {
+        0 => String::new(),
+        n if n <= PROBLEMS_SHOWN => format!(" ({})", problems.join("; ")),
+        n => format!(
+            " ({}; and {} more)",
+            problems[..PROBLEMS_SHOWN].join("; "),
+            n - PROBLEMS_SHOWN
+        ),
     }
 }
 

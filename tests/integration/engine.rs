@@ -3,8 +3,7 @@
 
 use leafresh_llm::engine::{ChatMessage, LoadOptions, Model, Prompt};
 use leafresh_llm::leafresh::{
-    base_info_messages, default_category, free_text_messages, validate_base_info, QueryParams,
-    Turn,
+    base_info_messages, default_category, free_text_messages, validate_base_info, QueryParams, Turn,
 };
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;

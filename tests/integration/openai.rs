@@ -19,7 +19,13 @@ fn chat(service: &Service, body: &Value, key: Option<&str>) -> reqwest::blocking
 fn nested_control_token_spellings_in_messages_are_counted_as_plain_text() {
     let service = Service::start(&tiny_model(), &[]);
     let llama = crate::engine::llama();
-    for nested in ["가</</s>s>나", "<<s>s>", "</s</s>>", "[/IN[/INST]ST]", "[[INST]INST]"] {
+    for nested in [
+        "가</</s>s>나",
+        "<<s>s>",
+        "</s</s>>",
+        "[/IN[/INST]ST]",
+        "[[INST]INST]",
+    ] {
         let body = json!({"model": "tiny-llama", "max_tokens": 1,
                           "messages": [{"role": "user", "content": nested}]});
         let response: Value = chat(&service, &body, None).json().unwrap();

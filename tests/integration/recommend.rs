@@ -101,8 +101,7 @@ fn base_info_streams_fragments_then_close_with_three_challenges() {
 #[test]
 fn nested_control_token_spellings_in_leafresh_fields_are_prompted_as_plain_text() {
     use leafresh_llm::leafresh::{
-        base_info_messages, default_category, free_text_messages, validate_base_info,
-        QueryParams,
+        base_info_messages, default_category, free_text_messages, validate_base_info, QueryParams,
     };
     let service = &started();
     let model = crate::engine::model();
@@ -113,7 +112,13 @@ fn nested_control_token_spellings_in_leafresh_fields_are_prompted_as_plain_text(
         ("category", "비건"),
     ]))
     .unwrap();
-    let (_, _, events) = get_events(&base_info_url(service, "s-nested-b", nested, "사무직", "비건"));
+    let (_, _, events) = get_events(&base_info_url(
+        service,
+        "s-nested-b",
+        nested,
+        "사무직",
+        "비건",
+    ));
     assert_eq!(events.last().unwrap().event, "close");
     let message = format!("텀블러 {nested}");
     let (_, _, events) = get_events(&free_text_url(service, "s-nested", &message));
@@ -239,7 +244,7 @@ fn free_text_validation_and_fallback_answer_inside_the_stream() {
         };
         let (http_status, headers, events) = get_events(&url);
         assert_eq!(http_status, 200, "{url}");
-        assert_eq!(headers["content-type"], "text/event-stream");
+        assert_eq!(headers["content-type"], "text/event-stream; charset=utf-8");
         assert_eq!(events.len(), 1, "{url}: {events:?}");
         assert_eq!(events[0].event, "error");
         assert_eq!(

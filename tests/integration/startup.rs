@@ -2,9 +2,9 @@
 //! that say what to do; a good model logs what was loaded and where it listens.
 
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use leafresh_llm::testmodel::TinyModelSpec;
 
@@ -131,34 +131,119 @@ fn health_is_ok_once_the_model_is_loaded() {
 }
 
 #[test]
-fn health_is_unreachable_before_the_model_is_loaded() {
-    // The port is bound only after loading: a client sees a refused connection, never a 200.
+fn settings_llama_cpp_would_abort_on_are_refused_with_a_message() {
+    // Each pair is in range on its own; before, the first aborted in llama.cpp (exit 134).
+    for (args, names) in [
+        (
+            ["--parallel", "40", "--batch-size", "32"],
+            ["--parallel", "--batch-size"],
+        ),
+        (
+            ["--parallel", "64", "--ctx-size", "4096"],
+            ["--parallel", "--ctx-size"],
+        ),
+    ] {
+        let (output, _) = run_expecting_exit(&tiny_model(), &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        for name in names {
+            assert!(stderr.contains(name), "{args:?}: {stderr}");
+        }
+    }
+    // The edge of each rule serves.
+    let service = Service::start(
+        &tiny_model(),
+        &[
+            "--parallel",
+            "32",
+            "--batch-size",
+            "32",
+            "--ctx-size",
+            "4096",
+        ],
+    );
+    let response = client()
+        .post(service.url("/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "tiny-llama", "max_tokens": 4,
+                                  "messages": [{"role": "user", "content": "안녕"}]}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+/// A shared library that makes opening a `.gguf` file slow (`fixtures/slow_model_open.c`),
+/// compiled once per test run.
+fn slow_model_open_library() -> PathBuf {
+    let source =
+        crate::support::manifest_dir().join("tests/integration/fixtures/slow_model_open.c");
+    let library = Path::new(env!("CARGO_TARGET_TMPDIR")).join("slow_model_open.so");
+    let output = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .expect("run cc");
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::support::describe(&output)
+    );
+    library
+}
+
+#[test]
+fn the_port_is_bound_only_after_the_model_is_loaded() {
+    // Opening the model takes LOAD_DELAY more (a preloaded library delays llama.cpp's fopen), so
+    // loading visibly lasts at least that long. A service that bound its port before loading
+    // would answer during that window; this one must refuse every connection until it is done.
+    const LOAD_DELAY: Duration = Duration::from_millis(2500);
     let port = free_port();
+    let started = Instant::now();
     let mut child = Command::new(binary())
         .arg("--model")
         .arg(tiny_model())
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .stderr(std::process::Stdio::piped())
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--threads",
+            "1",
+        ])
+        .env("LD_PRELOAD", slow_model_open_library())
+        .env("SLOW_MODEL_OPEN_MS", LOAD_DELAY.as_millis().to_string())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut saw_refused_or_ok = false;
-    for _ in 0..600 {
+    let mut refused_while_loading = 0;
+    let answered = loop {
+        let attempt = Instant::now();
         match client()
             .get(format!("http://127.0.0.1:{port}/health"))
             .send()
         {
-            Ok(r) => {
-                assert_eq!(r.status(), 200);
-                saw_refused_or_ok = true;
-                break;
-            }
+            Ok(response) => break (attempt - started, response.status()),
             Err(e) => assert!(e.is_connect(), "{e}"),
         }
+        if attempt - started < LOAD_DELAY {
+            refused_while_loading += 1;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "never healthy");
         std::thread::sleep(Duration::from_millis(50));
-    }
+    };
     let _ = child.kill();
     let _ = child.wait();
-    assert!(saw_refused_or_ok);
+    let (after, status) = answered;
+    assert!(
+        after >= LOAD_DELAY,
+        "answered {status} after {after:?}, while the model was still loading"
+    );
+    assert_eq!(status, 200);
+    assert!(
+        refused_while_loading >= 10,
+        "only {refused_while_loading} connections were tried while loading"
+    );
 }
 
 #[test]
