@@ -372,7 +372,9 @@ mod tests {
     /// A Korean sentence comes first: Hangul before any parenthesized (English) detail.
     fn korean_first(text: &str) -> bool {
         let sentence = text.split(" (").next().unwrap_or_default();
-        sentence.chars().any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
+        sentence
+            .chars()
+            .any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
     }
 
     #[test]
