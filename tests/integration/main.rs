@@ -8,6 +8,7 @@ mod deploy_tools;
 mod engine;
 mod faults;
 mod fuzz_corpus;
+mod gpu_check;
 mod hardening;
 mod model_file;
 mod openai;
