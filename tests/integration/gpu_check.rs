@@ -48,8 +48,39 @@ fn dry_run(out: &Path, binary: &str) -> Output {
 
 #[test]
 fn gpu_check_dry_run_on_cpu_checks_the_service_and_writes_the_report() {
+    // The binary as `build-cuda --pack` ships it: xz-compressed, beside a BUILD-INFO.
     let out = scratch();
-    let output = dry_run(out.path(), binary());
+    let pack = out.path().join("pack");
+    std::fs::create_dir(&pack).unwrap();
+    let packed = std::fs::File::create(pack.join("leafresh-llm.xz")).unwrap();
+    let xz = Command::new("xz")
+        .args(["-0", "-T0", "-c", binary()])
+        .stdout(packed)
+        .output()
+        .unwrap();
+    assert!(xz.status.success(), "{}", describe(&xz));
+    std::fs::write(pack.join("BUILD-INFO"), "archs=90\ncpu=x86-64-v3\n").unwrap();
+    let model = tiny_model();
+    let output = script(
+        "gpu-check",
+        &[
+            "--cpu",
+            "--dist",
+            pack.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--streams",
+            "2",
+            "--reps",
+            "1",
+            "--max-tokens",
+            "8",
+            "--threads",
+            "1",
+        ],
+    );
     assert!(output.status.success(), "{}", describe(&output));
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("gpu-check.json")).unwrap())
@@ -64,6 +95,7 @@ fn gpu_check_dry_run_on_cpu_checks_the_service_and_writes_the_report() {
     assert!(section.starts_with("## GPU check: "), "{section}");
     assert!(section.contains("| base_info_close | pass"), "{section}");
     assert!(section.contains("| decode, 1 stream (tokens/s) |"), "{section}");
+    assert!(section.contains("Build: archs=90, cpu=x86-64-v3."), "{section}");
 }
 
 #[test]
