@@ -88,14 +88,26 @@ fn gpu_check_dry_run_on_cpu_checks_the_service_and_writes_the_report() {
     for check in ["base_info_close", "v1_stream", "offload"] {
         assert_eq!(report["checks"][check]["ok"], true, "{check}: {report}");
     }
-    assert!(report["ours"]["decode_tps"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["ours"]["aggregate_tps"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["ours"]["decode_tps"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["ours"]["aggregate_tps"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert!(report["ours"]["base_info_ttft_cold"].as_f64().unwrap() > 0.0);
     let section = std::fs::read_to_string(out.path().join("gpu-check.md")).unwrap();
     assert!(section.starts_with("## GPU check: "), "{section}");
     assert!(section.contains("| base_info_close | pass"), "{section}");
-    assert!(section.contains("| decode, 1 stream (tokens/s) |"), "{section}");
-    assert!(section.contains("Build: archs=90, cpu=x86-64-v3."), "{section}");
+    assert!(
+        section.contains("| decode, 1 stream (tokens/s) |"),
+        "{section}"
+    );
+    assert!(
+        section.contains("Build: archs=90, cpu=x86-64-v3."),
+        "{section}"
+    );
 }
 
 #[test]
@@ -117,18 +129,37 @@ fn gpu_check_refuses_bad_arguments_and_missing_files_naming_them() {
     let out = out.path().to_str().unwrap();
     for (args, needle) in [
         (
-            vec!["--cpu", "--out", out, "--binary", "/nonexistent/leafresh-llm"],
+            vec![
+                "--cpu",
+                "--out",
+                out,
+                "--binary",
+                "/nonexistent/leafresh-llm",
+            ],
             "/nonexistent/leafresh-llm",
         ),
         (
-            vec!["--cpu", "--out", out, "--binary", binary(), "--model", "/nonexistent.gguf"],
+            vec![
+                "--cpu",
+                "--out",
+                out,
+                "--binary",
+                binary(),
+                "--model",
+                "/nonexistent.gguf",
+            ],
             "/nonexistent.gguf",
         ),
         (vec!["--cpu", "--out", out, "--reps", "0"], "--reps"),
         (vec!["--cpu"], "--out"),
     ] {
         let output = script("gpu-check", &args);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", describe(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            describe(&output)
+        );
         assert!(
             String::from_utf8_lossy(&output.stderr).contains(needle),
             "{args:?}: {}",
@@ -165,7 +196,12 @@ fn gpu_check_without_an_nvidia_driver_says_so_and_how_to_dry_run() {
 fn build_cuda_refuses_an_architecture_list_it_cannot_pass_to_cmake() {
     for archs in ["8x", "89,90", "", "sm_90"] {
         let output = script("build-cuda", &["--archs", archs]);
-        assert_eq!(output.status.code(), Some(2), "{archs}: {}", describe(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{archs}: {}",
+            describe(&output)
+        );
         assert!(
             String::from_utf8_lossy(&output.stderr).contains("--archs"),
             "{}",
