@@ -22,28 +22,26 @@ fn scratch() -> tempfile::TempDir {
         .unwrap()
 }
 
-fn dry_run(out: &Path, binary: &str) -> Output {
+/// A quick `--cpu` run on the tiny model; `program` says where the service binary is
+/// (`--binary PATH` or `--dist DIR`).
+fn dry_run(out: &Path, program: [&str; 2]) -> Output {
     let model = tiny_model();
-    script(
-        "gpu-check",
-        &[
-            "--cpu",
-            "--binary",
-            binary,
-            "--model",
-            model.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--streams",
-            "2",
-            "--reps",
-            "1",
-            "--max-tokens",
-            "8",
-            "--threads",
-            "1",
-        ],
-    )
+    let mut args = vec!["--cpu", program[0], program[1]];
+    args.extend([
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--streams",
+        "2",
+        "--reps",
+        "1",
+        "--max-tokens",
+        "8",
+        "--threads",
+        "1",
+    ]);
+    script("gpu-check", &args)
 }
 
 #[test]
@@ -60,27 +58,7 @@ fn gpu_check_dry_run_on_cpu_checks_the_service_and_writes_the_report() {
         .unwrap();
     assert!(xz.status.success(), "{}", describe(&xz));
     std::fs::write(pack.join("BUILD-INFO"), "archs=90\ncpu=x86-64-v3\n").unwrap();
-    let model = tiny_model();
-    let output = script(
-        "gpu-check",
-        &[
-            "--cpu",
-            "--dist",
-            pack.to_str().unwrap(),
-            "--model",
-            model.to_str().unwrap(),
-            "--out",
-            out.path().to_str().unwrap(),
-            "--streams",
-            "2",
-            "--reps",
-            "1",
-            "--max-tokens",
-            "8",
-            "--threads",
-            "1",
-        ],
-    );
+    let output = dry_run(out.path(), ["--dist", pack.to_str().unwrap()]);
     assert!(output.status.success(), "{}", describe(&output));
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("gpu-check.json")).unwrap())
@@ -113,7 +91,7 @@ fn gpu_check_dry_run_on_cpu_checks_the_service_and_writes_the_report() {
 #[test]
 fn gpu_check_reports_a_service_that_never_answers_as_a_failed_check() {
     let out = scratch();
-    let output = dry_run(out.path(), "/bin/false");
+    let output = dry_run(out.path(), ["--binary", "/bin/false"]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("gpu-check.json")).unwrap())
