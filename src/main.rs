@@ -1,17 +1,14 @@
 //! Boots the service: settings, model, engine, HTTP. Nothing else lives here.
 
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, HttpServer};
 use anyhow::Context;
 
 use leafresh_llm::config::Config;
 use leafresh_llm::engine::{self, Model};
 use leafresh_llm::http::{self, AppState};
-use leafresh_llm::leafresh::SessionStore;
-use leafresh_llm::metrics::Metrics;
 use leafresh_llm::{lifecycle, logging};
 
 fn main() -> ExitCode {
@@ -60,29 +57,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "model loaded"
     );
 
-    let state = web::Data::new(AppState {
-        engine,
-        sessions: Arc::new(SessionStore::new(
-            config.max_sessions as usize,
-            config.session_ttl(),
-        )),
-        metrics: Arc::new(Metrics::new()),
-        grammar: !config.no_grammar,
-        sse_keepalive: config.sse_keepalive(),
-        max_body_bytes: config.max_body_bytes as usize,
-        draining: AtomicBool::new(false),
-        model_ids: config.model_ids(),
-        api_key: config.api_key.clone(),
-        api_key_leafresh: config.api_key_leafresh,
-    });
+    let state = web::Data::new(AppState::new(engine, &config));
     let app_state = state.clone();
     let cors_origins = config.cors_origins.clone();
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(http::cors(&cors_origins))
-            .app_data(app_state.clone())
-            .configure(http::routes)
-    })
+    let server = HttpServer::new(move || http::app(app_state.clone(), &cors_origins))
     // Stop signals are ours to handle: streams get their grace period first.
     .disable_signals()
     .bind((config.host, config.port))

@@ -1,5 +1,5 @@
-//! Thin actix handlers: validate, call the engine, frame events. `routes` is shared by `main` and
-//! the tests so that both exercise the real routing.
+//! Thin actix handlers: validate, call the engine, frame events. [`app`] builds the application
+//! for `main` and for in-process handler tests alike.
 
 pub mod body;
 pub mod error;
@@ -12,11 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::Condition;
-use actix_web::{web, HttpRequest};
+use actix_web::{web, App, HttpRequest};
 use subtle::ConstantTimeEq;
 
+use crate::config::Config;
 use crate::engine::{EngineError, EngineHandle};
 use crate::leafresh::SessionStore;
 use crate::metrics::Metrics;
@@ -43,6 +46,25 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state the settings describe, around a started engine.
+    pub fn new(engine: EngineHandle, config: &Config) -> Self {
+        Self {
+            engine,
+            sessions: Arc::new(SessionStore::new(
+                config.max_sessions as usize,
+                config.session_ttl(),
+            )),
+            metrics: Arc::new(Metrics::new()),
+            grammar: !config.no_grammar,
+            sse_keepalive: config.sse_keepalive(),
+            max_body_bytes: config.max_body_bytes as usize,
+            draining: AtomicBool::new(false),
+            model_ids: config.model_ids(),
+            api_key: config.api_key.clone(),
+            api_key_leafresh: config.api_key_leafresh,
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -106,6 +128,26 @@ fn cors_layer(origins: &[String]) -> actix_cors::Cors {
     origins
         .iter()
         .fold(cors, |cors, origin| cors.allowed_origin(origin.trim()))
+}
+
+/// The application: CORS, the shared state and every route. `main` serves it; handler tests
+/// build the same one in-process (`actix_web::test::init_service(http::app(state, &[]))`).
+pub fn app(
+    state: web::Data<AppState>,
+    cors_origins: &[String],
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .wrap(cors(cors_origins))
+        .app_data(state)
+        .configure(routes)
 }
 
 /// Every route of the service.

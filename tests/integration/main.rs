@@ -1,6 +1,7 @@
 //! Integration tests: the real llama.cpp engine on tiny GGUF files the project generates, and the
 //! real service binary on a free loopback port.
 
+mod app;
 mod browser;
 mod deploy_nginx;
 mod deploy_systemd;
