@@ -742,12 +742,15 @@ impl<'m> Scheduler<'m> {
         if self.panic_at_step == Some(self.steps) {
             panic!("test hook: engine panic at decode step {}", self.steps);
         }
+        if !self.corrupt_token_when_batched {
+            return;
+        }
         let generating = self
             .slots
             .iter()
             .filter(|s| s.sequence.as_ref().is_some_and(|s| s.next_input.is_some()))
             .count();
-        if self.corrupt_token_when_batched && generating >= 2 {
+        if generating >= 2 {
             self.corrupt_token_when_batched = false;
             let invalid = LlamaToken::new(self.model.llama().n_vocab() + 100);
             if let Some(seq) = self
