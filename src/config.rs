@@ -36,11 +36,11 @@ impl CacheType {
         }
     }
 
-    fn engine(self) -> engine::KvCacheType {
+    fn engine(self) -> engine::llama::KvCacheType {
         match self {
-            CacheType::F16 => engine::KvCacheType::F16,
-            CacheType::Q8_0 => engine::KvCacheType::Q8_0,
-            CacheType::Q4_0 => engine::KvCacheType::Q4_0,
+            CacheType::F16 => engine::llama::KvCacheType::F16,
+            CacheType::Q8_0 => engine::llama::KvCacheType::Q8_0,
+            CacheType::Q4_0 => engine::llama::KvCacheType::Q4_0,
         }
     }
 }
@@ -190,12 +190,14 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Test hook: make the engine thread panic at this decode step.
+    /// Fault injection (tests only): make the engine thread panic at this decode step.
+    #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub debug_panic_at_step: Option<u64>,
 
-    /// Test hook: at the first decode step with two or more generating sequences, feed an
-    /// invalid token for one of them.
+    /// Fault injection (tests only): at the first decode step with two or more generating
+    /// sequences, feed an invalid token for one of them.
+    #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub debug_corrupt_token_when_batched: bool,
 
@@ -294,8 +296,8 @@ impl Config {
     }
 
     /// How to open the model file.
-    pub fn load_options(&self) -> engine::LoadOptions {
-        engine::LoadOptions {
+    pub fn load_options(&self) -> engine::llama::LoadOptions {
+        engine::llama::LoadOptions {
             path: self.model.clone(),
             n_gpu_layers: self.n_gpu_layers,
             mlock: self.mlock,
@@ -304,8 +306,8 @@ impl Config {
     }
 
     /// The engine's context and scheduler settings.
-    pub fn engine_settings(&self) -> engine::EngineSettings {
-        engine::EngineSettings {
+    pub fn engine_settings(&self) -> engine::llama::EngineSettings {
+        engine::llama::EngineSettings {
             ctx_size: self.ctx_size,
             parallel: self.parallel,
             batch_size: self.batch_size,
@@ -315,12 +317,15 @@ impl Config {
             cache_type_k: self.cache_type_k.engine(),
             cache_type_v: self.cache_type_v.engine(),
             flash_attention: match self.flash_attn {
-                FlashAttention::On => engine::FlashAttention::On,
-                FlashAttention::Off => engine::FlashAttention::Off,
-                FlashAttention::Auto => engine::FlashAttention::Auto,
+                FlashAttention::On => engine::llama::FlashAttention::On,
+                FlashAttention::Off => engine::llama::FlashAttention::Off,
+                FlashAttention::Auto => engine::llama::FlashAttention::Auto,
             },
-            panic_at_step: self.debug_panic_at_step,
-            corrupt_token_when_batched: self.debug_corrupt_token_when_batched,
+            #[cfg(feature = "fault-injection")]
+            faults: engine::llama::scheduler::faults::Faults::new(
+                self.debug_panic_at_step,
+                self.debug_corrupt_token_when_batched,
+            ),
         }
     }
 

@@ -6,7 +6,8 @@
 
 use llama_cpp_2::token::LlamaToken;
 
-use crate::engine::{ChatMessage, LoadOptions, Model};
+use crate::engine::llama::{LoadOptions, Model};
+use crate::engine::ChatMessage;
 use crate::http::error::OpenAiError;
 use crate::http::openai::request::ChatRequest;
 use crate::leafresh::extract::cleanse;

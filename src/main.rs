@@ -7,7 +7,8 @@ use actix_web::{web, HttpServer};
 use anyhow::Context;
 
 use leafresh_llm::config::Config;
-use leafresh_llm::engine::{self, Model};
+use leafresh_llm::engine::llama::{LlamaEngine, Model};
+use leafresh_llm::engine::Engine;
 use leafresh_llm::http::{self, AppState};
 use leafresh_llm::{lifecycle, logging};
 
@@ -38,7 +39,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let info = model.info().clone();
     let settings = config.engine_settings();
     let threads = settings.threads;
-    let (engine, engine_thread) = engine::scheduler::start(Arc::new(model), settings)?;
+    let (engine, engine_thread) = LlamaEngine::start(Arc::new(model), settings)?;
     lifecycle::exit_when_engine_dies(engine_thread);
     tracing::info!(
         model = %info.path.display(),
@@ -46,7 +47,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         layers = info.n_layer,
         params_m = info.n_params / 1_000_000,
         context = config.ctx_size,
-        context_per_slot = engine.slot_context(),
+        context_per_slot = engine.context_window(),
         parallel = config.parallel,
         threads,
         gpu_layers = info.n_layer.min(config.n_gpu_layers),
@@ -57,7 +58,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "model loaded"
     );
 
-    let state = web::Data::new(AppState::new(engine, &config));
+    let state = web::Data::new(AppState::new(Arc::new(engine), &config));
     let app_state = state.clone();
     let cors_origins = config.cors_origins.clone();
     let server = HttpServer::new(move || http::app(app_state.clone(), &cors_origins))

@@ -1,111 +1,49 @@
-//! Everything that touches llama.cpp, and nothing that knows HTTP.
+//! The engine seam: the one way every API reaches text generation, and nothing that knows HTTP
+//! or Leafresh.
 //!
-//! `model` opens the GGUF and turns conversations into prompt tokens; `scheduler` owns the one
-//! inference thread and hands out an [`EngineHandle`]; `sampling`, `detok` and `budget` are the
-//! pieces of a generation step.
+//! [`Engine`] is what the handlers and the Leafresh recommender hold (`Arc<dyn Engine>`).
+//! [`llama::LlamaEngine`], llama.cpp embedded in this process, is the first implementation. The
+//! rest of this module is what every engine shares: the request and its events
+//! ([`generation`]), chat messages ([`chat`]), errors, the token budget ([`budget`]) and UTF-8
+//! safe text assembly ([`detok`]).
 
 pub mod budget;
 pub mod chat;
 pub mod detok;
-pub mod model;
-pub mod sampling;
-pub mod scheduler;
-pub mod template;
+mod error;
+pub mod generation;
+pub mod llama;
 
-use std::path::PathBuf;
+use futures_util::future::BoxFuture;
 
 pub use chat::{ChatMessage, Role};
-pub use model::{LoadOptions, Model, ModelInfo, Prompt};
-pub use sampling::SamplingParams;
-pub use scheduler::{
-    EngineHandle, EngineSettings, EngineStats, FinishReason, FlashAttention, GenerationEvent,
-    GenerationRequest, GenerationSummary, KvCacheType,
+pub use error::EngineError;
+pub use generation::{
+    EngineStats, FinishReason, Generation, GenerationEvent, GenerationEvents, GenerationSummary,
+    OutputConstraint, SamplingParams,
 };
 
-/// What can go wrong in the engine, from opening the model to a failed decode step.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum EngineError {
-    #[error(
-        "model file not found: {}\n  Download the default model with `scripts/download-model` \
-         (or pass another GGUF with --model / LEAFRESH_MODEL).",
-        path.display()
-    )]
-    ModelMissing { path: PathBuf },
-    #[error("{} is not a usable GGUF model: {why}", path.display())]
-    ModelNotGguf { path: PathBuf, why: String },
-    #[error(
-        "llama.cpp could not load {} (truncated download, unsupported architecture, or not \
-         enough memory; see the llama.cpp messages above)",
-        path.display()
-    )]
-    ModelRejected { path: PathBuf },
-    #[error("llama.cpp backend failed to start: {0}")]
-    Backend(String),
-    #[error("could not create the llama.cpp context: {0}")]
-    Context(String),
-    #[error(
-        "the prompt is {prompt} tokens long but the context window is {context} tokens; \
-         there is no room left to generate"
-    )]
-    PromptTooLong { prompt: usize, context: usize },
-    /// Found without tokenizing the whole prompt: its text alone needs more tokens than fit.
-    #[error(
-        "the prompt needs at least {at_least} tokens ({bytes} bytes of text, at most \
-         {max_token_bytes} bytes per token) but the context window is {context} tokens"
-    )]
-    PromptOverContext {
-        at_least: usize,
-        bytes: usize,
-        max_token_bytes: usize,
-        context: usize,
-    },
-    #[error("invalid prompt: {0}")]
-    InvalidPrompt(String),
-    /// A grammar the client sent that llama.cpp cannot compile (checked before submitting).
-    #[error("invalid grammar: {0}")]
-    InvalidGrammar(String),
-    /// The chat template could not be applied, or not followed (a server fault).
-    #[error("chat template: {0}")]
-    Template(String),
-    /// The sampler failed: a grammar that no longer compiles on the engine thread, or one that
-    /// rejected the token it let through. Client grammars are checked before they get here, so
-    /// this is always a server fault.
-    #[error("sampling failed: {0}")]
-    Sampling(String),
-    #[error("the sampler chose no token")]
-    NoTokenSampled,
-    #[error("the server is busy; try again shortly")]
-    Overloaded,
-    #[error("the inference engine has stopped")]
-    Stopped,
-    #[error("waited {seconds} s for a free slot; the server is busy, try again shortly")]
-    QueueTimeout { seconds: u64 },
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("llama.cpp decode failed: {0}")]
-    Decode(String),
-}
+/// A text-generation engine. Methods that may do CPU work (tokenizing, compiling a grammar) or
+/// wait on the network return futures and never block the caller's async worker.
+pub trait Engine: Send + Sync {
+    /// Checks and queues a generation: renders and counts its prompt, sizes its answer to the
+    /// context window, prepares its constraint. Refuses at once a prompt that does not fit, an
+    /// invalid constraint, a full queue or a stopped engine.
+    fn submit(
+        &self,
+        generation: Generation,
+    ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>>;
 
-impl EngineError {
-    /// True when the server is busy or going away: worth a retry later (HTTP 503).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            EngineError::Overloaded
-                | EngineError::Stopped
-                | EngineError::QueueTimeout { .. }
-                | EngineError::ShuttingDown
-        )
-    }
+    /// The number of prompt tokens `messages` take, rendered as [`Engine::submit`] would.
+    fn count_tokens(&self, messages: Vec<ChatMessage>)
+        -> BoxFuture<'_, Result<usize, EngineError>>;
 
-    /// True when the caller's input caused the error (as opposed to a server fault).
-    pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
-            EngineError::PromptTooLong { .. }
-                | EngineError::PromptOverContext { .. }
-                | EngineError::InvalidPrompt(_)
-                | EngineError::InvalidGrammar(_)
-        )
-    }
+    /// The context window of one request: its prompt plus its new tokens must fit in it.
+    fn context_window(&self) -> usize;
+
+    /// Load and liveness, for `/health` and `/metrics`.
+    fn stats(&self) -> EngineStats;
+
+    /// Ends every queued and running request with `error` (a stop past its grace period).
+    fn abort_all(&self, error: EngineError);
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::body::BodyError;
 use crate::engine::EngineError;
-use crate::leafresh::{AnswerError, QueryError, Rejection};
+use crate::leafresh::{AnswerError, QueryError, RecommendError, Rejection};
 use crate::metrics::Outcome;
 
 /// Seconds a client should wait before retrying when every slot and the queue are busy.
@@ -54,6 +54,18 @@ pub enum LeafreshError {
     Unparseable(#[from] AnswerError),
     #[error("API 키가 없거나 올바르지 않습니다. (missing or invalid API key: send `Authorization: Bearer <key>`)")]
     Unauthorized,
+}
+
+impl From<RecommendError> for LeafreshError {
+    fn from(error: RecommendError) -> Self {
+        match error {
+            RecommendError::Engine(e) => LeafreshError::Engine(e),
+            RecommendError::NoRoomForAnswer { room, needed } => {
+                LeafreshError::NoRoomForAnswer { room, needed }
+            }
+            RecommendError::Unparseable(e) => LeafreshError::Unparseable(e),
+        }
+    }
 }
 
 impl From<Rejection> for LeafreshError {
@@ -282,6 +294,13 @@ impl From<EngineError> for OpenAiError {
                 Some("context_length_exceeded"),
                 error.to_string(),
             ),
+            // The client's `response_format` (the only schema a client can send).
+            EngineError::InvalidSchema(_) => {
+                return OpenAiError::invalid(
+                    "response_format.json_schema.schema",
+                    error.to_string(),
+                )
+            }
             e if e.is_client_error() => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
@@ -423,8 +442,12 @@ mod tests {
         let openai = OpenAiError::from(fault);
         assert_eq!(openai.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(openai.kind, "server_error");
-        let client = OpenAiError::from(EngineError::InvalidGrammar("bad".into()));
+        let client = OpenAiError::from(EngineError::InvalidSchema("bad".into()));
         assert_eq!(client.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            client.param.as_deref(),
+            Some("response_format.json_schema.schema")
+        );
     }
 
     #[test]

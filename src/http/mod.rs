@@ -20,18 +20,18 @@ use actix_web::{web, App, HttpRequest};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::engine::{EngineError, EngineHandle};
-use crate::leafresh::SessionStore;
+use crate::engine::{Engine, EngineError};
+use crate::leafresh::{Recommender, SessionStore};
 use crate::metrics::Metrics;
 use error::{LeafreshError, OpenAiError};
 
 /// What every handler can reach.
 pub struct AppState {
-    pub engine: EngineHandle,
+    pub engine: Arc<dyn Engine>,
+    /// The Leafresh recommendation flow, on the same engine.
+    pub recommender: Recommender,
     pub sessions: Arc<SessionStore>,
     pub metrics: Arc<Metrics>,
-    /// Constrain Leafresh answers with the JSON grammar (off with `--no-grammar`).
-    pub grammar: bool,
     /// Period of SSE comment frames (zero: none).
     pub sse_keepalive: Duration,
     /// Largest request body read (`/v1/chat/completions`).
@@ -47,15 +47,20 @@ pub struct AppState {
 
 impl AppState {
     /// The state the settings describe, around a started engine.
-    pub fn new(engine: EngineHandle, config: &Config) -> Self {
+    pub fn new(engine: Arc<dyn Engine>, config: &Config) -> Self {
+        let sessions = Arc::new(SessionStore::new(
+            config.max_sessions as usize,
+            config.session_ttl(),
+        ));
         Self {
+            recommender: Recommender::new(
+                Arc::clone(&engine),
+                Arc::clone(&sessions),
+                !config.no_grammar,
+            ),
             engine,
-            sessions: Arc::new(SessionStore::new(
-                config.max_sessions as usize,
-                config.session_ttl(),
-            )),
+            sessions,
             metrics: Arc::new(Metrics::new()),
-            grammar: !config.no_grammar,
             sse_keepalive: config.sse_keepalive(),
             max_body_bytes: config.max_body_bytes as usize,
             draining: AtomicBool::new(false),

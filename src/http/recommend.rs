@@ -1,6 +1,7 @@
 //! The Leafresh recommendation endpoints: base-info, free-text and clear-conversation.
-//! Thin: decode and validate the query, build the prompt (domain), submit it (engine), and frame
-//! what comes back as `challenge` events and one final `close` or `error` event.
+//! Thin: decode and validate the query, start the recommendation (the domain's
+//! [`Recommender`](crate::leafresh::Recommender)), and frame what it yields as `challenge` events
+//! and one final `close` or `error` event.
 
 use std::time::Duration;
 
@@ -13,14 +14,9 @@ use tokio::sync::mpsc;
 
 use super::error::{Envelope, LeafreshError};
 use super::{stream, AppState};
-use crate::engine::{
-    budget, EngineError, GenerationEvent, GenerationRequest, Prompt, SamplingParams,
-};
-use crate::leafresh::prompt::{base_info_request, free_text_request};
 use crate::leafresh::{
-    answer_grammar, base_info_messages, constants, default_category, free_text_messages,
-    parse_answer, parse_query, validate_base_info, validate_free_text, validate_session_id,
-    AnswerBounds, Category, FragmentExtractor, GenerationDefaults, Rejection, Turn,
+    constants, parse_query, validate_base_info, validate_free_text, validate_session_id, Progress,
+    Recommendation, Rejection,
 };
 use crate::metrics::{Outcome, RequestRecord};
 
@@ -42,10 +38,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// Validation errors answer plain JSON before any stream starts.
 async fn base_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let record = state.metrics.begin("base-info");
-    match prepare_base_info(&req, &state) {
-        Ok((events, category, on_answer)) => {
-            stream_answer(&state, record, events, category, on_answer, &req)
-        }
+    match start_base_info(&req, &state).await {
+        Ok(recommendation) => stream_recommendation(&state, record, recommendation, &req),
         Err(e) => {
             record.finish(e.outcome(), None);
             e.error_response()
@@ -53,34 +47,22 @@ async fn base_info(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     }
 }
 
-/// What a recommendation stream needs once its request was accepted.
-type Accepted = (mpsc::Receiver<GenerationEvent>, &'static Category, OnAnswer);
-
-fn prepare_base_info(req: &HttpRequest, state: &AppState) -> Result<Accepted, LeafreshError> {
+async fn start_base_info(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Recommendation, LeafreshError> {
     state.authorize_leafresh(req)?;
     state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
     let valid = validate_base_info(&query)?;
-    let defaults = &constants().generation_defaults.base_info;
-    let prompt = state.engine.model().prompt(&base_info_messages(&valid))?;
-    let request = plan(state, prompt, defaults)?;
-    let events = state.engine.submit(request)?;
-    if let Some(id) = &valid.session_id {
-        state.sessions.set_category(id, valid.category);
-    }
-    // Remembered as the prompt spelled it, so a later turn replays it byte for byte.
-    let user_turn = base_info_request(&valid);
-    let on_answer = remember_turn(state, valid.session_id.clone(), user_turn);
-    Ok((events, valid.category, on_answer))
+    Ok(state.recommender.base_info(&valid).await?)
 }
 
 /// Validation and the topic filter answer inside an SSE stream (HTTP 200) with one `error` event.
 async fn free_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let record = state.metrics.begin("free-text");
-    match prepare_free_text(&req, &state) {
-        Ok((events, category, on_answer)) => {
-            stream_answer(&state, record, events, category, on_answer, &req)
-        }
+    match start_free_text(&req, &state).await {
+        Ok(recommendation) => stream_recommendation(&state, record, recommendation, &req),
         Err(e) => {
             record.finish(e.outcome(), None);
             if matches!(
@@ -96,23 +78,15 @@ async fn free_text(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse
     }
 }
 
-fn prepare_free_text(req: &HttpRequest, state: &AppState) -> Result<Accepted, LeafreshError> {
+async fn start_free_text(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Recommendation, LeafreshError> {
     state.authorize_leafresh(req)?;
     state.refuse_if_draining()?;
     let query = parse_query(req.query_string())?;
     let valid = validate_free_text(&query)?;
-    let session = valid.session_id.as_deref();
-    let category = session.map_or_else(default_category, |id| state.sessions.category(id));
-    let history = session
-        .map(|id| state.sessions.history(id))
-        .unwrap_or_default();
-    let defaults = &constants().generation_defaults.free_text;
-    let prompt = fit_history(state, &history, &valid.message, category, defaults)?;
-    let request = plan(state, prompt, defaults)?;
-    let events = state.engine.submit(request)?;
-    let user_turn = free_text_request(&valid.message, category);
-    let on_answer = remember_turn(state, valid.session_id.clone(), user_turn);
-    Ok((events, category, on_answer))
+    Ok(state.recommender.free_text(&valid).await?)
 }
 
 async fn clear_conversation(
@@ -136,141 +110,39 @@ async fn clear_conversation(
     )))
 }
 
-/// The prompt with the newest turns of the conversation that fit the context with room for a
-/// full answer; the oldest go first. (The original never trimmed, until every prompt overflowed.)
-fn fit_history(
-    state: &AppState,
-    history: &[Turn],
-    message: &str,
-    category: &Category,
-    defaults: &GenerationDefaults,
-) -> Result<Prompt, LeafreshError> {
-    let room = state.engine.slot_context();
-    let answer = defaults.max_tokens as usize;
-    for skip in 0..=history.len() {
-        let messages = free_text_messages(&history[skip..], message, category);
-        let prompt = state.engine.model().prompt(&messages)?;
-        if prompt.len() + answer <= room || skip == history.len() {
-            if skip > 0 {
-                tracing::debug!(dropped_turns = skip, "history trimmed to fit the context");
-            }
-            return Ok(prompt);
-        }
-    }
-    unreachable!("the loop returns at skip == history.len()")
-}
-
-/// Sizes the generation: the budget (what the context leaves) and, with the grammar on, answer
-/// bounds whose worst case fits that budget, so `close` always parses.
-fn plan(
-    state: &AppState,
-    prompt: Prompt,
-    defaults: &GenerationDefaults,
-) -> Result<GenerationRequest, LeafreshError> {
-    let max_new_tokens = budget::max_new_tokens(
-        prompt.len(),
-        defaults.max_tokens as usize,
-        state.engine.slot_context(),
-    )?;
-    let grammar = if state.grammar {
-        let bounds =
-            AnswerBounds::fitting(max_new_tokens).ok_or(LeafreshError::NoRoomForAnswer {
-                room: max_new_tokens,
-                needed: AnswerBounds::minimum().worst_case_tokens(),
-            })?;
-        Some(answer_grammar(&bounds))
-    } else {
-        None
-    };
-    Ok(GenerationRequest {
-        prompt,
-        max_new_tokens,
-        sampling: SamplingParams {
-            temperature: defaults.temperature,
-            top_p: defaults.top_p,
-            top_k: defaults.top_k,
-            repeat_penalty: defaults.repeat_penalty,
-            grammar,
-            ..SamplingParams::default()
-        },
-        stop: Vec::new(),
-    })
-}
-
-type OnAnswer = Box<dyn FnOnce(&str)>;
-
-/// After a successful answer, the session remembers both sides of the turn.
-fn remember_turn(state: &AppState, session_id: Option<String>, user: String) -> OnAnswer {
-    let sessions = state.sessions.clone();
-    Box::new(move |assistant: &str| {
-        if let Some(id) = session_id {
-            sessions.push_turn(
-                &id,
-                Turn {
-                    user,
-                    assistant: assistant.to_owned(),
-                },
-            );
-        }
-    })
-}
-
-/// The SSE response of a recommendation: `challenge`* then `close` or `error`.
-fn stream_answer(
+/// The SSE response of a recommendation: `challenge`* then `close` or `error`. A client that
+/// leaves (or stops reading) drops the recommendation, which cancels its generation.
+fn stream_recommendation(
     state: &AppState,
     record: RequestRecord,
-    mut events: mpsc::Receiver<GenerationEvent>,
-    category: &'static Category,
-    on_answer: OnAnswer,
+    mut recommendation: Recommendation,
     req: &HttpRequest,
 ) -> HttpResponse {
     let (tx, rx) = stream::channel();
     actix_web::rt::spawn(async move {
-        let mut extractor = FragmentExtractor::new();
-        let mut text = String::new();
-        let mut finished = None;
-        let outcome = loop {
-            let event = match stream::next(&mut events, &tx).await {
-                stream::Next::Event(event) => event,
-                stream::Next::EngineGone => break Err(LeafreshError::Engine(EngineError::Stopped)),
-                stream::Next::ClientGone => {
-                    // Dropping `events` makes the engine drop this request.
-                    record.finish(Outcome::Cancelled, None);
-                    return;
-                }
+        let last = loop {
+            let Some(progress) = stream::unless_client_gone(&tx, recommendation.next()).await
+            else {
+                record.finish(Outcome::Cancelled, None);
+                return;
             };
-            match event {
-                GenerationEvent::Text(piece) => {
-                    text.push_str(&piece);
-                    let Some(fragment) = extractor.push(&piece) else {
-                        continue;
-                    };
+            match progress {
+                Progress::Fragment(fragment) => {
                     if !stream::deliver(&tx, challenge_event(fragment)).await {
-                        // Gone or not reading: dropping `events` stops the generation.
                         record.finish(Outcome::Cancelled, None);
                         return;
                     }
                 }
-                GenerationEvent::Done(summary) => {
-                    if let Some(fragment) = extractor.finish() {
-                        stream::deliver(&tx, challenge_event(fragment)).await;
-                    }
-                    finished = Some(summary);
-                    break parse_answer(&text, category).map_err(LeafreshError::from);
+                Progress::Answered { answer, summary } => {
+                    record.finish(Outcome::Ok, Some(&summary));
+                    let close = Envelope::new(200, constants().messages.close.clone(), answer);
+                    break envelope_event("close", &close);
                 }
-                GenerationEvent::Failed(e) => break Err(LeafreshError::Engine(e)),
-            }
-        };
-        let last = match outcome {
-            Ok(answer) => {
-                on_answer(&text);
-                record.finish(Outcome::Ok, finished.as_ref());
-                let close = Envelope::new(200, constants().messages.close.clone(), answer);
-                envelope_event("close", &close)
-            }
-            Err(e) => {
-                record.finish(e.outcome(), finished.as_ref());
-                error_event(&e)
+                Progress::Failed { error, summary } => {
+                    let error = LeafreshError::from(error);
+                    record.finish(error.outcome(), summary.as_ref());
+                    break error_event(&error);
+                }
             }
         };
         stream::deliver(&tx, last).await;

@@ -1,6 +1,7 @@
 //! What every streamed response shares: a bounded channel of SSE events per client, sending that
 //! gives up on a client that stopped reading, and the response with its headers and keep-alive.
 
+use std::future::Future;
 use std::time::Duration;
 
 use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -8,32 +9,22 @@ use actix_web::{HttpRequest, HttpResponse, Responder};
 use actix_web_lab::sse;
 use tokio::sync::mpsc;
 
-use crate::engine::GenerationEvent;
-
 /// Events waiting to be written to one client; the engine side never blocks on it.
 const BUFFER: usize = 64;
 
 /// A client that reads nothing for this long is treated as gone, so its slot is freed.
 const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a stream's task waits for next.
-pub enum Next {
-    Event(GenerationEvent),
-    /// The engine closed the channel without a final event (it stopped).
-    EngineGone,
-    /// The client has gone. A client can leave while nothing is being sent (queued, or during a
-    /// long prompt): the keep-alive writes reveal it and close the SSE channel.
-    ClientGone,
-}
-
-/// The next engine event, or why there is none.
-pub async fn next(
-    events: &mut mpsc::Receiver<GenerationEvent>,
+/// Waits for `work` unless the client goes first (`None`). A client can leave while nothing is
+/// being sent (queued, or during a long prompt): the keep-alive writes reveal it and close the
+/// SSE channel.
+pub async fn unless_client_gone<T>(
     tx: &mpsc::Sender<sse::Event>,
-) -> Next {
+    work: impl Future<Output = T>,
+) -> Option<T> {
     tokio::select! {
-        event = events.recv() => event.map_or(Next::EngineGone, Next::Event),
-        () = tx.closed() => Next::ClientGone,
+        value = work => Some(value),
+        () = tx.closed() => None,
     }
 }
 

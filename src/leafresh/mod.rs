@@ -3,9 +3,10 @@
 //! final answer, and the conversation store.
 //!
 //! A recommendation request flows through it as:
-//! `query::parse_query` -> `topic::validate_*` -> `prompt::*_messages` + `prompt::answer_grammar`
-//! -> (engine) -> `extract::FragmentExtractor` per piece -> `answer::parse_answer` on the full text
-//! -> `sessions::SessionStore::push_turn`.
+//! `query::parse_query` -> `topic::validate_*` -> `recommender::Recommender`, which builds the
+//! messages (`prompt`), fits the history, sizes the answer and its grammar, submits it to the
+//! engine seam, turns each piece into readable fragments (`extract`), parses the full text
+//! (`answer`) and writes the turn to the session (`sessions`).
 
 pub mod answer;
 pub mod categories;
@@ -13,6 +14,7 @@ pub mod constants;
 pub mod extract;
 pub mod prompt;
 pub mod query;
+pub mod recommender;
 pub mod sessions;
 pub mod topic;
 
@@ -24,6 +26,7 @@ pub use prompt::{
     answer_grammar, answer_schema, base_info_messages, free_text_messages, AnswerBounds,
 };
 pub use query::{parse_query, QueryError, QueryParams};
+pub use recommender::{Progress, RecommendError, Recommendation, Recommender};
 pub use sessions::{SessionStore, Turn};
 pub use topic::{
     validate_base_info, validate_free_text, validate_session_id, Rejection, ValidBaseInfo,

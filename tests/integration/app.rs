@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{test, web};
 use clap::Parser;
 use leafresh_llm::config::Config;
-use leafresh_llm::engine::{self, Model};
+use leafresh_llm::engine::llama::{LlamaEngine, Model};
 use leafresh_llm::http::{self, AppState};
 
 use crate::support::{encode, tiny_model};
@@ -25,9 +25,8 @@ fn state() -> web::Data<AppState> {
     ])
     .unwrap();
     let model = Model::load(&config.load_options()).unwrap();
-    let (engine, _thread) =
-        engine::scheduler::start(Arc::new(model), config.engine_settings()).unwrap();
-    web::Data::new(AppState::new(engine, &config))
+    let (engine, _thread) = LlamaEngine::start(Arc::new(model), config.engine_settings()).unwrap();
+    web::Data::new(AppState::new(Arc::new(engine), &config))
 }
 
 #[actix_web::test]

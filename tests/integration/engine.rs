@@ -1,7 +1,8 @@
 //! The engine in-process on the tiny model: building prompt tokens so that only the chat
 //! template's own text becomes control tokens.
 
-use leafresh_llm::engine::{ChatMessage, LoadOptions, Model, Prompt};
+use leafresh_llm::engine::llama::{LoadOptions, Model, Prompt};
+use leafresh_llm::engine::ChatMessage;
 use leafresh_llm::leafresh::{
     base_info_messages, default_category, free_text_messages, validate_base_info, QueryParams, Turn,
 };

@@ -101,6 +101,7 @@ fn without_the_leafresh_flag_the_key_guards_only_v1() {
 }
 
 #[test]
+#[cfg(feature = "fault-injection")]
 fn an_error_after_the_stream_began_is_a_final_error_chunk_then_done() {
     let service = Service::start(&tiny_model(), &["--debug-panic-at-step", "3"]);
     let body = json!({"model": "tiny-llama", "stream": true, "max_tokens": 50,

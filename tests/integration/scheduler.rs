@@ -223,6 +223,7 @@ fn sigterm_ends_running_streams_with_an_error_event_and_exits_zero() {
 }
 
 #[test]
+#[cfg(feature = "fault-injection")]
 fn an_engine_panic_fails_the_stream_and_exits_non_zero() {
     let mut service = Service::start(&tiny_model(), &["--debug-panic-at-step", "3"]);
     let (status, _, events) = get_events(&base_info_url(&service, "도시", "사무직", "비건"));
@@ -288,6 +289,7 @@ fn a_queued_request_whose_client_left_is_dropped_without_decoding() {
 }
 
 #[test]
+#[cfg(feature = "fault-injection")]
 fn a_sequence_that_fails_to_decode_does_not_take_the_others_down() {
     // What this proves: when a decode step that carries two generating sequences fails, the
     // batch is taken back and each sequence is decoded alone, so only the one that fails on its

@@ -57,7 +57,8 @@ pub fn slow_model() -> PathBuf {
 /// Tokens of the instruction text every Leafresh prompt begins with, as the tiny model spells it
 /// (the template's opening included, the closing `[/INST]` not).
 pub fn instruction_tokens() -> usize {
-    use leafresh_llm::engine::{ChatMessage, LoadOptions, Model};
+    use leafresh_llm::engine::llama::{LoadOptions, Model};
+    use leafresh_llm::engine::ChatMessage;
     let model = Model::load(&LoadOptions {
         path: tiny_model(),
         n_gpu_layers: 0,

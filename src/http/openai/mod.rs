@@ -7,13 +7,13 @@ mod response;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_lab::sse;
-use tokio::sync::mpsc;
 
 use super::body::read_limited;
 use super::error::OpenAiError;
 use super::{stream, AppState};
 use crate::engine::{
-    budget, EngineError, GenerationEvent, GenerationRequest, GenerationSummary, SamplingParams,
+    EngineError, Generation, GenerationEvent, GenerationEvents, GenerationSummary,
+    OutputConstraint, SamplingParams,
 };
 use crate::metrics::{Outcome, RequestRecord};
 use request::{ChatRequest, OutputFormat, ValidChatRequest};
@@ -63,8 +63,8 @@ async fn chat_completions(
 
 /// An accepted request: to be streamed (with or without the usage chunk) or sent whole.
 enum Started {
-    Stream(CompletionMeta, bool, mpsc::Receiver<GenerationEvent>),
-    Whole(CompletionMeta, mpsc::Receiver<GenerationEvent>),
+    Stream(CompletionMeta, bool, GenerationEvents),
+    Whole(CompletionMeta, GenerationEvents),
 }
 
 /// Checks the key and that the server takes requests before reading the body (at most
@@ -79,18 +79,13 @@ async fn accept(
         return Err(EngineError::ShuttingDown.into());
     }
     let body = read_limited(req, payload, state.max_body_bytes).await?;
-    start(&body, state)
-}
-
-fn start(body: &[u8], state: &AppState) -> Result<Started, OpenAiError> {
     let request: ChatRequest =
-        serde_json::from_slice(body).map_err(|e| OpenAiError::from_json(&e))?;
+        serde_json::from_slice(&body).map_err(|e| OpenAiError::from_json(&e))?;
     let valid = request.validate()?;
     if !state.model_ids.contains(&valid.model) {
         return Err(OpenAiError::model_not_found(&valid.model));
     }
-    let generation = plan(state, &valid)?;
-    let events = state.engine.submit(generation)?;
+    let events = state.engine.submit(generation(&valid)).await?;
     let meta = CompletionMeta::new(valid.model.clone());
     if valid.stream {
         Ok(Started::Stream(meta, valid.include_usage, events))
@@ -99,24 +94,16 @@ fn start(body: &[u8], state: &AppState) -> Result<Started, OpenAiError> {
     }
 }
 
-/// Tokenizes the conversation and turns the parameters into a generation request.
-fn plan(state: &AppState, valid: &ValidChatRequest) -> Result<GenerationRequest, OpenAiError> {
-    let prompt = state
-        .engine
-        .model()
-        .prompt_within(&valid.messages, state.engine.slot_context())?;
-    // Without max_tokens a request may use all the room its slot has left.
-    let requested = valid.max_tokens.unwrap_or(usize::MAX);
-    let max_new_tokens =
-        budget::max_new_tokens(prompt.len(), requested, state.engine.slot_context())?;
-    let grammar = match &valid.format {
+/// The request as the engine takes it. Without `max_tokens` a request may use all the room its
+/// slot has left.
+fn generation(valid: &ValidChatRequest) -> Generation {
+    let constraint = match &valid.format {
         OutputFormat::Text => None,
-        OutputFormat::JsonObject => Some(schema_grammar(state, r#"{"type": "object"}"#)?),
-        OutputFormat::JsonSchema(schema) => Some(schema_grammar(state, &schema.to_string())?),
+        OutputFormat::JsonObject => Some(r#"{"type": "object"}"#.to_owned()),
+        OutputFormat::JsonSchema(schema) => Some(schema.to_string()),
     };
-    Ok(GenerationRequest {
-        prompt,
-        max_new_tokens,
+    Generation {
+        messages: valid.messages.clone(),
         sampling: SamplingParams {
             temperature: valid.temperature,
             top_p: valid.top_p,
@@ -126,34 +113,17 @@ fn plan(state: &AppState, valid: &ValidChatRequest) -> Result<GenerationRequest,
             frequency_penalty: valid.frequency_penalty,
             presence_penalty: valid.presence_penalty,
             seed: valid.seed,
-            grammar,
         },
+        constraint: constraint.map(OutputConstraint::JsonSchema),
+        max_tokens: valid.max_tokens,
         stop: valid.stop.clone(),
-    })
-}
-
-/// A JSON schema as a llama.cpp grammar (llama.cpp's own converter), compiled once here so that
-/// a schema llama.cpp cannot use is refused before anything is streamed.
-fn schema_grammar(state: &AppState, schema: &str) -> Result<String, OpenAiError> {
-    let refused = || {
-        OpenAiError::invalid(
-            "response_format.json_schema.schema",
-            "the JSON schema could not be turned into a grammar (unsupported or invalid schema)",
-        )
-    };
-    let grammar = llama_cpp_2::json_schema_to_grammar(schema).map_err(|_| refused())?;
-    state
-        .engine
-        .model()
-        .check_grammar(&grammar)
-        .map_err(|_| refused())?;
-    Ok(grammar)
+    }
 }
 
 /// Waits for the whole answer (non-streaming requests).
 async fn collect(
     meta: CompletionMeta,
-    mut events: mpsc::Receiver<GenerationEvent>,
+    mut events: GenerationEvents,
 ) -> Result<(Completion, GenerationSummary), OpenAiError> {
     let mut text = String::new();
     while let Some(event) = events.recv().await {
@@ -174,7 +144,7 @@ fn stream(
     record: RequestRecord,
     meta: CompletionMeta,
     include_usage: bool,
-    mut events: mpsc::Receiver<GenerationEvent>,
+    mut events: GenerationEvents,
     req: &HttpRequest,
 ) -> HttpResponse {
     let (tx, rx) = stream::channel();
@@ -184,13 +154,10 @@ fn stream(
             return;
         }
         let outcome = loop {
-            let event = match stream::next(&mut events, &tx).await {
-                stream::Next::Event(event) => Some(event),
-                stream::Next::EngineGone => None,
-                stream::Next::ClientGone => {
-                    record.finish(Outcome::Cancelled, None);
-                    return;
-                }
+            let Some(event) = stream::unless_client_gone(&tx, events.recv()).await else {
+                // Dropping `events` makes the engine drop this request.
+                record.finish(Outcome::Cancelled, None);
+                return;
             };
             match event {
                 Some(GenerationEvent::Text(piece)) => {

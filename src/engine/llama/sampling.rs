@@ -1,4 +1,4 @@
-//! Request parameters -> a llama.cpp sampler chain, with an optional grammar constraint.
+//! Sampling settings -> a llama.cpp sampler chain, with an optional grammar constraint.
 //!
 //! The grammar is not placed first in the chain: checking every candidate of a 32k vocabulary
 //! against a grammar costs milliseconds per token. Like llama.cpp's own sampler we sample without
@@ -12,46 +12,15 @@ use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use llama_cpp_2::token::LlamaToken;
 
 use super::model::Model;
-use super::EngineError;
+use crate::engine::{EngineError, SamplingParams};
 
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 const PENALTY_LAST_N: i32 = 64;
 
-/// Sampling settings of one request, already validated by the caller.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SamplingParams {
-    /// 0 means greedy.
-    pub temperature: f32,
-    pub top_p: f32,
-    /// 0 disables top-k.
-    pub top_k: i32,
-    /// 0 disables min-p.
-    pub min_p: f32,
-    /// 1.0 disables it.
-    pub repeat_penalty: f32,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
-    /// `None` picks a fresh seed.
-    pub seed: Option<u32>,
-    /// A GBNF grammar (root rule `root`) the output must match.
-    pub grammar: Option<String>,
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 0.8,
-            top_p: 0.95,
-            top_k: 40,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
-            seed: None,
-            grammar: None,
-        }
-    }
-}
+/// llama.cpp could not compile a grammar (its message).
+#[derive(Debug, thiserror::Error)]
+#[error("the grammar does not compile: {0}")]
+pub struct GrammarRejected(pub String);
 
 /// The sampler of one sequence.
 pub struct TokenSampler {
@@ -60,7 +29,13 @@ pub struct TokenSampler {
 }
 
 impl TokenSampler {
-    pub fn new(model: &Model, params: &SamplingParams) -> Result<Self, EngineError> {
+    /// The chain `params` describe, constrained by `grammar` (GBNF, root rule `root`) if given.
+    /// Compiling a grammar takes milliseconds to seconds: never call this on the engine thread.
+    pub fn new(
+        model: &Model,
+        params: &SamplingParams,
+        grammar: Option<&str>,
+    ) -> Result<Self, GrammarRejected> {
         let llama = model.llama();
         let mut stages = vec![LlamaSampler::penalties(
             llama.n_vocab(),
@@ -84,13 +59,9 @@ impl TokenSampler {
             stages.push(LlamaSampler::temp(params.temperature));
             stages.push(LlamaSampler::dist(params.seed.unwrap_or_else(fresh_seed)));
         }
-        let grammar = params
-            .grammar
-            .as_deref()
+        let grammar = grammar
             .map(|g| {
-                LlamaSampler::grammar(llama, g, "root").map_err(|e| {
-                    EngineError::Sampling(format!("the grammar does not compile: {e}"))
-                })
+                LlamaSampler::grammar(llama, g, "root").map_err(|e| GrammarRejected(e.to_string()))
             })
             .transpose()?;
         Ok(Self {

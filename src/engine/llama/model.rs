@@ -1,5 +1,5 @@
 //! Opening a GGUF model: checks before llama.cpp sees the file, loading, the chat template and
-//! tokenizer helpers. The model is shared (read-only, `Sync`); contexts are not (see scheduler).
+//! tokenizer helpers. The model is shared (read-only, `Sync`); contexts are not (see `scheduler`).
 
 use std::fs::File;
 use std::io::Read;
@@ -12,9 +12,8 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
 
-use super::chat::ChatMessage;
 use super::template::{self, Fragment, RenderedChat, SpecialText};
-use super::EngineError;
+use crate::engine::{ChatMessage, EngineError};
 
 /// Mistral's `[INST]` format, used when the GGUF carries no chat template (or one llama.cpp does not
 /// recognise). v3 is the format of Mistral-7B-Instruct v0.3, the default model.
@@ -185,14 +184,6 @@ impl Model {
         self.llama
             .apply_chat_template(&self.template, &chat, true)
             .map_err(|e| EngineError::Template(format!("chat template failed: {e}")))
-    }
-
-    /// Whether llama.cpp compiles `grammar` (GBNF, root rule `root`) for this vocabulary: checked
-    /// when a request arrives, so that a bad grammar is the client's 400, not a failed stream.
-    pub fn check_grammar(&self, grammar: &str) -> Result<(), EngineError> {
-        llama_cpp_2::sampling::LlamaSampler::grammar(&self.llama, grammar, "root")
-            .map(drop)
-            .map_err(|e| EngineError::InvalidGrammar(e.to_string()))
     }
 
     /// The bytes of one token as the model spells it (may be part of a UTF-8 character).

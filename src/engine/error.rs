@@ -1,0 +1,95 @@
+//! What can go wrong in an engine, from opening the model to a failed decode step, and which side
+//! caused it (the client, a busy server, or a fault).
+
+use std::path::PathBuf;
+
+/// What can go wrong in the engine, from opening the model to a failed decode step.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "model file not found: {}\n  Download the default model with `scripts/download-model` \
+         (or pass another GGUF with --model / LEAFRESH_MODEL).",
+        path.display()
+    )]
+    ModelMissing { path: PathBuf },
+    #[error("{} is not a usable GGUF model: {why}", path.display())]
+    ModelNotGguf { path: PathBuf, why: String },
+    #[error(
+        "llama.cpp could not load {} (truncated download, unsupported architecture, or not \
+         enough memory; see the llama.cpp messages above)",
+        path.display()
+    )]
+    ModelRejected { path: PathBuf },
+    #[error("llama.cpp backend failed to start: {0}")]
+    Backend(String),
+    #[error("could not create the llama.cpp context: {0}")]
+    Context(String),
+    #[error(
+        "the prompt is {prompt} tokens long but the context window is {context} tokens; \
+         there is no room left to generate"
+    )]
+    PromptTooLong { prompt: usize, context: usize },
+    /// Found without tokenizing the whole prompt: its text alone needs more tokens than fit.
+    #[error(
+        "the prompt needs at least {at_least} tokens ({bytes} bytes of text, at most \
+         {max_token_bytes} bytes per token) but the context window is {context} tokens"
+    )]
+    PromptOverContext {
+        at_least: usize,
+        bytes: usize,
+        max_token_bytes: usize,
+        context: usize,
+    },
+    #[error("invalid prompt: {0}")]
+    InvalidPrompt(String),
+    /// A JSON schema the client sent (`response_format`) that the engine cannot enforce.
+    #[error("the JSON schema could not be turned into a grammar (unsupported or invalid schema)")]
+    InvalidSchema(String),
+    /// The chat template could not be applied, or not followed (a server fault).
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The sampler failed: a grammar that no longer compiles on the engine thread, or one that
+    /// rejected the token it let through. Client grammars are checked before they get here, so
+    /// this is always a server fault.
+    #[error("sampling failed: {0}")]
+    Sampling(String),
+    #[error("the sampler chose no token")]
+    NoTokenSampled,
+    #[error("the server is busy; try again shortly")]
+    Overloaded,
+    #[error("the inference engine has stopped")]
+    Stopped,
+    #[error("waited {seconds} s for a free slot; the server is busy, try again shortly")]
+    QueueTimeout { seconds: u64 },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+    /// A bug: preparing a request panicked.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    /// True when the server is busy or going away: worth a retry later (HTTP 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            EngineError::Overloaded
+                | EngineError::Stopped
+                | EngineError::QueueTimeout { .. }
+                | EngineError::ShuttingDown
+        )
+    }
+
+    /// True when the caller's input caused the error (as opposed to a server fault).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            EngineError::PromptTooLong { .. }
+                | EngineError::PromptOverContext { .. }
+                | EngineError::InvalidPrompt(_)
+                | EngineError::InvalidSchema(_)
+        )
+    }
+}

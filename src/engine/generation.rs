@@ -1,0 +1,133 @@
+//! What goes into an engine and what comes back, the same for every engine: a [`Generation`]
+//! (chat messages, sampling settings, an output constraint, a token limit) and a stream of
+//! [`GenerationEvent`]s ending with a [`GenerationSummary`] or an error.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::chat::ChatMessage;
+use super::EngineError;
+
+/// One generation as an API asks for it. The engine renders the messages with the model's chat
+/// template, counts them, and sizes the answer to the context window.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub messages: Vec<ChatMessage>,
+    pub sampling: SamplingParams,
+    /// What the output must match, if anything.
+    pub constraint: Option<OutputConstraint>,
+    /// The most new tokens the caller wants; `None` leaves it to the room the context has left.
+    pub max_tokens: Option<usize>,
+    /// Strings that end the generation; they are not part of the text sent back.
+    pub stop: Vec<String>,
+}
+
+/// A constraint on the generated text, enforced while sampling.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputConstraint {
+    /// A JSON schema from the client (`response_format`); one the engine cannot enforce is the
+    /// client's mistake ([`EngineError::InvalidSchema`]).
+    JsonSchema(String),
+    /// A GBNF grammar (root rule `root`) written by this service; one that does not compile is a
+    /// server fault.
+    Grammar(String),
+}
+
+/// Sampling settings of one request, already validated by the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables top-k.
+    pub top_k: i32,
+    /// 0 disables min-p.
+    pub min_p: f32,
+    /// 1.0 disables it.
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    /// `None` picks a fresh seed.
+    pub seed: Option<u32>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+/// What an engine sends back for one request: text pieces (always valid UTF-8), then exactly one
+/// `Done` or `Failed`. A channel that closes without either means the engine stopped.
+#[derive(Debug, Clone)]
+pub enum GenerationEvent {
+    Text(String),
+    Done(GenerationSummary),
+    Failed(EngineError),
+}
+
+/// The events of one generation. Dropping the receiver cancels the generation.
+pub type GenerationEvents = mpsc::Receiver<GenerationEvent>;
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model ended it (an end-of-generation token; with a grammar: the grammar is complete).
+    Stop,
+    /// It used its whole token budget.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// The final event of a successful generation.
+#[derive(Debug, Clone)]
+pub struct GenerationSummary {
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV cells came from the cache instead of being computed.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+    /// From submission to a free slot.
+    pub queue_wait: Duration,
+    /// From submission to the first generated token (queue and prompt processing included).
+    pub time_to_first_token: Duration,
+    /// From submission to the end.
+    pub total_time: Duration,
+}
+
+impl GenerationSummary {
+    /// Generated tokens per second after the first one (the decode speed a reader sees).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let decode = self.total_time.saturating_sub(self.time_to_first_token);
+        if self.completion_tokens < 2 || decode.is_zero() {
+            return 0.0;
+        }
+        (self.completion_tokens - 1) as f64 / decode.as_secs_f64()
+    }
+}
+
+/// A snapshot of an engine's load, for `/metrics` and `/health`.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineStats {
+    pub active: usize,
+    pub queued: usize,
+    pub alive: bool,
+}

@@ -1,0 +1,154 @@
+//! Batch building, decode and failure isolation. Each decode step carries one token for every
+//! generating slot first (they are what users are waiting on), then prompt chunks in the room
+//! left (continuous batching): a newly admitted request starts while others stream, and a long
+//! prompt holds the others back for at most one chunk.
+//!
+//! llama.cpp reports a failed decode per batch, not per sequence. Every slot remembers what it
+//! staged, so a failed batch is undone and retried sequence by sequence, and only the sequence
+//! that fails on its own gets the error.
+
+use llama_cpp_2::token::LlamaToken;
+
+use super::sequence::Sequence;
+use super::Scheduler;
+use crate::engine::EngineError;
+
+/// One llama.cpp sequence: its cached cells and, when busy, the request it serves.
+#[derive(Default)]
+pub struct Slot {
+    /// The tokens whose KV cells this sequence holds, in position order.
+    pub cells: Vec<LlamaToken>,
+    pub sequence: Option<Sequence>,
+    /// Admission counter value when last used (to evict the least recently used cache).
+    pub last_used: u64,
+    /// What this slot put into the batch being decoded, to undo it if the decode fails.
+    pub staged: Option<Staged>,
+}
+
+/// A slot's share of one decode step.
+#[derive(Debug, Clone, Copy)]
+pub enum Staged {
+    /// The token sampled at the last step.
+    Token(LlamaToken),
+    /// Prompt tokens from this position on.
+    Chunk { from: usize },
+}
+
+impl Scheduler<'_> {
+    /// Builds the next batch and decodes it; then every slot whose logits came back samples.
+    pub(super) fn step(&mut self) {
+        if self.fill_batch() == 0 {
+            return;
+        }
+        match self.ctx.decode(&mut self.batch) {
+            Ok(()) => self.sample_all(),
+            Err(e) => self.isolate_failure(EngineError::Decode(e.to_string())),
+        }
+    }
+
+    /// Generating sequences first, then prompt chunks. Returns the number of tokens staged.
+    fn fill_batch(&mut self) -> usize {
+        self.batch.clear();
+        let (generating, prefilling): (Vec<usize>, Vec<usize>) = (0..self.slots.len())
+            .filter(|&id| self.slots[id].sequence.is_some())
+            .partition(|&id| {
+                self.slots[id]
+                    .sequence
+                    .as_ref()
+                    .is_some_and(|s| s.next_input.is_some())
+            });
+        for slot_id in generating.into_iter().chain(prefilling) {
+            self.stage(slot_id);
+        }
+        self.batch.n_tokens() as usize
+    }
+
+    /// Adds a slot's work to the batch: the token it sampled last, or the next chunk of its prompt
+    /// that fits. Remembers what it added, so that a failed decode can be undone.
+    fn stage(&mut self, slot_id: usize) {
+        let room = self.batch_size - self.batch.n_tokens() as usize;
+        let slot = &mut self.slots[slot_id];
+        slot.staged = None;
+        let Some(seq) = slot.sequence.as_mut() else {
+            return;
+        };
+        seq.logits_index = None;
+        if let Some(token) = seq.next_input.take() {
+            self.batch
+                .add(token, slot.cells.len() as i32, &[slot_id as i32], true)
+                .expect("the batch holds one token per slot");
+            slot.cells.push(token);
+            seq.logits_index = Some(self.batch.n_tokens() - 1);
+            slot.staged = Some(Staged::Token(token));
+            return;
+        }
+        if room == 0 || seq.prefilled == seq.prompt.len() {
+            return;
+        }
+        let from = seq.prefilled;
+        let end = (from + room).min(seq.prompt.len());
+        for i in from..end {
+            let last = i + 1 == seq.prompt.len();
+            self.batch
+                .add(seq.prompt[i], i as i32, &[slot_id as i32], last)
+                .expect("the chunk is sized to the batch");
+        }
+        slot.cells.extend_from_slice(&seq.prompt[from..end]);
+        seq.prefilled = end;
+        if end == seq.prompt.len() {
+            seq.logits_index = Some(self.batch.n_tokens() - 1);
+        }
+        slot.staged = Some(Staged::Chunk { from });
+    }
+
+    /// Takes back what a slot staged: its cells and KV entries from the batch, its state before.
+    fn unstage(&mut self, slot_id: usize) {
+        let slot = &mut self.slots[slot_id];
+        let Some(staged) = slot.staged.take() else {
+            return;
+        };
+        let from = match staged {
+            Staged::Token(_) => slot.cells.len() - 1,
+            Staged::Chunk { from } => from,
+        };
+        slot.cells.truncate(from);
+        if let Some(seq) = slot.sequence.as_mut() {
+            match staged {
+                Staged::Token(token) => seq.next_input = Some(token),
+                Staged::Chunk { from } => seq.prefilled = from,
+            }
+            seq.logits_index = None;
+        }
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot_id as u32), Some(from as u32), None);
+    }
+
+    /// Undoes the failed batch and decodes each sequence on its own, so only the sequence that
+    /// fails again gets the error.
+    fn isolate_failure(&mut self, error: EngineError) {
+        let staged: Vec<usize> = (0..self.slots.len())
+            .filter(|&id| self.slots[id].staged.is_some())
+            .collect();
+        tracing::warn!(%error, sequences = staged.len(), "decode failed; retrying sequence by sequence");
+        for &slot_id in &staged {
+            self.unstage(slot_id);
+        }
+        for slot_id in staged {
+            self.batch.clear();
+            self.stage(slot_id);
+            match self.ctx.decode(&mut self.batch) {
+                Ok(()) => self.sample(slot_id),
+                Err(e) => {
+                    tracing::error!(slot_id, error = %e, "decode failed for this sequence");
+                    self.slots[slot_id].staged = None;
+                    self.finish(slot_id, Err(EngineError::Decode(e.to_string())));
+                    self.slots[slot_id].cells.clear();
+                    let _ = self
+                        .ctx
+                        .clear_kv_cache_seq(Some(slot_id as u32), None, None);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The queue and admission: the bounded queue between the async side and the engine thread, and
+//! the engine thread's handling of waiting requests (expiry, abandonment, admission to slots).
+//!
+//! The queue is bounded by a counter, not by the channel: the submitting side refuses a request
+//! at once when `queue_size` are waiting (503 with `Retry-After`), and the engine thread
+//! decrements the counter when a request leaves the queue for any reason.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::sequence::Sequence;
+use super::slots::{self, Reuse};
+use super::Scheduler;
+use crate::engine::llama::sampling::TokenSampler;
+use crate::engine::{EngineError, EngineStats, GenerationEvent, GenerationEvents};
+
+/// A request ready for the inference thread: tokenized, sized, its sampler built (grammar
+/// compiled), so that the inference thread only decodes.
+pub struct PreparedRequest {
+    pub prompt: Vec<LlamaToken>,
+    pub max_new_tokens: usize,
+    pub sampler: TokenSampler,
+    pub stop: Vec<String>,
+    /// When the API handed the request to the engine (before tokenizing).
+    pub submitted: Instant,
+}
+
+/// A queued request and where its events go.
+pub struct Job {
+    pub request: PreparedRequest,
+    pub events: mpsc::Sender<GenerationEvent>,
+}
+
+pub enum Command {
+    Generate(Job),
+    /// Ends every queued and running request with this error (graceful stop past its deadline).
+    AbortAll(EngineError),
+}
+
+/// Counters shared by the queue's two sides.
+#[derive(Debug)]
+pub struct Shared {
+    pub queued: AtomicUsize,
+    pub active: AtomicUsize,
+    pub alive: AtomicBool,
+    pub queue_size: usize,
+}
+
+impl Shared {
+    pub fn new(queue_size: usize) -> Self {
+        Self {
+            queued: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            alive: AtomicBool::new(true),
+            queue_size: queue_size.max(1),
+        }
+    }
+}
+
+/// The submitting side of the queue; cheap to clone.
+#[derive(Clone)]
+pub struct JobQueue {
+    pub(super) commands: Sender<Command>,
+    pub(super) shared: std::sync::Arc<Shared>,
+}
+
+impl JobQueue {
+    /// Queues a request and returns its events. Refuses when the queue is full or the engine has
+    /// stopped.
+    pub fn push(&self, request: PreparedRequest) -> Result<GenerationEvents, EngineError> {
+        if !self.shared.alive.load(Ordering::Relaxed) {
+            return Err(EngineError::Stopped);
+        }
+        if self.shared.queued.fetch_add(1, Ordering::AcqRel) >= self.shared.queue_size {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Overloaded);
+        }
+        // Room for every text piece plus the final event: the engine never blocks on a client.
+        let (events, receiver) = mpsc::channel(request.max_new_tokens + 2);
+        if self
+            .commands
+            .send(Command::Generate(Job { request, events }))
+            .is_err()
+        {
+            self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(EngineError::Stopped);
+        }
+        Ok(receiver)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            active: self.shared.active.load(Ordering::Relaxed),
+            queued: self.shared.queued.load(Ordering::Relaxed),
+            alive: self.shared.alive.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn abort_all(&self, error: EngineError) {
+        let _ = self.commands.send(Command::AbortAll(error));
+    }
+}
+
+impl Scheduler<'_> {
+    pub(super) fn handle(&mut self, command: Command) {
+        match command {
+            Command::Generate(job) => self.waiting.push_back(job),
+            Command::AbortAll(error) => {
+                for job in std::mem::take(&mut self.waiting) {
+                    self.leave_queue();
+                    let _ = job.events.try_send(GenerationEvent::Failed(error.clone()));
+                }
+                for slot_id in 0..self.slots.len() {
+                    if self.slots[slot_id].sequence.is_some() {
+                        self.finish(slot_id, Err(error.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queued requests whose client left are dropped without any decoding; those that waited
+    /// too long are refused.
+    pub(super) fn expire_waiting(&mut self) {
+        let timeout = self.queue_timeout;
+        let before = self.waiting.len();
+        self.waiting.retain(|job| {
+            if job.events.is_closed() {
+                return false;
+            }
+            if job.request.submitted.elapsed() > timeout {
+                let _ = job
+                    .events
+                    .try_send(GenerationEvent::Failed(EngineError::QueueTimeout {
+                        seconds: timeout.as_secs(),
+                    }));
+                return false;
+            }
+            true
+        });
+        for _ in self.waiting.len()..before {
+            self.leave_queue();
+        }
+    }
+
+    /// Moves waiting jobs into free slots, oldest first.
+    pub(super) fn admit_waiting(&mut self) {
+        while self.slots.iter().any(|s| s.sequence.is_none()) {
+            let Some(job) = self.waiting.pop_front() else {
+                break;
+            };
+            self.leave_queue();
+            self.admit(job);
+        }
+    }
+
+    /// A job left the queue (admitted, expired, abandoned or aborted).
+    fn leave_queue(&self) {
+        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub(super) fn publish_counts(&self) {
+        let active = self.slots.iter().filter(|s| s.sequence.is_some()).count();
+        self.shared.active.store(active, Ordering::Relaxed);
+    }
+}
+
+impl Scheduler<'_> {
+    /// Puts a job in a free slot, with the longest cached prefix of its prompt in the slot's
+    /// cells (see [`slots::plan_reuse`]); only the rest of the prompt will be computed.
+    fn admit(&mut self, job: Job) {
+        let views = self.slot_views();
+        let prompt = &job.request.prompt;
+        let slot_id =
+            slots::pick_slot(&views, prompt).expect("admit is only called with a free slot");
+        let reuse = slots::plan_reuse(&views, slot_id, prompt);
+        let cached = self.apply_reuse(slot_id, reuse, prompt);
+        self.admissions += 1;
+        let slot = &mut self.slots[slot_id];
+        slot.last_used = self.admissions;
+        slot.sequence = Some(Sequence::new(job, cached));
+    }
+
+    fn slot_views(&self) -> Vec<slots::SlotView<'_>> {
+        self.slots
+            .iter()
+            .map(|s| slots::SlotView {
+                free: s.sequence.is_none(),
+                cells: &s.cells,
+                last_used: s.last_used,
+            })
+            .collect()
+    }
+
+    /// Makes the slot's KV cells match the plan. Returns the number of prompt tokens that need no
+    /// computing (0 when llama.cpp refused to copy or trim: the slot then starts from scratch).
+    fn apply_reuse(&mut self, slot_id: usize, reuse: Reuse, prompt: &[LlamaToken]) -> usize {
+        let seq = slot_id as u32;
+        let kept = match reuse {
+            Reuse::CopyFrom { donor, n } => {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+                self.ctx
+                    .copy_kv_cache_seq(donor as i32, seq as i32, Some(0), Some(n as u32))
+                    .is_ok()
+                    .then_some(n)
+            }
+            // A partial removal can fail.
+            Reuse::Keep(n) => matches!(
+                self.ctx.clear_kv_cache_seq(Some(seq), Some(n as u32), None),
+                Ok(true)
+            )
+            .then_some(n),
+        };
+        let slot = &mut self.slots[slot_id];
+        match kept {
+            Some(n) => {
+                slot.cells = prompt[..n].to_vec();
+                n
+            }
+            None => {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq), None, None);
+                slot.cells.clear();
+                0
+            }
+        }
+    }
+}

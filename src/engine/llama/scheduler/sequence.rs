@@ -1,0 +1,174 @@
+//! Per-token streaming: a request in a slot, sampling its next token from a decoded batch, turning
+//! token bytes into UTF-8 text pieces (stop strings held back), and its final event.
+
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::queue::Job;
+use super::Scheduler;
+use crate::engine::detok::{StopMatcher, Utf8Assembler};
+use crate::engine::llama::model::Model;
+use crate::engine::llama::sampling::TokenSampler;
+use crate::engine::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
+
+/// A request in a slot.
+pub struct Sequence {
+    pub events: mpsc::Sender<GenerationEvent>,
+    pub prompt: Vec<LlamaToken>,
+    /// Prompt tokens in the KV cache (cached or computed).
+    pub prefilled: usize,
+    cached: usize,
+    max_new_tokens: usize,
+    generated: usize,
+    /// The sampled token still to be fed at the next step.
+    pub next_input: Option<LlamaToken>,
+    sampler: TokenSampler,
+    utf8: Utf8Assembler,
+    stop: StopMatcher,
+    /// Index of this sequence's logits in the batch just decoded.
+    pub logits_index: Option<i32>,
+    submitted: Instant,
+    admitted: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Sequence {
+    /// A job admitted with its first `cached` prompt tokens already in the slot's cells.
+    pub fn new(job: Job, cached: usize) -> Self {
+        let Job { request, events } = job;
+        Self {
+            events,
+            prompt: request.prompt,
+            prefilled: cached,
+            cached,
+            max_new_tokens: request.max_new_tokens,
+            generated: 0,
+            next_input: None,
+            sampler: request.sampler,
+            utf8: Utf8Assembler::new(),
+            stop: StopMatcher::new(request.stop),
+            logits_index: None,
+            submitted: request.submitted,
+            admitted: Instant::now(),
+            first_token: None,
+        }
+    }
+
+    /// Samples the next token (if this step computed its logits) and streams its text.
+    fn advance(&mut self, ctx: &LlamaContext<'_>, model: &Model, piece: &mut Vec<u8>) -> Step {
+        let Some(index) = self.logits_index else {
+            return Step::Continue; // Still processing its prompt.
+        };
+        let token = match self.sampler.sample(ctx, index) {
+            Ok(token) => token,
+            Err(e) => return Step::Finish(Err(e)),
+        };
+        self.first_token.get_or_insert_with(Instant::now);
+        if model.is_end_of_generation(token) {
+            return Step::Finish(Ok(FinishReason::Stop));
+        }
+        self.generated += 1;
+        model.token_bytes(token, piece);
+        let (text, stopped) = self.stop.push(self.utf8.push(piece));
+        if !text.is_empty() && self.events.try_send(GenerationEvent::Text(text)).is_err() {
+            return Step::ClientGone;
+        }
+        if stopped {
+            return Step::Finish(Ok(FinishReason::Stop));
+        }
+        if self.generated >= self.max_new_tokens {
+            return Step::Finish(Ok(FinishReason::Length));
+        }
+        self.next_input = Some(token);
+        Step::Continue
+    }
+
+    /// Sends what the stop matcher and the UTF-8 assembler still hold, then the final event.
+    fn finish(mut self, outcome: Result<FinishReason, EngineError>) {
+        let (mut tail, _) = self.stop.push(self.utf8.finish());
+        tail.push_str(&self.stop.finish());
+        if !tail.is_empty() {
+            let _ = self.events.try_send(GenerationEvent::Text(tail));
+        }
+        let event = match outcome {
+            Ok(finish_reason) => {
+                let now = Instant::now();
+                GenerationEvent::Done(GenerationSummary {
+                    finish_reason,
+                    prompt_tokens: self.prompt.len(),
+                    cached_tokens: self.cached,
+                    completion_tokens: self.generated,
+                    queue_wait: self.admitted - self.submitted,
+                    time_to_first_token: self.first_token.unwrap_or(now) - self.submitted,
+                    total_time: now - self.submitted,
+                })
+            }
+            Err(e) => GenerationEvent::Failed(e),
+        };
+        let _ = self.events.try_send(event);
+    }
+}
+
+/// What a sequence does after a decode step.
+enum Step {
+    Continue,
+    Finish(Result<FinishReason, EngineError>),
+    ClientGone,
+}
+
+impl Scheduler<'_> {
+    pub(super) fn sample_all(&mut self) {
+        for slot_id in 0..self.slots.len() {
+            self.sample(slot_id);
+        }
+    }
+
+    /// Samples a slot's next token from the batch just decoded and streams its text.
+    pub(super) fn sample(&mut self, slot_id: usize) {
+        self.slots[slot_id].staged = None;
+        let Some(seq) = self.slots[slot_id].sequence.as_mut() else {
+            return;
+        };
+        match seq.advance(&self.ctx, self.model, &mut self.piece) {
+            Step::Continue => {}
+            Step::Finish(outcome) => self.finish(slot_id, outcome),
+            Step::ClientGone => self.leave(slot_id),
+        }
+    }
+
+    /// Frees the slots whose client has gone.
+    pub(super) fn drop_abandoned(&mut self) {
+        for slot_id in 0..self.slots.len() {
+            let gone = self.slots[slot_id]
+                .sequence
+                .as_ref()
+                .is_some_and(|s| s.events.is_closed());
+            if gone {
+                self.leave(slot_id);
+            }
+        }
+    }
+
+    /// Frees the slot of a sequence whose client has gone, saying how far it had come.
+    fn leave(&mut self, slot_id: usize) {
+        if let Some(seq) = self.slots[slot_id].sequence.take() {
+            tracing::info!(
+                slot_id,
+                prompt_tokens = seq.prompt.len(),
+                prefilled = seq.prefilled,
+                generated = seq.generated,
+                "client left; generation stopped"
+            );
+        }
+    }
+
+    /// Sends the final event and frees the slot (its cells stay cached).
+    pub(super) fn finish(&mut self, slot_id: usize, outcome: Result<FinishReason, EngineError>) {
+        if let Some(seq) = self.slots[slot_id].sequence.take() {
+            seq.finish(outcome);
+        }
+    }
+}
