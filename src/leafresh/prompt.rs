@@ -41,10 +41,11 @@ pub fn base_info_messages(req: &ValidBaseInfo) -> Vec<ChatMessage> {
 /// history turn's, or the new request's when there is no history), then the history as
 /// alternating user/assistant messages, then the new request.
 ///
-/// The instruction is not a system message because Mistral's chat template moves the system text
-/// into the last user turn, which would change the prompt's beginning on every turn and defeat
-/// prefix caching. To keep the history within the context window, the caller passes a shorter
-/// tail of the history (`&history[k..]`); the result only depends on the slice given.
+/// The instruction is not a system message because chat templates differ in where they put one
+/// (Mistral's own Jinja template moves it into the last user turn), and only a prompt that begins
+/// with the same text on every turn can reuse the instruction's cached cells. To keep the history
+/// within the context window, the caller passes a shorter tail of the history (`&history[k..]`);
+/// the result only depends on the slice given.
 pub fn free_text_messages(
     history: &[Turn],
     message: &str,

@@ -3,10 +3,11 @@
 //! owns the one inference thread; `sampling` builds each request's sampler chain.
 //!
 //! [`LlamaEngine::submit`] does a request's CPU work (rendering, tokenizing, compiling its
-//! grammar) on a blocking-pool thread, neither on an async worker nor on the inference thread,
-//! which would stall every running stream while a grammar compiles.
+//! grammar) on the `prepare` pool, neither on an async worker nor on the inference thread, which
+//! would stall every running stream while a grammar compiles.
 
 pub mod model;
+mod prepare;
 pub mod sampling;
 pub mod scheduler;
 pub mod template;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 
 pub use model::{LoadOptions, Model, ModelInfo, Prompt};
+use prepare::PreparePool;
 use sampling::TokenSampler;
 pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
 use scheduler::{JobQueue, PreparedRequest};
@@ -32,8 +34,13 @@ use super::{
 pub struct LlamaEngine {
     model: Arc<Model>,
     queue: JobQueue,
+    prepare: PreparePool,
     slot_context: usize,
 }
+
+/// Threads that prepare requests: tokenizing takes about a millisecond, and two let one long
+/// grammar compile not hold up the next request.
+const PREPARE_THREADS: usize = 2;
 
 impl LlamaEngine {
     /// Starts the inference thread on `model`. The join handle yields `true` if it panicked.
@@ -45,6 +52,7 @@ impl LlamaEngine {
         let engine = Self {
             model,
             queue,
+            prepare: PreparePool::start(PREPARE_THREADS)?,
             slot_context,
         };
         Ok((engine, thread))
@@ -112,8 +120,11 @@ impl Engine for LlamaEngine {
         let submitted = Instant::now();
         let engine = self.clone();
         Box::pin(async move {
-            let job = blocking(move || engine.prepare(generation, submitted)).await?;
-            self.queue.push(job)
+            let request = self
+                .prepare
+                .run(move || engine.prepare(generation, submitted))
+                .await?;
+            self.queue.push(request)
         })
     }
 
@@ -122,7 +133,10 @@ impl Engine for LlamaEngine {
         messages: Vec<ChatMessage>,
     ) -> BoxFuture<'_, Result<usize, EngineError>> {
         let model = Arc::clone(&self.model);
-        Box::pin(blocking(move || model.prompt(&messages).map(|p| p.len())))
+        Box::pin(
+            self.prepare
+                .run(move || model.prompt(&messages).map(|p| p.len())),
+        )
     }
 
     fn context_window(&self) -> usize {
@@ -136,15 +150,4 @@ impl Engine for LlamaEngine {
     fn abort_all(&self, error: EngineError) {
         self.queue.abort_all(error);
     }
-}
-
-/// Runs CPU-bound work on the runtime's blocking pool, so async workers keep serving.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
-) -> Result<T, EngineError> {
-    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(EngineError::Internal(format!(
-            "request preparation failed: {e}"
-        )))
-    })
 }
