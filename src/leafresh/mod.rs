@@ -6,11 +6,15 @@
 //! `query::parse_query` -> `topic::validate_*` -> `prompt::*_messages` + `prompt::answer_grammar`
 //! -> (engine) -> `extract::FragmentExtractor` per piece -> `answer::parse_answer` on the full text
 //! -> `sessions::SessionStore::push_turn`.
+//!
+//! What only unconstrained (`--no-grammar`) output needs lives in `lenient`, behind `extract` and
+//! `answer`.
 
 pub mod answer;
 pub mod categories;
 pub mod constants;
 pub mod extract;
+mod lenient;
 pub mod prompt;
 pub mod query;
 pub mod sessions;
