@@ -1,19 +1,21 @@
 //! The model's final text becomes the `close` event's answer: `{recommend, challenges[3]}` with
 //! the category code on every challenge.
 //!
-//! Under the grammar the text is always strict JSON of the right shape. Without it (a model or
-//! setting that ignores the grammar, the OpenAI-compatible path) the text is repaired: a fenced
-//! or surrounded JSON block, trailing commas, single quotes, and the `1. 제목: 설명` lines a
-//! fine-tuned model writes.
+//! With the answer grammar on (the default) the text is JSON of the answer's shape: the grammar
+//! admits nothing else, and the request leaves room for the longest answer it admits. So the
+//! strict `serde_json` parse reads it; the checks on the values still matter, because the grammar
+//! admits values that trimming empties (a lone U+3000 space). Only `--no-grammar` lets the model
+//! write anything else, and only then do the repairs of `lenient::answer` come into play (a fenced
+//! or surrounded JSON block, trailing commas, single quotes, the `1. 제목: 설명` lines a
+//! fine-tuned model writes). The OpenAI-compatible endpoints never come here: their clients get
+//! the model's text as it is.
 
-use std::sync::LazyLock;
-
-use regex::Regex;
 use serde::Serialize;
 use serde_json::Value;
 use thiserror::Error;
 
 use super::categories::Category;
+use super::lenient::answer::{from_lines, json_repairs};
 use super::prompt::CHALLENGE_COUNT;
 
 /// One recommended challenge, as the front end renders it (a button).
@@ -67,18 +69,18 @@ fn problems_suffix(problems: &[String]) -> String {
 
 /// Parses the model's final text into an answer for `category`.
 ///
-/// Strict JSON first; then the repairs, each applied on top of the previous: the content of a
-/// ```` ``` ```` fenced block, the text between the outermost braces, trailing commas removed,
-/// single-quoted strings turned into JSON strings; finally the line format
-/// (`1. 텀블러 사용하기: 일회용 컵 대신 ...`, or `title:` / `description:` lines).
+/// Strict JSON first (the trimmed text as a JSON object); then the repairs of `lenient::answer`,
+/// each on top of the previous: the content of a ```` ``` ```` fenced block, the text between
+/// the outermost braces, trailing commas removed, single-quoted strings turned into JSON
+/// strings; finally the line format (`1. 텀블러 사용하기: 일회용 컵 대신 ...`, or `title:` /
+/// `description:` lines).
 /// Values are trimmed. The first 3 challenges with a non-empty title and description are kept.
 pub fn parse_answer(text: &str, category: &Category) -> Result<Answer, AnswerError> {
-    let raw = json_candidates(text)
-        .into_iter()
-        .find_map(|candidate| {
-            serde_json::from_str::<Value>(&candidate)
-                .ok()
-                .filter(Value::is_object)
+    let raw = json_object(text.trim())
+        .or_else(|| {
+            json_repairs(text)
+                .iter()
+                .find_map(|candidate| json_object(candidate))
         })
         .map(|v| from_json(&v))
         .or_else(|| from_lines(text))
@@ -88,12 +90,19 @@ pub fn parse_answer(text: &str, category: &Category) -> Result<Answer, AnswerErr
     raw.into_answer(category)
 }
 
+/// `text` as JSON, if it is an object.
+fn json_object(text: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .filter(Value::is_object)
+}
+
 /// What was found, before the 3-challenge rule is applied.
 #[derive(Debug, Default)]
-struct RawAnswer {
-    recommend: String,
+pub(super) struct RawAnswer {
+    pub(super) recommend: String,
     /// `(title, description)` as found, trimmed.
-    challenges: Vec<(String, String)>,
+    pub(super) challenges: Vec<(String, String)>,
 }
 
 impl RawAnswer {
@@ -130,87 +139,6 @@ impl RawAnswer {
     }
 }
 
-/// The texts to try as JSON, from the strictest to the most repaired (duplicates removed).
-fn json_candidates(text: &str) -> Vec<String> {
-    let mut candidates: Vec<String> = vec![text.trim().to_owned()];
-    let mut add = |s: String| {
-        if !candidates.contains(&s) {
-            candidates.push(s);
-        }
-    };
-    let unfenced = fenced_block(text).unwrap_or(text);
-    let braced = outermost_braces(unfenced).unwrap_or(unfenced).trim();
-    add(braced.to_owned());
-    let no_trailing_commas = TRAILING_COMMA.replace_all(braced, "$1").into_owned();
-    add(no_trailing_commas.clone());
-    add(single_to_double_quotes(&no_trailing_commas));
-    candidates
-}
-
-static FENCE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?s)```[A-Za-z0-9_+-]*[ \t]*\r?\n?(.*?)```").expect("valid regex")
-});
-static TRAILING_COMMA: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r",(\s*[}\]])").expect("valid regex"));
-
-/// The content of the first ```` ``` ```` block, if any.
-fn fenced_block(text: &str) -> Option<&str> {
-    FENCE
-        .captures(text)
-        .and_then(|c| c.get(1))
-        .map(|m| m.as_str())
-}
-
-/// From the first `{` to the last `}`.
-fn outermost_braces(text: &str) -> Option<&str> {
-    let start = text.find('{')?;
-    let end = text.rfind('}')?;
-    (start < end).then(|| &text[start..=end])
-}
-
-/// Turns `'...'` strings outside double-quoted strings into JSON strings (Python-style dicts).
-fn single_to_double_quotes(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                // Copy a double-quoted string unchanged, escapes included.
-                out.push(c);
-                while let Some(c) = chars.next() {
-                    out.push(c);
-                    match c {
-                        '\\' => out.extend(chars.next()),
-                        '"' => break,
-                        _ => {}
-                    }
-                }
-            }
-            '\'' => {
-                out.push('"');
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\\' => match chars.next() {
-                            Some('\'') => out.push('\''),
-                            Some(next) => {
-                                out.push('\\');
-                                out.push(next);
-                            }
-                            None => {}
-                        },
-                        '\'' => break,
-                        '"' => out.push_str("\\\""),
-                        c => out.push(c),
-                    }
-                }
-                out.push('"');
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// Reads the answer out of a JSON object, tolerating Korean key names and a missing recommend.
 fn from_json(v: &Value) -> RawAnswer {
     let text = |v: &Value, keys: &[&str]| -> String {
@@ -245,65 +173,21 @@ fn from_json(v: &Value) -> RawAnswer {
     }
 }
 
-static LIST_ITEM: LazyLock<Regex> = LazyLock::new(|| {
-    // `1. 제목: 설명`, `2) 제목 - 설명`, `- 제목: 설명`, with optional markdown bold.
-    Regex::new(r"^\s*(?:\d+\s*[.)]|[-*•])\s*(.+?)\s*(?::|：| - | – )\s*(.+?)\s*$")
-        .expect("valid regex")
-});
-static KEY_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)^\s*(?:[-*•]\s*)?["']?(recommend|title|description|추천|제목|설명)["']?\s*[:：]\s*(.*?)\s*$"#)
-        .expect("valid regex")
-});
-
-/// The line format: `key: value` lines or numbered `title: description` lines; the first other
-/// line before any challenge is the recommendation. `None` when no challenge line is found.
-fn from_lines(text: &str) -> Option<RawAnswer> {
-    let mut raw = RawAnswer::default();
-    for line in text.lines() {
-        let line = line.replace("**", "");
-        let line = line
-            .trim()
-            .trim_matches(|c| matches!(c, '`' | '"' | ',' | '{' | '}' | '[' | ']'));
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(c) = KEY_LINE.captures(line) {
-            let value = c[2]
-                .trim_matches(|c| matches!(c, '"' | '\'' | ','))
-                .trim()
-                .to_owned();
-            match c[1].to_lowercase().as_str() {
-                "recommend" | "추천" => raw.recommend = value,
-                "title" | "제목" => raw.challenges.push((value, String::new())),
-                _ => match raw.challenges.last_mut() {
-                    Some((_, d)) if d.is_empty() => *d = value,
-                    _ => raw.challenges.push((String::new(), value)),
-                },
-            }
-        } else if let Some(c) = LIST_ITEM.captures(line) {
-            raw.challenges
-                .push((c[1].trim().to_owned(), c[2].trim().to_owned()));
-        } else if raw.recommend.is_empty() && raw.challenges.is_empty() {
-            raw.recommend = line.to_owned();
-        }
-    }
-    (!raw.challenges.is_empty()).then_some(raw)
-}
-
+/// Shared with `lenient::answer`'s tests.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::leafresh::categories;
 
-    fn cat() -> &'static Category {
+    pub(in crate::leafresh) fn cat() -> &'static Category {
         categories::by_label("디지털 탄소").unwrap()
     }
 
-    fn titles(a: &Answer) -> Vec<&str> {
+    pub(in crate::leafresh) fn titles(a: &Answer) -> Vec<&str> {
         a.challenges.iter().map(|c| c.title.as_str()).collect()
     }
 
-    const STRICT: &str = r#"{"recommend": "사무실에서 디지털 탄소를 줄여 봐요.", "challenges": [{"title": "메일함 비우기", "description": "오래된 메일을 지워요."}, {"title": "화면 밝기 낮추기", "description": "밝기를 70%로 맞춰요."}, {"title": "클라우드 정리", "description": "안 쓰는 파일을 지워요."}]}"#;
+    pub(in crate::leafresh) const STRICT: &str = r#"{"recommend": "사무실에서 디지털 탄소를 줄여 봐요.", "challenges": [{"title": "메일함 비우기", "description": "오래된 메일을 지워요."}, {"title": "화면 밝기 낮추기", "description": "밝기를 70%로 맞춰요."}, {"title": "클라우드 정리", "description": "안 쓰는 파일을 지워요."}]}"#;
 
     #[test]
     fn strict_json_gives_three_challenges_with_the_category_code() {
@@ -329,57 +213,6 @@ mod tests {
         assert_eq!(a.challenges[0].title, "a");
         assert_eq!(a.challenges[0].description, "b");
         assert_eq!(a.challenges[2].description, "f");
-    }
-
-    #[test]
-    fn fenced_block_with_prose_around_is_repaired() {
-        let text = format!("다음은 추천입니다:\n```json\n{STRICT}\n```\n즐거운 실천 되세요!");
-        assert_eq!(
-            parse_answer(&text, cat()).unwrap(),
-            parse_answer(STRICT, cat()).unwrap()
-        );
-        let text = format!("물론이죠! {STRICT} 이상입니다.");
-        assert_eq!(parse_answer(&text, cat()).unwrap().challenges.len(), 3);
-    }
-
-    #[test]
-    fn trailing_commas_are_repaired() {
-        let text = r#"{"recommend": "r", "challenges": [{"title": "a", "description": "b",}, {"title": "c", "description": "d"}, {"title": "e", "description": "f"},],}"#;
-        assert_eq!(titles(&parse_answer(text, cat()).unwrap()), ["a", "c", "e"]);
-    }
-
-    #[test]
-    fn single_quotes_are_repaired() {
-        let text = r#"{'recommend': '텀블러를 "꼭" 써요', 'challenges': [{'title': 'a', 'description': 'it\'s b'}, {'title': 'c', 'description': 'd'}, {'title': 'e', 'description': 'f'}]}"#;
-        let a = parse_answer(text, cat()).unwrap();
-        assert_eq!(a.recommend, "텀블러를 \"꼭\" 써요");
-        assert_eq!(a.challenges[0].description, "it's b");
-    }
-
-    #[test]
-    fn numbered_title_description_lines_are_parsed() {
-        let text = "환경을 위한 세 가지 챌린지를 추천해요.\n1. 텀블러 사용하기: 일회용 컵 대신 텀블러를 사용해요.\n2) **장바구니 챙기기**: 비닐봉투를 거절해요.\n- 분리수거 - 페트병 라벨을 떼서 버려요.\n";
-        let a = parse_answer(text, cat()).unwrap();
-        assert_eq!(a.recommend, "환경을 위한 세 가지 챌린지를 추천해요.");
-        assert_eq!(
-            titles(&a),
-            ["텀블러 사용하기", "장바구니 챙기기", "분리수거"]
-        );
-        assert_eq!(
-            a.challenges[0].description,
-            "일회용 컵 대신 텀블러를 사용해요."
-        );
-        assert_eq!(a.challenges[2].description, "페트병 라벨을 떼서 버려요.");
-        assert_eq!(a.challenges[2].category, "DIGITAL_CARBON");
-    }
-
-    #[test]
-    fn key_value_lines_are_parsed() {
-        let text = "recommend: 걸어서 출근해요.\nchallenges:\n- title: 도보 출근\n  description: 한 정거장 먼저 내려요.\n- title: 계단\n  description: 엘리베이터 대신 계단\n- 제목: 자전거\n  설명: 따릉이를 타요.";
-        let a = parse_answer(text, cat()).unwrap();
-        assert_eq!(a.recommend, "걸어서 출근해요.");
-        assert_eq!(titles(&a), ["도보 출근", "계단", "자전거"]);
-        assert_eq!(a.challenges[2].description, "따릉이를 타요.");
     }
 
     #[test]

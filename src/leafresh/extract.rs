@@ -12,15 +12,15 @@
 //!   no trailing space is lost between fragments;
 //! - consecutive values are separated by `SEPARATOR` so their words do not run together.
 //!
-//! Unconstrained output (prose around the JSON, code fences, single quotes, unquoted keys,
-//! `title: description` lines) degrades to readable text: prose is kept, fences and brackets are
-//! dropped, and a line that starts with one of the answer's keys (`title: ...`) loses the key.
-//! A final regex pass (`cleanse`) removes any JSON syntax that might still slip through.
+//! This file is the JSON-following core, all that the default path (the answer grammar) needs.
+//! What only unconstrained `--no-grammar` output has (prose around the JSON, code fences, line
+//! heads like `- title:`, unquoted tokens, string escapes) and the final regex pass `cleanse` are
+//! in `lenient::extract`; `step` and `string` call into it.
 
 use std::mem;
-use std::sync::LazyLock;
 
-use regex::Regex;
+pub use super::lenient::extract::cleanse;
+use super::lenient::extract::ProseState;
 
 /// Put between two values (and between prose and a value).
 pub const SEPARATOR: char = '\n';
@@ -28,31 +28,29 @@ pub const SEPARATOR: char = '\n';
 /// Never part of a fragment: JSON syntax and code-fence backticks.
 const FORBIDDEN: [char; 6] = ['"', '{', '}', '[', ']', '`'];
 
-/// The answer's keys, recognised at the start of prose lines (`title: ...`).
-const KEYS: [&str; 4] = ["recommend", "challenges", "title", "description"];
-
 /// Whether a string is in key position (held back until decided) or a value (streamed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Key,
     Value,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Container {
+pub(super) enum Container {
     Object { expect_key: bool },
     Array,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Escape {
+pub(super) enum Escape {
     None,
     Backslash,
     Unicode { digits: u8, code: u32 },
 }
 
+/// The extractor's modes; `Prose`, `ProseHead` and `Bare` are handled in `lenient::extract`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     /// Outside any JSON container: text meant for a person.
     Prose,
     /// At the start of a prose line, holding (in `held`) what may be a key like `- title:`.
@@ -76,23 +74,20 @@ enum Mode {
 /// `finish` once at the end of generation.
 #[derive(Debug, Clone)]
 pub struct FragmentExtractor {
-    mode: Mode,
+    pub(super) mode: Mode,
     stack: Vec<Container>,
     /// Text held back until it can be classified (a key candidate or a prose line head).
-    held: String,
+    pub(super) held: String,
     /// Whitespace (and, in prose, `,` `:`) seen since the last visible character; written out
     /// only when a visible character of the same value follows.
-    pending: String,
+    pub(super) pending: String,
     /// A value ended after something was emitted: the next visible character starts a new one.
     need_separator: bool,
     emitted_any: bool,
-    /// In prose, nothing visible on the current line yet.
-    line_start: bool,
-    /// Length of the current run of backticks.
-    backticks: usize,
-    /// Just after a ``` fence: its language tag (`json`) is dropped.
-    fence_lang: bool,
-    high_surrogate: Option<u32>,
+    /// Line starts and code fences, for the prose modes.
+    pub(super) prose: ProseState,
+    /// A `\uD8xx` escape waiting for its low half.
+    pub(super) high_surrogate: Option<u32>,
     /// Output of the current `push`.
     out: String,
 }
@@ -104,6 +99,7 @@ impl Default for FragmentExtractor {
 }
 
 impl FragmentExtractor {
+    /// An extractor at the start of a reply (in prose, at the start of a line).
     pub fn new() -> Self {
         Self {
             mode: Mode::Prose,
@@ -112,9 +108,7 @@ impl FragmentExtractor {
             pending: String::new(),
             need_separator: false,
             emitted_any: false,
-            line_start: true,
-            backticks: 0,
-            fence_lang: false,
+            prose: ProseState::default(),
             high_surrogate: None,
             out: String::new(),
         }
@@ -133,14 +127,8 @@ impl FragmentExtractor {
     /// whitespace. The extractor is then reset and can be reused.
     pub fn finish(&mut self) -> Option<String> {
         match self.mode {
-            Mode::ProseHead => {
-                // A line that began like a key but never got its colon is just text.
-                self.mode = Mode::Prose;
-                self.line_start = false;
-                for c in mem::take(&mut self.held).chars() {
-                    self.step(c);
-                }
-            }
+            // A line that began like a key but never got its colon is just text.
+            Mode::ProseHead => self.release_head(),
             // An unfinished key, or a string in key position that nothing followed: a reply cut
             // off in the middle of the JSON. Showing it could show a key.
             Mode::AfterKey
@@ -167,7 +155,7 @@ impl FragmentExtractor {
         Some(cleaned)
     }
 
-    fn step(&mut self, c: char) {
+    pub(super) fn step(&mut self, c: char) {
         match self.mode {
             Mode::Prose => self.prose(c),
             Mode::ProseHead => self.prose_head(c),
@@ -182,88 +170,13 @@ impl FragmentExtractor {
         }
     }
 
-    /// Consumes code-fence backticks and the language tag after a fence; `true` if `c` was.
-    fn fence(&mut self, c: char) -> bool {
-        if c == '`' {
-            self.backticks += 1;
-            self.drop_pending_punctuation();
-            return true;
-        }
-        if self.backticks > 0 {
-            self.fence_lang = self.backticks >= 3;
-            self.backticks = 0;
-        }
-        if self.fence_lang {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-') {
-                return true;
-            }
-            self.fence_lang = false;
-        }
-        false
-    }
-
-    fn prose(&mut self, c: char) {
-        if self.fence(c) {
-            return;
-        }
-        match c {
-            '{' => self.open(Container::Object { expect_key: true }),
-            '[' => self.open(Container::Array),
-            // Stray closers, quotes and markdown emphasis carry nothing for a reader.
-            '}' | ']' | '"' | '*' => {}
-            '#' if self.line_start => {}
-            // Kept only if the sentence goes on: a colon before a line break or a JSON block is
-            // syntax ("다음과 같습니다:\n```json").
-            ',' | ':' => self.pending.push(c),
-            '\n' => {
-                self.drop_pending_punctuation();
-                self.pending.push('\n');
-                self.line_start = true;
-            }
-            c if c.is_whitespace() => self.emit_content(c),
-            c if c.is_control() => {}
-            c => {
-                if self.line_start && head_state(c.encode_utf8(&mut [0; 4])) != Head::No {
-                    self.held.push(c);
-                    self.mode = Mode::ProseHead;
-                    return;
-                }
-                self.line_start = false;
-                self.emit_content(c);
-            }
-        }
-    }
-
-    fn prose_head(&mut self, c: char) {
-        if c == '*' {
-            return; // `**title**:` is still a key line
-        }
-        self.held.push(c);
-        match head_state(&self.held) {
-            Head::Partial => {}
-            Head::Complete => {
-                self.held.clear();
-                self.mode = Mode::Prose;
-                self.line_start = false;
-                self.value_end();
-            }
-            Head::No => {
-                self.mode = Mode::Prose;
-                self.line_start = false;
-                for c in mem::take(&mut self.held).chars() {
-                    self.step(c);
-                }
-            }
-        }
-    }
-
-    fn open(&mut self, container: Container) {
+    pub(super) fn open(&mut self, container: Container) {
         self.value_end();
         self.stack.push(container);
         self.mode = Mode::Structural;
     }
 
-    fn structural(&mut self, c: char) {
+    pub(super) fn structural(&mut self, c: char) {
         if self.fence(c) {
             return;
         }
@@ -274,8 +187,7 @@ impl FragmentExtractor {
                 self.stack.pop();
                 self.set_expect_key(false);
                 if self.stack.is_empty() {
-                    self.mode = Mode::Prose;
-                    self.line_start = false;
+                    self.resume_prose();
                 }
             }
             ',' => self.set_expect_key(true),
@@ -304,50 +216,17 @@ impl FragmentExtractor {
         }
     }
 
-    fn set_expect_key(&mut self, value: bool) {
+    pub(super) fn set_expect_key(&mut self, value: bool) {
         if let Some(Container::Object { expect_key }) = self.stack.last_mut() {
             *expect_key = value;
         }
     }
 
-    fn string(&mut self, c: char, quote: char, kind: Kind, escape: Escape) {
-        let set_escape = |this: &mut Self, escape| {
-            this.mode = Mode::Str {
-                quote,
-                kind,
-                escape,
-            }
-        };
+    pub(super) fn string(&mut self, c: char, quote: char, kind: Kind, escape: Escape) {
         match escape {
-            Escape::Backslash => {
-                set_escape(self, Escape::None);
-                match c {
-                    'n' => self.content('\n', kind),
-                    't' => self.content(' ', kind),
-                    'r' | 'b' | 'f' => {}
-                    'u' => set_escape(self, Escape::Unicode { digits: 0, code: 0 }),
-                    c => self.content(c, kind), // \" \\ \/ \' and lenient others
-                }
-            }
-            Escape::Unicode { digits, code } => match c.to_digit(16) {
-                Some(d) if digits == 3 => {
-                    set_escape(self, Escape::None);
-                    self.unicode_escape(code * 16 + d, kind);
-                }
-                Some(d) => set_escape(
-                    self,
-                    Escape::Unicode {
-                        digits: digits + 1,
-                        code: code * 16 + d,
-                    },
-                ),
-                None => {
-                    // A broken \u escape: drop it and read `c` as ordinary string text.
-                    set_escape(self, Escape::None);
-                    self.high_surrogate = None;
-                    self.string(c, quote, kind, Escape::None);
-                }
-            },
+            // Only unconstrained output has escapes: the grammar admits no backslash.
+            Escape::Backslash => self.after_backslash(c, quote, kind),
+            Escape::Unicode { digits, code } => self.unicode_digit(c, quote, kind, digits, code),
             Escape::None if c == quote => match kind {
                 Kind::Value => {
                     self.value_end();
@@ -355,27 +234,14 @@ impl FragmentExtractor {
                 }
                 Kind::Key => self.mode = Mode::AfterKey,
             },
-            Escape::None if c == '\\' => set_escape(self, Escape::Backslash),
+            Escape::None if c == '\\' => {
+                self.mode = Mode::Str {
+                    quote,
+                    kind,
+                    escape: Escape::Backslash,
+                }
+            }
             Escape::None => self.content(c, kind),
-        }
-    }
-
-    fn unicode_escape(&mut self, code: u32, kind: Kind) {
-        match code {
-            0xD800..=0xDBFF => self.high_surrogate = Some(code),
-            0xDC00..=0xDFFF => {
-                if let Some(high) = self.high_surrogate.take() {
-                    let combined = 0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00);
-                    if let Some(c) = char::from_u32(combined) {
-                        self.content(c, kind);
-                    }
-                }
-            }
-            code => {
-                if let Some(c) = char::from_u32(code) {
-                    self.content(c, kind);
-                }
-            }
         }
     }
 
@@ -394,34 +260,7 @@ impl FragmentExtractor {
         self.structural(c);
     }
 
-    fn bare(&mut self, c: char, kind: Kind) {
-        let ends =
-            matches!(c, ',' | '}' | ']' | '{' | '[' | '\n') || (kind == Kind::Key && c == ':');
-        if !ends {
-            self.content(c, kind);
-            return;
-        }
-        self.mode = Mode::Structural;
-        match kind {
-            Kind::Key => {
-                let held = mem::take(&mut self.held);
-                if c == ':' {
-                    self.set_expect_key(false);
-                    return;
-                }
-                self.release_value(&held);
-            }
-            Kind::Value => self.value_end(),
-        }
-        if c == '\n' {
-            // A line break ends an unquoted value as a comma would (YAML-like objects).
-            self.set_expect_key(true);
-        } else {
-            self.structural(c);
-        }
-    }
-
-    fn content(&mut self, c: char, kind: Kind) {
+    pub(super) fn content(&mut self, c: char, kind: Kind) {
         self.high_surrogate = None;
         match kind {
             Kind::Key => self.held.push(c),
@@ -429,7 +268,7 @@ impl FragmentExtractor {
         }
     }
 
-    fn release_value(&mut self, text: &str) {
+    pub(super) fn release_value(&mut self, text: &str) {
         for c in text.chars() {
             self.emit_content(c);
         }
@@ -438,7 +277,7 @@ impl FragmentExtractor {
 
     /// One character of a value (or of prose): whitespace waits in `pending`, invisible and
     /// syntax characters are dropped, a visible character is written after what waited.
-    fn emit_content(&mut self, c: char) {
+    pub(super) fn emit_content(&mut self, c: char) {
         if c == '\r' {
             return;
         }
@@ -462,83 +301,30 @@ impl FragmentExtractor {
 
     /// A value (or a stretch of prose) ended: its trailing whitespace is dropped and the next
     /// visible character starts after a separator.
-    fn value_end(&mut self) {
+    pub(super) fn value_end(&mut self) {
         self.pending.clear();
         if self.emitted_any {
             self.need_separator = true;
         }
     }
-
-    fn drop_pending_punctuation(&mut self) {
-        self.pending.retain(char::is_whitespace);
-    }
 }
 
-/// Whether the start of a prose line is one of the answer's keys (`title:`, `- "description":`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Head {
-    /// Could still become a key line.
-    Partial,
-    /// It is a key line; the key and its colon are dropped.
-    Complete,
-    /// Ordinary text.
-    No,
-}
-
-fn head_state(head: &str) -> Head {
-    let s = head
-        .strip_prefix(['-', '•'])
-        .map(str::trim_start)
-        .unwrap_or(head);
-    let s = s.strip_prefix(['"', '\'']).unwrap_or(s);
-    let word_len = s
-        .find(|c: char| !c.is_ascii_alphabetic())
-        .unwrap_or(s.len());
-    let (word, rest) = s.split_at(word_len);
-    let word = word.to_ascii_lowercase();
-    if rest.is_empty() {
-        return if KEYS.iter().any(|k| k.starts_with(&word)) {
-            Head::Partial
-        } else {
-            Head::No
-        };
-    }
-    if !KEYS.contains(&word.as_str()) {
-        return Head::No;
-    }
-    let rest = rest
-        .strip_prefix(['"', '\''])
-        .unwrap_or(rest)
-        .trim_start_matches([' ', '\t']);
-    match rest {
-        "" => Head::Partial,
-        ":" => Head::Complete,
-        _ => Head::No,
-    }
-}
-
-static SYNTAX: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r#"```[A-Za-z0-9_+-]*|["{}\[\]`]"#).expect("valid regex"));
-
-/// The final cleansing pass on a fragment: removes code fences (with their language tag), double
-/// quotes, braces, brackets and backticks. A no-op on what `FragmentExtractor` produces; a
-/// safety net that also serves callers holding text from elsewhere.
-pub fn cleanse(fragment: &str) -> String {
-    SYNTAX.replace_all(fragment, "").into_owned()
-}
-
+/// Shared with `lenient::extract`'s tests.
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::leafresh::lenient::extract::KEYS;
 
-    fn extract_pieces<'a>(pieces: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    pub(in crate::leafresh) fn extract_pieces<'a>(
+        pieces: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
         let mut x = FragmentExtractor::new();
         let mut out: Vec<String> = pieces.into_iter().filter_map(|p| x.push(p)).collect();
         out.extend(x.finish());
         out
     }
 
-    fn extract(text: &str) -> String {
+    pub(in crate::leafresh) fn extract(text: &str) -> String {
         extract_pieces([text]).concat()
     }
 
@@ -553,7 +339,7 @@ mod tests {
 
     /// Every 2- and 3-piece split (at char boundaries) gives the same text as the whole, and no
     /// fragment contains JSON syntax or is blank.
-    fn assert_split_invariant(text: &str, expected: &str) {
+    pub(in crate::leafresh) fn assert_split_invariant(text: &str, expected: &str) {
         assert_eq!(extract(text), expected, "whole input");
         let bounds: Vec<usize> = text
             .char_indices()
@@ -584,15 +370,6 @@ mod tests {
     #[test]
     fn pretty_answer_with_escapes_gives_the_same_text_for_every_split() {
         assert_split_invariant(PRETTY, PRETTY_TEXT);
-    }
-
-    #[test]
-    fn fenced_answer_with_prose_gives_the_same_text_for_every_split() {
-        let text = "다음은 추천입니다:\n```json\n{\"recommend\": \"걸어서 출근해요.\", \"challenges\": [{\"title\": \"도보 출근\", \"description\": \"한 정거장 먼저 내려요.\"}]}\n```\n도움이 되길 바라요!";
-        assert_split_invariant(
-            text,
-            "다음은 추천입니다\n걸어서 출근해요.\n도보 출근\n한 정거장 먼저 내려요.\n도움이 되길 바라요!",
-        );
     }
 
     #[test]
@@ -662,64 +439,6 @@ mod tests {
     }
 
     #[test]
-    fn unicode_escapes_and_surrogate_pairs_are_decoded() {
-        assert_eq!(
-            extract(r#"{"recommend": "\uD55C\uAE00 \uD83C\uDF31\t끝\/"}"#),
-            "한글 🌱 끝/"
-        );
-        // A broken escape is dropped, the text around it kept.
-        assert_eq!(extract(r#"{"recommend": "a\uZZb"}"#), "aZZb");
-    }
-
-    #[test]
-    fn single_quoted_json_and_trailing_commas() {
-        let text = "{'recommend': '텀블러를 써요.', 'challenges': [{'title': '텀블러', 'description': '컵 대신 써요.',},],}";
-        assert_split_invariant(text, "텀블러를 써요.\n텀블러\n컵 대신 써요.");
-    }
-
-    #[test]
-    fn unquoted_keys_are_dropped() {
-        assert_eq!(
-            extract(
-                "{recommend: 텀블러를 써요, challenges: [{title: 텀블러, description: 컵 대신}]}"
-            ),
-            "텀블러를 써요\n텀블러\n컵 대신"
-        );
-    }
-
-    #[test]
-    fn numbered_title_description_lines_stay_readable() {
-        let text = "추천 챌린지입니다.\n1. 텀블러 사용하기: 일회용 컵 대신 텀블러를 사용해요.\n2. **장바구니 챙기기**: 비닐봉투를 거절해요.\n";
-        assert_split_invariant(
-            text,
-            "추천 챌린지입니다.\n1. 텀블러 사용하기: 일회용 컵 대신 텀블러를 사용해요.\n2. 장바구니 챙기기: 비닐봉투를 거절해요.",
-        );
-    }
-
-    #[test]
-    fn yaml_like_key_lines_lose_their_keys() {
-        let text = "recommend: 걸어서 출근해요.\nchallenges:\n- title: 도보 출근\n  description: 한 정거장 먼저 내려요.\n- \"Title\": 계단 이용";
-        assert_split_invariant(
-            text,
-            "걸어서 출근해요.\n도보 출근\n한 정거장 먼저 내려요.\n계단 이용",
-        );
-        // A line that only starts like a key is text.
-        assert_eq!(
-            extract("titles are short\n- 텀블러"),
-            "titles are short\n- 텀블러"
-        );
-        assert_eq!(extract("desc"), "desc");
-    }
-
-    #[test]
-    fn markdown_headers_and_stray_syntax_are_removed() {
-        assert_eq!(
-            extract("## 오늘의 추천\n]] 텀블러 \"쓰기\" }"),
-            "오늘의 추천\n 텀블러 쓰기"
-        );
-    }
-
-    #[test]
     fn cut_off_output_shows_the_value_so_far_but_no_partial_key() {
         assert_eq!(extract(r#"{"recommend": "텀블러를 쓰"#), "텀블러를 쓰");
         assert_eq!(extract(r#"{"recommend": "텀블러", "chall"#), "텀블러");
@@ -742,11 +461,5 @@ mod tests {
         x.push("{\"recommend\": \"가");
         assert_eq!(x.finish(), None);
         assert_eq!(x.push("{\"title\": \"나\"}"), Some("나".into()));
-    }
-
-    #[test]
-    fn cleanse_strips_fences_quotes_and_brackets() {
-        assert_eq!(cleanse("```json {\"a\": [1]}```"), " a: 1");
-        assert_eq!(cleanse("텀블러, 컵"), "텀블러, 컵");
     }
 }

@@ -7,11 +7,15 @@
 //! messages (`prompt`), fits the history, sizes the answer and its grammar, submits it to the
 //! engine seam, turns each piece into readable fragments (`extract`), parses the full text
 //! (`answer`) and writes the turn to the session (`sessions`).
+//!
+//! What only unconstrained (`--no-grammar`) output needs lives in `lenient`, behind `extract` and
+//! `answer`.
 
 pub mod answer;
 pub mod categories;
 pub mod constants;
 pub mod extract;
+mod lenient;
 pub mod prompt;
 pub mod query;
 pub mod recommender;
