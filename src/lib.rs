@@ -2,15 +2,16 @@
 //! eco-challenge chatbot (its streaming recommendation API) and for OpenAI-compatible clients.
 //!
 //! Rooms: `config` (settings), `engine` (everything that touches llama.cpp), `leafresh` (the
-//! chatbot domain, pure Rust), `http` (thin actix handlers), `testmodel` (tiny GGUF files for tests),
-//! `fuzz_checks` (the properties the fuzz targets in `fuzz/` check).
+//! chatbot domain, pure Rust), `http` (thin actix handlers). The test scaffolding is outside the
+//! shipped library, in `crates/`: `leafresh-testmodel` (GGUF files for tests and benchmarks) and
+//! `leafresh-fuzz-checks` (the properties the fuzz targets in `fuzz/` check).
 
 pub mod config;
 pub mod engine;
-pub mod fuzz_checks;
 pub mod http;
 pub mod leafresh;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
-pub mod testmodel;
+#[cfg(test)]
+mod test_support;

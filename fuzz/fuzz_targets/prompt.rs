@@ -1,4 +1,4 @@
 //! Building prompt tokens: client text never becomes a control token.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| leafresh_llm::fuzz_checks::prompt(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| leafresh_fuzz_checks::prompt(data));

@@ -203,7 +203,7 @@ mod tests {
     /// so a client could put any text (paths, markup, 60 KB of it) into our error body.
     #[test]
     fn regression_unknown_key_echoed_in_error() {
-        let input = crate::fuzz_checks::regression_input("query", "unknown-key-echoed-in-error");
+        let input = crate::test_support::regression_input("query", "unknown-key-echoed-in-error");
         let raw = String::from_utf8(input).unwrap();
         let params = parse_query(&raw).expect("junk under an unknown key is not an error");
         assert!(params.get("location").is_none());

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use leafresh_llm::testmodel::{write_tiny_llama, TinyModelSpec};
+use leafresh_testmodel::{write_tiny_llama, TinyModelSpec};
 use tempfile::TempDir;
 
 use crate::support::{binary, client, free_port};

@@ -1,10 +1,10 @@
-//! The fuzz targets' properties (`src/fuzz_checks.rs`) over the committed seed corpus and over
+//! The fuzz targets' properties (`crates/fuzz-checks`) over the committed seed corpus and over
 //! every input a fuzzer once found failing (`fuzz/regressions/TARGET/NAME`, one file per fix,
 //! named after what it broke), on stable Rust in every test run.
 
 use std::path::Path;
 
-use leafresh_llm::fuzz_checks;
+use leafresh_fuzz_checks as fuzz_checks;
 
 fn run_over(target: &str, check: fn(&[u8])) {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");

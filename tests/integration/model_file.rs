@@ -11,10 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use leafresh_llm::testmodel::vocab::{self, tiny_vocab, MISTRAL_VOCAB_LEN};
-use leafresh_llm::testmodel::{
-    write_tiny_llama, TensorType, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE,
-};
+use leafresh_testmodel::vocab::{self, tiny_vocab, MISTRAL_VOCAB_LEN};
+use leafresh_testmodel::{write_tiny_llama, TensorType, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;

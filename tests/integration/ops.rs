@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use leafresh_llm::testmodel::TinyModelSpec;
+use leafresh_testmodel::TinyModelSpec;
 
 use crate::support::{binary, client, tiny_model, tiny_model_with, Service};
 

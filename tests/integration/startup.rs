@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use leafresh_llm::testmodel::TinyModelSpec;
+use leafresh_testmodel::TinyModelSpec;
 
 use crate::support::{binary, client, free_port, tiny_model, tiny_model_with, Service};
 

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use leafresh_llm::testmodel::{write_tiny_llama, TinyModelSpec};
+use leafresh_testmodel::{write_tiny_llama, TinyModelSpec};
 use serde_json::Value;
 
 /// How long the service may take to load the tiny model and bind.

@@ -195,7 +195,7 @@ impl Model {
     }
 
     /// Whether `token` is one that only special-token parsing produces (control or unknown).
-    pub(crate) fn is_special(&self, token: LlamaToken) -> bool {
+    pub fn is_special(&self, token: LlamaToken) -> bool {
         self.llama
             .vocab()
             .attr(token)

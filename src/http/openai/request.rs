@@ -435,13 +435,13 @@ mod tests {
     /// number field), so anything, of any length, could be put into our error body.
     #[test]
     fn regression_client_text_echoed_in_error() {
-        let input = crate::fuzz_checks::regression_input("openai", "client-text-echoed-in-error");
+        let input = crate::test_support::regression_input("openai", "client-text-echoed-in-error");
         let err = serde_json::from_slice::<ChatRequest>(&input)
             .unwrap()
             .validate()
             .unwrap_err();
         assert!(!err.message.contains("te0017"), "{}", err.message);
-        let input = crate::fuzz_checks::regression_input("openai", "client-name-echoed-in-error");
+        let input = crate::test_support::regression_input("openai", "client-name-echoed-in-error");
         let err = serde_json::from_slice::<ChatRequest>(&input)
             .unwrap()
             .validate()

@@ -3,8 +3,9 @@
 //! full-size (`--preset mistral-7b`) for benchmarks. `--check` then loads the file with llama.cpp
 //! and decodes a few tokens, so a benchmark model is known to work before a server is started.
 //!
-//! Run through `scripts/make-test-model`, or:
-//! `cargo run --release --example make_test_model -- OUT.gguf [options]`
+//! Run through `scripts/make-test-model`, or `cargo build --release --workspace --example
+//! make_test_model` and `target/release/examples/make_test_model OUT.gguf [options]` (a build
+//! with `-p leafresh-testmodel` alone compiles llama.cpp a second time; see Cargo.toml).
 
 use std::io::Write;
 use std::num::NonZeroU32;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use leafresh_llm::testmodel::{
+use leafresh_testmodel::{
     quantize_with_llama_cpp, write_tiny_llama, QuantMix, TensorType, TinyModelSpec, PRESETS,
 };
 use llama_cpp_2::context::params::LlamaContextParams;

@@ -126,7 +126,7 @@ impl TensorInfo {
 /// Collects metadata and tensor infos, then writes the file in one pass.
 ///
 /// ```no_run
-/// use leafresh_llm::testmodel::gguf::{GgufWriter, TensorType};
+/// use leafresh_testmodel::gguf::{GgufWriter, TensorType};
 /// use std::path::Path;
 /// let mut w = GgufWriter::new();
 /// w.add_string("general.architecture", "llama");
@@ -737,7 +737,7 @@ mod tests {
 
     #[test]
     fn q4_0_tensors_are_whole_blocks_from_f32_or_ready_made() {
-        use crate::testmodel::quant::dequantize_q4_0;
+        use crate::quant::dequantize_q4_0;
 
         let mut w = GgufWriter::new();
         w.add_tensor("q.a", &[64, 3], TensorType::Q4_0)

@@ -1,21 +1,22 @@
 //! The properties the fuzz targets in `fuzz/` check, one function per target. They live here,
 //! not in the targets, so that `cargo test` runs them over the committed seed corpus on stable
-//! Rust (`tests/integration/fuzz_corpus.rs`) and a target is a one-line wrapper.
+//! Rust (`tests/integration/fuzz_corpus.rs`) and a target is a one-line wrapper; and in a crate
+//! of their own, not in leafresh-llm, so that none of it ships in the service.
 //!
 //! Each function takes arbitrary bytes and panics only when a property is broken.
 
 use llama_cpp_2::token::LlamaToken;
 
-use crate::engine::llama::{LoadOptions, Model};
-use crate::engine::ChatMessage;
-use crate::http::error::OpenAiError;
-use crate::http::openai::request::ChatRequest;
-use crate::leafresh::extract::cleanse;
-use crate::leafresh::{
+use leafresh_llm::engine::llama::{LoadOptions, Model};
+use leafresh_llm::engine::ChatMessage;
+use leafresh_llm::http::error::OpenAiError;
+use leafresh_llm::http::openai::request::ChatRequest;
+use leafresh_llm::leafresh::extract::cleanse;
+use leafresh_llm::leafresh::{
     default_category, parse_answer, parse_query, validate_base_info, validate_free_text,
     validate_session_id, AnswerError, FragmentExtractor,
 };
-use crate::testmodel::{write_tiny_llama, TinyModelSpec};
+use leafresh_testmodel::{write_tiny_llama, TinyModelSpec};
 
 /// What must never appear in a message a client sees: our Rust types and internals.
 fn assert_no_internals(message: &str) {
@@ -185,8 +186,9 @@ pub fn prompt(data: &[u8]) {
     let controls = |messages: &[ChatMessage]| -> Vec<LlamaToken> {
         let prompt = model.prompt(messages).expect("a prompt");
         prompt
-            .tokens
-            .into_iter()
+            .tokens()
+            .iter()
+            .copied()
             .filter(|&t| model.is_special(t))
             .collect()
     };
@@ -232,14 +234,4 @@ fn fuzz_model() -> &'static Model {
         let _ = std::fs::remove_file(&path);
         model
     })
-}
-
-/// A saved fuzz finding, `fuzz/regressions/TARGET/NAME`, for the regression test named after it.
-#[cfg(test)]
-pub(crate) fn regression_input(target: &str, name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/regressions")
-        .join(target)
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

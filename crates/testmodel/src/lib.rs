@@ -4,7 +4,8 @@
 //! enough to generate and decode in milliseconds, or, for benchmarks, at full 7B/1B size.
 //!
 //! Model weights cannot be downloaded where the tests run, so every test that needs llama.cpp
-//! uses a file written here.
+//! uses a file written here. `examples/make_test_model.rs` writes them from the command line
+//! (`scripts/make-test-model`). A crate of its own so that none of it ships in the service.
 
 pub mod gguf;
 mod llama;
