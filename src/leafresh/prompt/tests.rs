@@ -1,0 +1,256 @@
+//! Unit tests of `prompt` (a file of their own to keep `prompt.rs` short).
+
+use super::*;
+use crate::engine::chat::Role;
+use crate::leafresh::categories;
+
+fn base_req() -> ValidBaseInfo {
+    ValidBaseInfo {
+        session_id: Some("s".into()),
+        location: "도시".into(),
+        work_type: "사무직".into(),
+        category: categories::by_label("디지털 탄소").unwrap(),
+    }
+}
+
+/// The longest answer the grammar admits (all whitespace used, every string full), built
+/// independently of the skeleton.
+fn longest_answer(b: &AnswerBounds) -> String {
+    let s = |n: usize| "가".repeat(n);
+    let item = format!(
+        "{{ \"title\": \"{}\" , \"description\": \"{}\" }}",
+        s(b.title_chars),
+        s(b.description_chars)
+    );
+    format!(
+        "{{ \"recommend\": \"{}\" , \"challenges\": [ {item} , {item} , {item} ] }}",
+        s(b.recommend_chars)
+    )
+}
+
+#[test]
+fn worst_case_counts_every_fixed_byte_and_three_tokens_per_char() {
+    let b = AnswerBounds::MAX;
+    let text = longest_answer(&b);
+    let content = b.recommend_chars + 3 * (b.title_chars + b.description_chars);
+    // Each 가 is 3 bytes, so the byte length is fixed bytes + 3 * content chars.
+    assert_eq!(b.worst_case_tokens(), text.len() + 1);
+    assert_eq!(text.len() - 3 * content, fixed_tokens() - 1);
+    // And the longest answer is valid JSON of the schema's shape.
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["challenges"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn fitting_bounds_fit_every_budget_from_128_to_4096() {
+    let mut previous: Option<AnswerBounds> = None;
+    for budget in 128..=4096 {
+        let Some(b) = AnswerBounds::fitting(budget) else {
+            assert!(AnswerBounds::MIN.worst_case_tokens() > budget, "{budget}");
+            assert!(previous.is_none(), "bounds vanished at {budget}");
+            continue;
+        };
+        assert!(b.worst_case_tokens() <= budget, "{budget}: {b:?}");
+        for (v, min, max) in [
+            (b.recommend_chars, 10, 100),
+            (b.title_chars, 5, 30),
+            (b.description_chars, 10, 120),
+        ] {
+            assert!((min..=max).contains(&v), "{budget}: {b:?}");
+        }
+        if let Some(p) = previous {
+            // More budget never means a shorter answer.
+            assert!(
+                b.content_chars() >= p.content_chars(),
+                "{budget}: {p:?} -> {b:?}"
+            );
+        }
+        // Nearly all of the budget is used unless everything is at its maximum.
+        if b != AnswerBounds::MAX {
+            assert!(
+                budget - b.worst_case_tokens() < 3 * TOKENS_PER_CHAR,
+                "{budget}: {b:?}"
+            );
+        }
+        previous = Some(b);
+    }
+    assert_eq!(AnswerBounds::fitting(4096), Some(AnswerBounds::MAX));
+}
+
+#[test]
+fn fitting_gives_none_for_tiny_budgets_and_min_at_the_threshold() {
+    assert_eq!(AnswerBounds::fitting(0), None);
+    assert_eq!(AnswerBounds::fitting(128), None);
+    let threshold = AnswerBounds::MIN.worst_case_tokens();
+    assert_eq!(AnswerBounds::fitting(threshold - 1), None);
+    assert_eq!(AnswerBounds::fitting(threshold), Some(AnswerBounds::MIN));
+}
+
+#[test]
+fn fitting_shares_the_budget_mostly_to_descriptions() {
+    // The original's defaults: 1024 tokens for base-info, 512 for free-text.
+    let b = AnswerBounds::fitting(1024).unwrap();
+    assert!(b.description_chars > b.title_chars);
+    assert!(b.description_chars >= 50, "{b:?}");
+    assert!(b.worst_case_tokens() <= 1024);
+    let b = AnswerBounds::fitting(512).unwrap();
+    assert!(b.worst_case_tokens() <= 512);
+}
+
+#[test]
+fn schema_states_the_bounds_and_exactly_three_challenges() {
+    let b = AnswerBounds::MAX;
+    let s = answer_schema(&b);
+    assert_eq!(s["properties"]["recommend"]["maxLength"], 100);
+    let challenges = &s["properties"]["challenges"];
+    assert_eq!(challenges["minItems"], 3);
+    assert_eq!(challenges["maxItems"], 3);
+    assert_eq!(challenges["items"]["properties"]["title"]["maxLength"], 30);
+    assert_eq!(challenges["items"]["properties"]["title"]["minLength"], 1);
+    assert_eq!(
+        challenges["items"]["properties"]["description"]["maxLength"],
+        120
+    );
+    assert_eq!(s["additionalProperties"], false);
+    assert_eq!(challenges["items"]["additionalProperties"], false);
+    assert_eq!(s["required"], json!(["recommend", "challenges"]));
+}
+
+#[test]
+fn grammar_has_root_the_bounds_and_only_safe_characters() {
+    let b = AnswerBounds {
+        recommend_chars: 41,
+        title_chars: 17,
+        description_chars: 73,
+    };
+    let g = answer_grammar(&b);
+    assert!(
+        g.starts_with("root ::= \"{\" ws \"\\\"recommend\\\":\""),
+        "{g}"
+    );
+    assert!(
+        g.contains("recommend-str ::= \"\\\"\" first-char content-char{0,40} \"\\\"\""),
+        "{g}"
+    );
+    assert!(g.contains("title-str ::= \"\\\"\" first-char content-char{0,16} \"\\\"\""));
+    assert!(g.contains("description-str ::= \"\\\"\" first-char content-char{0,72} \"\\\"\""));
+    assert_eq!(g.matches(" item ").count(), 3, "{g}");
+    assert!(g.contains("\"\\\"challenges\\\":\""));
+    assert!(g.contains("ws ::= [ \\n]{0,1}"));
+    // Every rule referenced is defined.
+    for rule in [
+        "item",
+        "recommend-str",
+        "title-str",
+        "description-str",
+        "first-char",
+        "content-char",
+        "ws",
+    ] {
+        assert!(
+            g.contains(&format!("\n{rule} ::= ")),
+            "{rule} missing in {g}"
+        );
+    }
+}
+
+#[test]
+fn content_class_excludes_json_syntax_and_escapes() {
+    // The ASCII part of the class, spelled out: printable minus " \ { } [ ].
+    let allowed: String = (0x20u8..0x7f)
+        .map(char::from)
+        .filter(|c| !"\"\\{}[]".contains(*c))
+        .collect();
+    let in_class = |c: char| {
+        matches!(c, ' ' | '!' | '#'..='Z' | '^'..='z' | '|' | '~')
+            || ('\u{A0}'..='\u{D7FF}').contains(&c)
+            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+    };
+    let from_class: String = (0x20u8..0x7f)
+        .map(char::from)
+        .filter(|c| in_class(*c))
+        .collect();
+    assert_eq!(from_class, allowed);
+    assert!(CONTENT_CHAR.starts_with("[ !#-Z^-z|~"));
+    assert!(!FIRST_CHAR.contains("[ "));
+    assert!(in_class('가') && in_class('힣') && !in_class('😀') && !in_class('\u{85}'));
+}
+
+#[test]
+fn every_prompt_starts_with_the_same_instruction() {
+    let cat = categories::default_category();
+    let base = base_info_messages(&base_req());
+    let free = free_text_messages(&[], "텀블러 챌린지 추천해줘", cat);
+    let history = [Turn {
+        user: "[요청]\n이전".into(),
+        assistant: "{\"recommend\": \"a\"}".into(),
+    }];
+    let with_history = free_text_messages(&history, "다른 것도 추천해줘", cat);
+    let prefix = format!("{INSTRUCTION}\n\n");
+    for messages in [&base, &free, &with_history] {
+        assert_eq!(messages[0].role, Role::User);
+        assert!(messages[0].content.starts_with(&prefix));
+        assert!(messages.iter().all(|m| m.role != Role::System));
+    }
+    assert_eq!(INSTRUCTION.matches("challenges").count(), 2);
+}
+
+#[test]
+fn base_info_prompt_names_location_work_type_and_category() {
+    let m = base_info_messages(&base_req());
+    assert_eq!(m.len(), 1);
+    let text = &m[0].content;
+    for part in ["도시", "사무직", "디지털 탄소"] {
+        assert!(text[INSTRUCTION.len()..].contains(part), "{part} missing");
+    }
+    assert!(!text.contains("DIGITAL_CARBON"));
+    assert!(text.ends_with(&base_info_request(&base_req())));
+}
+
+#[test]
+fn free_text_prompt_replays_history_and_ends_with_the_new_request() {
+    let cat = categories::by_label("비건").unwrap();
+    let history = vec![
+        Turn {
+            user: "첫 요청".into(),
+            assistant: "첫 답".into(),
+        },
+        Turn {
+            user: "둘째 요청".into(),
+            assistant: "둘째 답".into(),
+        },
+    ];
+    let m = free_text_messages(&history, "채식 챌린지 더 알려줘", cat);
+    let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
+    use Role::{Assistant, User};
+    assert_eq!(roles, [User, Assistant, User, Assistant, User]);
+    assert_eq!(m[0].content, format!("{INSTRUCTION}\n\n첫 요청"));
+    assert_eq!(m[1].content, "첫 답");
+    assert_eq!(m[2].content, "둘째 요청");
+    assert_eq!(
+        m[4].content,
+        free_text_request("채식 챌린지 더 알려줘", cat)
+    );
+    assert!(m[4].content.contains("비건") && m[4].content.contains("채식 챌린지 더 알려줘"));
+}
+
+#[test]
+fn a_turn_replayed_from_history_reproduces_its_own_prompt() {
+    // Turn 1's prompt must be a prefix of turn 2's prompt (prefix caching across turns).
+    let cat = categories::default_category();
+    let first = free_text_messages(&[], "텀블러 챌린지 추천해줘", cat);
+    let turn = Turn {
+        user: free_text_request("텀블러 챌린지 추천해줘", cat),
+        assistant: "답".into(),
+    };
+    let second = free_text_messages(std::slice::from_ref(&turn), "더 알려줘", cat);
+    assert_eq!(second[0], first[0]);
+    // Same for a base-info turn followed by free text.
+    let base = base_info_messages(&base_req());
+    let turn = Turn {
+        user: base_info_request(&base_req()),
+        assistant: "답".into(),
+    };
+    let next = free_text_messages(&[turn], "더 알려줘", cat);
+    assert_eq!(next[0], base[0]);
+}
