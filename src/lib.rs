@@ -1,7 +1,7 @@
 //! leafresh-llm: serves a quantized LLM through an embedded llama.cpp, for the Leafresh
 //! eco-challenge chatbot (its streaming recommendation API) and for OpenAI-compatible clients.
 //!
-//! Rooms: `config` (settings), `engine` (everything that touches llama.cpp), `leafresh` (the
+//! Rooms: `config` (settings), `engine` (the engine seam, and llama.cpp behind it), `leafresh` (the
 //! chatbot domain, pure Rust), `http` (thin actix handlers). The test scaffolding is outside the
 //! shipped library, in `crates/`: `leafresh-testmodel` (GGUF files for tests and benchmarks) and
 //! `leafresh-fuzz-checks` (the properties the fuzz targets in `fuzz/` check).

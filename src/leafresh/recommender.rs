@@ -31,7 +31,8 @@ pub enum RecommendError {
          {needed}; shorten the message or raise --ctx-size"
     )]
     NoRoomForAnswer { room: usize, needed: usize },
-    /// The model's text is not an answer (only without the grammar, or a cut-off answer).
+    /// The model's text is not an answer: without the grammar, or with it when values are blank
+    /// after trimming (the grammar admits a value of non-ASCII spaces).
     #[error(transparent)]
     Unparseable(#[from] AnswerError),
 }
