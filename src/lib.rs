@@ -6,6 +6,9 @@
 //! shipped library, in `crates/`: `leafresh-testmodel` (GGUF files for tests and benchmarks) and
 //! `leafresh-fuzz-checks` (the properties the fuzz targets in `fuzz/` check).
 
+// The one `unsafe` block of the project (quantizing test models) lives in crates/testmodel.
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod engine;
 pub mod http;
