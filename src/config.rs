@@ -11,6 +11,9 @@ use clap::Parser;
 
 use crate::engine;
 
+mod upstream;
+pub use upstream::UpstreamArgs;
+
 /// All layers on the GPU in a CUDA build (llama.cpp caps it at the model's layer count).
 #[cfg(feature = "cuda")]
 const DEFAULT_GPU_LAYERS: u32 = 999;
@@ -206,6 +209,9 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_NO_GRAMMAR")]
     pub no_grammar: bool,
 
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+
     /// Conversations kept in memory; the least recently used is dropped beyond this.
     #[arg(long, env = "LEAFRESH_MAX_SESSIONS", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -295,6 +301,33 @@ impl Config {
         Duration::from_secs(self.shutdown_timeout)
     }
 
+    /// The upstream engine's settings, in upstream mode (`--upstream`). The fallback context
+    /// window of a request is `--ctx-size`; `--parallel` caps requests in flight.
+    pub fn upstream_settings(&self) -> Option<engine::upstream::UpstreamSettings> {
+        let url = self.upstream.url.as_deref()?;
+        Some(self.upstream.settings(
+            url,
+            self.ctx_size as usize,
+            self.parallel as usize,
+            self.queue_size as usize,
+            self.queue_timeout(),
+        ))
+    }
+
+    /// The `--tokenizer` vocabulary to load (no weights), in upstream mode.
+    pub fn tokenizer_options(&self) -> Option<engine::llama::LoadOptions> {
+        self.upstream
+            .tokenizer
+            .as_ref()
+            .map(|path| engine::llama::LoadOptions {
+                path: path.clone(),
+                n_gpu_layers: 0,
+                mlock: false,
+                mmap: true,
+                vocab_only: true,
+            })
+    }
+
     /// How to open the model file.
     pub fn load_options(&self) -> engine::llama::LoadOptions {
         engine::llama::LoadOptions {
@@ -302,6 +335,7 @@ impl Config {
             n_gpu_layers: self.n_gpu_layers,
             mlock: self.mlock,
             mmap: !self.no_mmap,
+            vocab_only: false,
         }
     }
 
@@ -380,119 +414,4 @@ fn env_file_argument(args: &[OsString]) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        let mut all = vec!["leafresh-llm"];
-        all.extend_from_slice(args);
-        Config::try_parse_from(all)
-    }
-
-    #[test]
-    fn defaults_match_the_documented_ones() {
-        let config = parse(&[]).unwrap();
-        assert_eq!(config.model, PathBuf::from(DEFAULT_MODEL));
-        assert_eq!(config.host.to_string(), "127.0.0.1");
-        assert_eq!(config.port, 8000);
-        assert_eq!(config.parallel, 4);
-        assert_eq!(config.ctx_size, 8192);
-    }
-
-    #[test]
-    fn invalid_values_are_refused_naming_the_setting() {
-        for (args, name) in [
-            (&["--port", "0"][..], "--port"),
-            (&["--port", "70000"][..], "--port"),
-            (&["--parallel", "0"][..], "--parallel"),
-            (&["--ctx-size", "10"][..], "--ctx-size"),
-            (&["--threads=-1"][..], "--threads"),
-            (&["--host", "not-an-ip"][..], "--host"),
-        ] {
-            let message = parse(args).unwrap_err().to_string();
-            assert!(message.contains(name), "{args:?}: {message}");
-        }
-    }
-
-    /// Each pair of settings that llama.cpp or the scheduler cannot serve is refused at start,
-    /// naming both settings.
-    #[test]
-    fn combinations_that_cannot_serve_are_refused_naming_both_settings() {
-        for (args, names) in [
-            (
-                &["--parallel", "40", "--batch-size", "32"][..],
-                ["--batch-size", "--parallel"],
-            ),
-            (
-                &["--parallel", "64", "--batch-size", "32"][..],
-                ["--batch-size", "--parallel"],
-            ),
-            (
-                &["--parallel", "64", "--ctx-size", "4096"][..],
-                ["--ctx-size", "--parallel"],
-            ),
-            (
-                &["--parallel", "3", "--ctx-size", "256"][..],
-                ["--ctx-size", "--parallel"],
-            ),
-        ] {
-            let message = parse(args).unwrap().check().unwrap_err().to_string();
-            for name in names {
-                assert!(message.contains(name), "{args:?}: {message}");
-            }
-        }
-        for args in [
-            &["--parallel", "32", "--batch-size", "32"][..],
-            &[
-                "--parallel",
-                "64",
-                "--batch-size",
-                "64",
-                "--ctx-size",
-                "8192",
-            ][..],
-            &[
-                "--ctx-size",
-                "256",
-                "--parallel",
-                "2",
-                "--batch-size",
-                "8192",
-            ][..],
-        ] {
-            parse(args).unwrap().check().unwrap();
-        }
-    }
-
-    #[test]
-    fn in_an_env_file_the_last_occurrence_wins_but_the_environment_wins_over_both() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.env");
-        std::fs::write(
-            &path,
-            "LEAFRESH_TEST_TWICE=first\nLEAFRESH_TEST_TWICE=second\nLEAFRESH_TEST_PRESET=file\n",
-        )
-        .unwrap();
-        std::env::set_var("LEAFRESH_TEST_PRESET", "environment");
-        load_env_file(&path).unwrap();
-        assert_eq!(std::env::var("LEAFRESH_TEST_TWICE").unwrap(), "second");
-        assert_eq!(
-            std::env::var("LEAFRESH_TEST_PRESET").unwrap(),
-            "environment"
-        );
-    }
-
-    #[test]
-    fn env_file_is_found_in_both_spellings() {
-        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
-        assert_eq!(
-            env_file_argument(&args(&["x", "--env-file", "a.env"])),
-            Some(PathBuf::from("a.env"))
-        );
-        assert_eq!(
-            env_file_argument(&args(&["x", "--port", "1", "--env-file=b.env"])),
-            Some(PathBuf::from("b.env"))
-        );
-        assert_eq!(env_file_argument(&args(&["x"])), None);
-    }
-}
+mod tests;

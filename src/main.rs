@@ -8,6 +8,7 @@ use anyhow::Context;
 
 use leafresh_llm::config::Config;
 use leafresh_llm::engine::llama::{LlamaEngine, Model};
+use leafresh_llm::engine::upstream::{UpstreamEngine, UpstreamSettings};
 use leafresh_llm::engine::Engine;
 use leafresh_llm::http::{self, AppState};
 use leafresh_llm::{lifecycle, logging};
@@ -35,30 +36,11 @@ fn main() -> ExitCode {
 
 #[actix_web::main]
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let model = Model::load(&config.load_options())?;
-    let info = model.info().clone();
-    let settings = config.engine_settings();
-    let threads = settings.threads;
-    let (engine, engine_thread) = LlamaEngine::start(Arc::new(model), settings)?;
-    lifecycle::exit_when_engine_dies(engine_thread);
-    tracing::info!(
-        model = %info.path.display(),
-        size_mib = info.file_size / (1024 * 1024),
-        layers = info.n_layer,
-        params_m = info.n_params / 1_000_000,
-        context = config.ctx_size,
-        context_per_slot = engine.context_window(),
-        parallel = config.parallel,
-        threads,
-        gpu_layers = info.n_layer.min(config.n_gpu_layers),
-        gpu_device = %info.gpu_device.as_deref().unwrap_or("none"),
-        cache_types = %format_args!("{}/{}", config.cache_type_k.name(), config.cache_type_v.name()),
-        chat_template = info.template_source,
-        grammar = !config.no_grammar,
-        "model loaded"
-    );
-
-    let state = web::Data::new(AppState::new(Arc::new(engine), &config));
+    let engine = match config.upstream_settings() {
+        Some(settings) => upstream_engine(&config, settings)?,
+        None => embedded_engine(&config)?,
+    };
+    let state = web::Data::new(AppState::new(engine, &config));
     let app_state = state.clone();
     let cors_origins = config.cors_origins.clone();
     let server = HttpServer::new(move || http::app(app_state.clone(), &cors_origins))
@@ -92,4 +74,50 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     server.await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// llama.cpp in this process: loads the model and starts the inference thread.
+fn embedded_engine(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
+    let model = Model::load(&config.load_options())?;
+    let info = model.info().clone();
+    let settings = config.engine_settings();
+    let threads = settings.threads;
+    let (engine, engine_thread) = LlamaEngine::start(Arc::new(model), settings)?;
+    let engine = engine.with_model_ids(config.model_ids());
+    lifecycle::exit_when_engine_dies(engine_thread);
+    tracing::info!(
+        model = %info.path.display(),
+        size_mib = info.file_size / (1024 * 1024),
+        layers = info.n_layer,
+        params_m = info.n_params / 1_000_000,
+        context = config.ctx_size,
+        context_per_slot = engine.context_window(),
+        parallel = config.parallel,
+        threads,
+        gpu_layers = info.n_layer.min(config.n_gpu_layers),
+        gpu_device = %info.gpu_device.as_deref().unwrap_or("none"),
+        cache_types = %format_args!("{}/{}", config.cache_type_k.name(), config.cache_type_v.name()),
+        chat_template = info.template_source,
+        grammar = !config.no_grammar,
+        "model loaded"
+    );
+    Ok(Arc::new(engine))
+}
+
+/// Upstream mode: no weights here; the upstream may still be down (the background check says
+/// when it answers).
+fn upstream_engine(config: &Config, settings: UpstreamSettings) -> anyhow::Result<Arc<dyn Engine>> {
+    let tokenizer = config
+        .tokenizer_options()
+        .map(|options| Model::load(&options))
+        .transpose()?;
+    tracing::info!(
+        upstream = %settings.base_url,
+        model = settings.model.as_deref().unwrap_or("(the first it lists)"),
+        parallel = settings.parallel,
+        tokenizer = %config.upstream.tokenizer.as_deref().map_or("(the upstream's)".into(), |p| p.display().to_string()),
+        grammar = !config.no_grammar,
+        "upstream mode: generation is delegated; no model is loaded here"
+    );
+    Ok(Arc::new(UpstreamEngine::start(settings, tokenizer)?))
 }

@@ -42,6 +42,8 @@ impl Outcome {
 
 /// Every metric of the service, registered in its own registry.
 pub struct Metrics {
+    /// The engine's name (`llama.cpp` or `upstream`), on every `request finished` line.
+    engine: &'static str,
     next_request_id: AtomicU64,
     registry: Registry,
     requests_active: IntGauge,
@@ -52,6 +54,8 @@ pub struct Metrics {
     generated_tokens_total: IntCounter,
     time_to_first_token: Histogram,
     queue_wait: Histogram,
+    engine_errors_total: IntCounter,
+    upstream_latency: Histogram,
 }
 
 /// Latency buckets in seconds: from a cached prompt on a GPU to a cold 7B prefill on 2 cores.
@@ -60,7 +64,7 @@ const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(engine: &'static str) -> Self {
         let registry = Registry::new();
         let requests_active = IntGauge::new(
             "leafresh_requests_active",
@@ -109,6 +113,19 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid metric");
+        let engine_errors_total = IntCounter::new(
+            "leafresh_engine_errors_total",
+            "Requests the engine failed (decode failures; upstream refused, broken or garbled)",
+        )
+        .expect("valid metric");
+        let upstream_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "leafresh_upstream_latency_seconds",
+                "Upstream mode: from sending a request upstream to its response headers",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(requests_queued.clone()),
@@ -118,12 +135,15 @@ impl Metrics {
             Box::new(generated_tokens_total.clone()),
             Box::new(time_to_first_token.clone()),
             Box::new(queue_wait.clone()),
+            Box::new(engine_errors_total.clone()),
+            Box::new(upstream_latency.clone()),
         ] {
             registry
                 .register(collector)
                 .expect("metric names are unique");
         }
         Self {
+            engine,
             next_request_id: AtomicU64::new(1),
             registry,
             requests_active,
@@ -134,6 +154,8 @@ impl Metrics {
             generated_tokens_total,
             time_to_first_token,
             queue_wait,
+            engine_errors_total,
+            upstream_latency,
         }
     }
 
@@ -165,12 +187,19 @@ impl Metrics {
         self.time_to_first_token
             .observe(summary.time_to_first_token.as_secs_f64());
         self.queue_wait.observe(summary.queue_wait.as_secs_f64());
+        if let Some(latency) = summary.upstream_latency {
+            self.upstream_latency.observe(latency.as_secs_f64());
+        }
     }
 
     /// The Prometheus text exposition, with the engine's current load.
     pub fn render(&self, stats: EngineStats) -> String {
         self.requests_active.set(stats.active as i64);
         self.requests_queued.set(stats.queued as i64);
+        // The engine counts; the counter follows it.
+        let seen = self.engine_errors_total.get();
+        self.engine_errors_total
+            .inc_by(stats.errors.saturating_sub(seen));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -201,7 +230,9 @@ impl RequestRecord {
                 tracing::info!(
                     id = self.id,
                     endpoint = self.endpoint,
+                    engine = self.metrics.engine,
                     outcome = outcome.as_str(),
+                    upstream_ms = summary.upstream_latency.map(|d| d.as_millis() as u64),
                     queue_ms = summary.queue_wait.as_millis() as u64,
                     prompt_tokens = summary.prompt_tokens,
                     cached_tokens = summary.cached_tokens,
@@ -216,17 +247,12 @@ impl RequestRecord {
             None => tracing::info!(
                 id = self.id,
                 endpoint = self.endpoint,
+                engine = self.metrics.engine,
                 outcome = outcome.as_str(),
                 total_ms,
                 "request finished"
             ),
         }
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -238,7 +264,7 @@ mod tests {
 
     #[test]
     fn render_shows_every_metric_with_its_values() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new("llama.cpp"));
         let summary = GenerationSummary {
             finish_reason: FinishReason::Stop,
             prompt_tokens: 400,
@@ -247,6 +273,7 @@ mod tests {
             queue_wait: Duration::from_millis(5),
             time_to_first_token: Duration::from_millis(300),
             total_time: Duration::from_secs(3),
+            upstream_latency: Some(Duration::from_millis(20)),
         };
         metrics
             .begin("base-info")
@@ -255,6 +282,8 @@ mod tests {
             active: 2,
             queued: 1,
             alive: true,
+            engine: "llama.cpp",
+            errors: 3,
         });
         for line in [
             "leafresh_requests_active 2",
@@ -265,6 +294,8 @@ mod tests {
             "leafresh_generated_tokens_total 120",
             "leafresh_time_to_first_token_seconds_count 1",
             "leafresh_queue_wait_seconds_count 1",
+            "leafresh_engine_errors_total 3",
+            "leafresh_upstream_latency_seconds_count 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -65,6 +65,17 @@ pub enum EngineError {
     ShuttingDown,
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
+    /// The upstream engine cannot be reached, refused the connection, timed out before answering,
+    /// or says it is busy: worth a retry later.
+    #[error("the upstream engine is unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// The upstream engine answered wrongly: an error status that is not the request's fault,
+    /// something that is not a chat completion stream, or a stream that broke off.
+    #[error("the upstream engine failed: {0}")]
+    UpstreamFailed(String),
+    /// The upstream engine refused the request itself (a 4xx such as a prompt over its context).
+    #[error("the upstream engine refused the request ({status}): {message}")]
+    UpstreamRejected { status: u16, message: String },
     /// A bug: preparing a request panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -79,7 +90,13 @@ impl EngineError {
                 | EngineError::Stopped
                 | EngineError::QueueTimeout { .. }
                 | EngineError::ShuttingDown
+                | EngineError::UpstreamUnavailable(_)
         )
+    }
+
+    /// True when another server (the upstream engine) failed, not this one (HTTP 502).
+    pub fn is_bad_gateway(&self) -> bool {
+        matches!(self, EngineError::UpstreamFailed(_))
     }
 
     /// True when the caller's input caused the error (as opposed to a server fault).
@@ -90,6 +107,7 @@ impl EngineError {
                 | EngineError::PromptOverContext { .. }
                 | EngineError::InvalidPrompt(_)
                 | EngineError::InvalidSchema(_)
+                | EngineError::UpstreamRejected { .. }
         )
     }
 }

@@ -21,6 +21,12 @@ pub struct Generation {
     pub max_tokens: Option<usize>,
     /// Strings that end the generation; they are not part of the text sent back.
     pub stop: Vec<String>,
+    /// The model the client named (one of [`Engine::model_ids`](super::Engine::model_ids));
+    /// `None` for the engine's default.
+    pub model: Option<String>,
+    /// The conversation this request continues, for engines that route a conversation to the
+    /// replica holding its cache.
+    pub session: Option<String>,
 }
 
 /// A constraint on the generated text, enforced while sampling.
@@ -29,9 +35,10 @@ pub enum OutputConstraint {
     /// A JSON schema from the client (`response_format`); one the engine cannot enforce is the
     /// client's mistake ([`EngineError::InvalidSchema`]).
     JsonSchema(String),
-    /// A GBNF grammar (root rule `root`) written by this service; one that does not compile is a
-    /// server fault.
-    Grammar(String),
+    /// A GBNF grammar (root rule `root`) written by this service, and the JSON schema it
+    /// implements for engines that take only schemas. A grammar that does not compile is a server
+    /// fault.
+    Grammar { gbnf: String, json_schema: String },
 }
 
 /// Sampling settings of one request, already validated by the caller.
@@ -111,6 +118,8 @@ pub struct GenerationSummary {
     pub time_to_first_token: Duration,
     /// From submission to the end.
     pub total_time: Duration,
+    /// An upstream engine: from sending the request to its response headers.
+    pub upstream_latency: Option<Duration>,
 }
 
 impl GenerationSummary {
@@ -129,5 +138,10 @@ impl GenerationSummary {
 pub struct EngineStats {
     pub active: usize,
     pub queued: usize,
+    /// It can serve: the embedded engine's thread runs, the upstream answers.
     pub alive: bool,
+    /// Which engine: `llama.cpp` (embedded) or `upstream`.
+    pub engine: &'static str,
+    /// Requests that failed inside the engine so far (decode errors, upstream faults).
+    pub errors: u64,
 }

@@ -2,8 +2,9 @@
 //! or Leafresh.
 //!
 //! [`Engine`] is what the handlers and the Leafresh recommender hold (`Arc<dyn Engine>`).
-//! [`llama::LlamaEngine`], llama.cpp embedded in this process, is the first implementation. The
-//! rest of this module is what every engine shares: the request and its events
+//! [`llama::LlamaEngine`] runs llama.cpp in this process; [`upstream::UpstreamEngine`] delegates
+//! to an OpenAI-compatible engine over HTTP (vLLM, llama-server, another instance of this
+//! service). The rest of this module is what every engine shares: the request and its events
 //! ([`generation`]), chat messages ([`chat`]), errors, the token budget ([`budget`]) and UTF-8
 //! safe text assembly ([`detok`]).
 
@@ -13,6 +14,7 @@ pub mod detok;
 mod error;
 pub mod generation;
 pub mod llama;
+pub mod upstream;
 
 use futures_util::future::BoxFuture;
 
@@ -40,6 +42,9 @@ pub trait Engine: Send + Sync {
 
     /// The context window of one request: its prompt plus its new tokens must fit in it.
     fn context_window(&self) -> usize;
+
+    /// The model ids clients may name (`/v1/models`), the default first.
+    fn model_ids(&self) -> Vec<String>;
 
     /// Load and liveness, for `/health` and `/metrics`.
     fn stats(&self) -> EngineStats;

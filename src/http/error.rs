@@ -86,6 +86,7 @@ impl LeafreshError {
                 StatusCode::BAD_REQUEST
             }
             LeafreshError::Engine(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            LeafreshError::Engine(e) if e.is_bad_gateway() => StatusCode::BAD_GATEWAY,
             LeafreshError::Engine(e) if e.is_client_error() => StatusCode::BAD_REQUEST,
             LeafreshError::Engine(_) | LeafreshError::Unparseable(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -170,6 +171,9 @@ fn engine_message(error: &EngineError) -> &'static str {
         }
         EngineError::ShuttingDown => "서버가 종료 중입니다. 잠시 후 다시 시도해 주세요.",
         EngineError::Stopped => "추론 엔진이 멈췄습니다. 잠시 후 다시 시도해 주세요.",
+        EngineError::UpstreamUnavailable(_) => {
+            "추론 서버에 연결할 수 없습니다. 잠시 후 다시 시도해 주세요."
+        }
         EngineError::PromptTooLong { .. } | EngineError::PromptOverContext { .. } => {
             "메시지가 너무 깁니다. 메시지를 줄이거나 대화를 초기화해 주세요."
         }
@@ -302,10 +306,26 @@ impl From<EngineError> for OpenAiError {
                     error.to_string(),
                 )
             }
+            // The upstream's own words: vLLM and llama-server both say "context" for an overlong
+            // prompt, which OpenAI codes as context_length_exceeded.
+            EngineError::UpstreamRejected { message, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                message
+                    .contains("context")
+                    .then_some("context_length_exceeded"),
+                error.to_string(),
+            ),
             e if e.is_client_error() => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
                 None,
+                error.to_string(),
+            ),
+            EngineError::UpstreamUnavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("upstream_unavailable"),
                 error.to_string(),
             ),
             e if e.is_unavailable() => (
@@ -314,6 +334,15 @@ impl From<EngineError> for OpenAiError {
                 Some("overloaded"),
                 error.to_string(),
             ),
+            e if e.is_bad_gateway() => {
+                tracing::error!(%error, "request failed");
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "server_error",
+                    Some("upstream_error"),
+                    "the upstream engine failed; see the server log".to_string(),
+                )
+            }
             _ => {
                 tracing::error!(%error, "request failed");
                 (

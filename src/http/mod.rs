@@ -38,8 +38,6 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Set once a stop signal arrived: new requests are refused, running ones finish.
     pub draining: AtomicBool,
-    /// The ids `/v1/models` lists and `model` may name: the model file's name and the alias.
-    pub model_ids: Vec<String>,
     /// When set, `/v1/*` (and with `api_key_leafresh` the Leafresh endpoints) need this bearer key.
     pub api_key: Option<String>,
     pub api_key_leafresh: bool,
@@ -58,13 +56,12 @@ impl AppState {
                 Arc::clone(&sessions),
                 !config.no_grammar,
             ),
+            metrics: Arc::new(Metrics::new(engine.stats().engine)),
             engine,
             sessions,
-            metrics: Arc::new(Metrics::new()),
             sse_keepalive: config.sse_keepalive(),
             max_body_bytes: config.max_body_bytes as usize,
             draining: AtomicBool::new(false),
-            model_ids: config.model_ids(),
             api_key: config.api_key.clone(),
             api_key_leafresh: config.api_key_leafresh,
         }

@@ -20,11 +20,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// 200 while the engine can serve. The port is bound only after the model is loaded, so before
-/// that a client sees a refused connection; 503 once the engine has died or the server is stopping.
+/// that a client sees a refused connection; 503 once the engine has died (upstream mode: while the
+/// upstream does not answer) or the server is stopping.
 async fn health(state: web::Data<AppState>) -> HttpResponse {
-    if !state.engine.stats().alive {
+    let stats = state.engine.stats();
+    if !stats.alive {
+        let reason = match stats.engine {
+            "upstream" => "the upstream engine is unreachable",
+            _ => "the inference engine stopped",
+        };
         return HttpResponse::ServiceUnavailable()
-            .json(json!({"status": "error", "reason": "the inference engine stopped"}));
+            .json(json!({"status": "error", "reason": reason}));
     }
     if state.draining.load(Ordering::Relaxed) {
         return HttpResponse::ServiceUnavailable().json(json!({"status": "stopping"}));

@@ -10,8 +10,8 @@ use super::categories::{default_category, Category};
 use super::constants::{constants, GenerationDefaults};
 use super::extract::FragmentExtractor;
 use super::prompt::{
-    answer_grammar, base_info_messages, base_info_request, free_text_messages, free_text_request,
-    AnswerBounds,
+    answer_grammar, answer_schema, base_info_messages, base_info_request, free_text_messages,
+    free_text_request, AnswerBounds,
 };
 use super::sessions::{SessionStore, Turn};
 use super::topic::{ValidBaseInfo, ValidFreeText};
@@ -59,7 +59,14 @@ impl Recommender {
         let messages = base_info_messages(valid);
         let prompt_tokens = self.engine.count_tokens(messages.clone()).await?;
         let defaults = &constants().generation_defaults.base_info;
-        let events = self.submit(messages, prompt_tokens, defaults).await?;
+        let events = self
+            .submit(
+                messages,
+                prompt_tokens,
+                defaults,
+                valid.session_id.as_deref(),
+            )
+            .await?;
         if let Some(id) = &valid.session_id {
             self.sessions.set_category(id, valid.category);
         }
@@ -80,7 +87,9 @@ impl Recommender {
         let (messages, prompt_tokens) = self
             .fit_history(&history, &valid.message, category, defaults)
             .await?;
-        let events = self.submit(messages, prompt_tokens, defaults).await?;
+        let events = self
+            .submit(messages, prompt_tokens, defaults, session)
+            .await?;
         let turn = self.turn_writer(
             valid.session_id.clone(),
             free_text_request(&valid.message, category),
@@ -142,6 +151,7 @@ impl Recommender {
         messages: Vec<ChatMessage>,
         prompt_tokens: usize,
         defaults: &GenerationDefaults,
+        session: Option<&str>,
     ) -> Result<GenerationEvents, RecommendError> {
         let max_new_tokens = budget::max_new_tokens(
             prompt_tokens,
@@ -154,7 +164,10 @@ impl Recommender {
                     room: max_new_tokens,
                     needed: AnswerBounds::minimum().worst_case_tokens(),
                 })?;
-            Some(OutputConstraint::Grammar(answer_grammar(&bounds)))
+            Some(OutputConstraint::Grammar {
+                gbnf: answer_grammar(&bounds),
+                json_schema: answer_schema(&bounds).to_string(),
+            })
         } else {
             None
         };
@@ -170,6 +183,8 @@ impl Recommender {
             constraint,
             max_tokens: Some(max_new_tokens),
             stop: Vec::new(),
+            model: None,
+            session: session.map(str::to_owned),
         };
         Ok(self.engine.submit(generation).await?)
     }

@@ -26,6 +26,7 @@ fn state() -> web::Data<AppState> {
     .unwrap();
     let model = Model::load(&config.load_options()).unwrap();
     let (engine, _thread) = LlamaEngine::start(Arc::new(model), config.engine_settings()).unwrap();
+    let engine = engine.with_model_ids(config.model_ids());
     web::Data::new(AppState::new(Arc::new(engine), &config))
 }
 

@@ -20,6 +20,7 @@ pub fn model() -> Model {
         n_gpu_layers: 0,
         mlock: false,
         mmap: true,
+        vocab_only: false,
     })
     .expect("load the tiny model")
 }

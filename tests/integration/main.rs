@@ -19,3 +19,4 @@ mod recommend;
 mod scheduler;
 mod startup;
 mod support;
+mod upstream;

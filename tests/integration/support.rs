@@ -64,6 +64,7 @@ pub fn instruction_tokens() -> usize {
         n_gpu_layers: 0,
         mlock: false,
         mmap: true,
+        vocab_only: false,
     })
     .expect("load the tiny model");
     let prompt = model
@@ -112,50 +113,80 @@ pub struct Service {
 impl Service {
     /// Starts the service with `--model model` and `extra_args`, and waits for `/health`.
     pub fn start(model: &Path, extra_args: &[&str]) -> Service {
-        let port = free_port();
+        Self::start_on(free_port(), model, extra_args)
+    }
+
+    /// [`Service::start`] on a given port.
+    pub fn start_on(port: u16, model: &Path, extra_args: &[&str]) -> Service {
+        let mut args = vec!["--model".to_owned(), model.display().to_string()];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let mut service = Self::launch(port, &args);
+        service.wait_healthy();
+        service
+    }
+
+    /// A gateway in upstream mode in front of `upstream` (an OpenAI API base URL), with no
+    /// model; waits until it listens, not until the upstream answers.
+    pub fn gateway(upstream: &str, extra_args: &[&str]) -> Service {
+        let mut args = vec!["--upstream".to_owned(), upstream.to_owned()];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let service = Self::launch(free_port(), &args);
+        assert!(
+            service.wait_for_log("listening on", 1, START_TIMEOUT),
+            "the gateway did not start:\n{}",
+            service.log()
+        );
+        service
+    }
+
+    /// Starts the binary on `port` with `args`, without waiting.
+    fn launch(port: u16, args: &[String]) -> Service {
         let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("service-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("create log file");
         // Tests run several services at once on few cores: one thread each, or llama.cpp's
         // threads spin-wait on each other and a token costs a scheduler time slice.
-        let threads: &[&str] = if extra_args.contains(&"--threads") {
+        let threads: &[&str] = if args.iter().any(|a| a == "--threads") {
             &[]
         } else {
             &["--threads", "1"]
         };
         let child = Command::new(binary())
-            .arg("--model")
-            .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(threads)
-            .args(extra_args)
+            .args(args)
             .env_remove("RUST_LOG")
             .env_remove("LEAFRESH_MODEL")
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("start leafresh-llm");
-        let mut service = Service { child, port, log };
-        service.wait_healthy();
-        service
+        Service { child, port, log }
     }
 
-    fn wait_healthy(&mut self) {
-        let deadline = Instant::now() + START_TIMEOUT;
+    /// Waits until `/health` answers 200.
+    pub fn wait_healthy(&mut self) {
+        assert!(
+            self.wait_health(200, START_TIMEOUT),
+            "service not healthy after {START_TIMEOUT:?}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Waits until `/health` answers `status`; false if it does not within `timeout`.
+    pub fn wait_health(&mut self, status: u16, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("service exited early ({status}):\n{}", self.log());
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                panic!("service exited early ({exit}):\n{}", self.log());
             }
             if let Ok(r) = client().get(self.url("/health")).send() {
-                if r.status().is_success() {
-                    return;
+                if r.status().as_u16() == status {
+                    return true;
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "service not healthy after {START_TIMEOUT:?}:\n{}",
-            self.log()
-        );
+        false
     }
 
     pub fn base_url(&self) -> String {

@@ -7,7 +7,7 @@
 //! would stall every running stream while a grammar compiles.
 
 pub mod model;
-mod prepare;
+pub(crate) mod prepare;
 pub mod sampling;
 pub mod scheduler;
 pub mod template;
@@ -36,6 +36,7 @@ pub struct LlamaEngine {
     queue: JobQueue,
     prepare: PreparePool,
     slot_context: usize,
+    model_ids: Vec<String>,
 }
 
 /// Threads that prepare requests: tokenizing takes about a millisecond, and two let one long
@@ -54,8 +55,15 @@ impl LlamaEngine {
             queue,
             prepare: PreparePool::start(PREPARE_THREADS)?,
             slot_context,
+            model_ids: Vec::new(),
         };
         Ok((engine, thread))
+    }
+
+    /// The ids clients may name for this model (the file's name, an alias).
+    pub fn with_model_ids(mut self, ids: Vec<String>) -> Self {
+        self.model_ids = ids;
+        self
     }
 
     pub fn model(&self) -> &Model {
@@ -104,8 +112,8 @@ impl LlamaEngine {
                     .map_err(|e| refused(e.to_string()))
             }
             // Written by this service: one that does not compile is our fault, not the client's.
-            Some(OutputConstraint::Grammar(grammar)) => {
-                TokenSampler::new(&self.model, sampling, Some(grammar))
+            Some(OutputConstraint::Grammar { gbnf, .. }) => {
+                TokenSampler::new(&self.model, sampling, Some(gbnf))
                     .map_err(|e| EngineError::Sampling(e.to_string()))
             }
         }
@@ -141,6 +149,10 @@ impl Engine for LlamaEngine {
 
     fn context_window(&self) -> usize {
         self.slot_context
+    }
+
+    fn model_ids(&self) -> Vec<String> {
+        self.model_ids.clone()
     }
 
     fn stats(&self) -> EngineStats {

@@ -41,6 +41,9 @@ pub struct LoadOptions {
     pub mlock: bool,
     /// Map the file (the default) or read it into memory.
     pub mmap: bool,
+    /// Load only the vocabulary and the chat template, no weights (a few MB): enough to count
+    /// prompt tokens for an upstream engine.
+    pub vocab_only: bool,
 }
 
 /// What was loaded, for the start-up log and `/v1/models`.
@@ -77,7 +80,8 @@ impl Model {
         let params = LlamaModelParams::default()
             .with_n_gpu_layers(options.n_gpu_layers)
             .with_use_mlock(options.mlock)
-            .with_use_mmap(options.mmap);
+            .with_use_mmap(options.mmap)
+            .with_vocab_only(options.vocab_only);
         let llama = LlamaModel::load_from_file(backend()?, &path, &params)
             .map_err(|_| EngineError::ModelRejected { path: path.clone() })?;
         let (template, template_source) = pick_template(&llama);

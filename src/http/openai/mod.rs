@@ -24,14 +24,42 @@ const ENDPOINT: &str = "chat-completions";
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/chat/completions", web::post().to(chat_completions))
-        .route("/v1/models", web::get().to(models));
+        .route("/v1/models", web::get().to(models))
+        .route("/tokenize", web::post().to(tokenize));
 }
 
 async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Err(e) = state.authorize(&req) {
         return e.error_response();
     }
-    HttpResponse::Ok().json(response::model_list(&state.model_ids))
+    HttpResponse::Ok().json(response::model_list(
+        &state.engine.model_ids(),
+        state.engine.context_window(),
+    ))
+}
+
+/// vLLM's `POST /tokenize` for chat messages: `{"model", "messages"}` -> `{"count",
+/// "max_model_len"}`, so that a gateway in front of this service (upstream mode) counts prompts
+/// exactly. Token ids are not listed.
+async fn tokenize(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let counted = async {
+        state.authorize(&req)?;
+        let body = read_limited(&req, payload, state.max_body_bytes).await?;
+        let messages = request::tokenize_messages(&body)?;
+        let count = state.engine.count_tokens(messages).await?;
+        Ok::<_, OpenAiError>(count)
+    };
+    match counted.await {
+        Ok(count) => HttpResponse::Ok().json(serde_json::json!({
+            "count": count,
+            "max_model_len": state.engine.context_window(),
+        })),
+        Err(e) => e.error_response(),
+    }
 }
 
 async fn chat_completions(
@@ -82,7 +110,7 @@ async fn accept(
     let request: ChatRequest =
         serde_json::from_slice(&body).map_err(|e| OpenAiError::from_json(&e))?;
     let valid = request.validate()?;
-    if !state.model_ids.contains(&valid.model) {
+    if !state.engine.model_ids().contains(&valid.model) {
         return Err(OpenAiError::model_not_found(&valid.model));
     }
     let events = state.engine.submit(generation(&valid)).await?;
@@ -117,6 +145,8 @@ fn generation(valid: &ValidChatRequest) -> Generation {
         constraint: constraint.map(OutputConstraint::JsonSchema),
         max_tokens: valid.max_tokens,
         stop: valid.stop.clone(),
+        model: Some(valid.model.clone()),
+        session: None,
     }
 }
 

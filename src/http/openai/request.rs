@@ -241,6 +241,18 @@ fn described(value: &Value) -> String {
     }
 }
 
+/// The messages of a `/tokenize` body (`{"messages": [...]}`; other fields are ignored).
+pub fn tokenize_messages(body: &[u8]) -> Result<Vec<ChatMessage>, OpenAiError> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| OpenAiError::from_json(&e))?;
+    if !value.is_object() {
+        return Err(OpenAiError::invalid(
+            "body",
+            "The body must be a JSON object with `messages`.",
+        ));
+    }
+    messages(value.get_mut("messages").map(Value::take))
+}
+
 /// Names of the OpenAI API we do not serve (roles, content part types): quoted in an error when
 /// the client sent one of them, which says what is unsupported without repeating client text.
 const KNOWN_UNSUPPORTED: &[&str] = &[

@@ -29,7 +29,9 @@ fn completion_id() -> String {
 }
 
 /// `GET /v1/models`.
-pub fn model_list(ids: &[String]) -> Value {
+/// `max_model_len` is vLLM's field for the context window of one request: a gateway in front of
+/// this service (upstream mode) reads it.
+pub fn model_list(ids: &[String], context_window: usize) -> Value {
     let created = unix_seconds();
     json!({
         "object": "list",
@@ -38,6 +40,7 @@ pub fn model_list(ids: &[String]) -> Value {
             "object": "model",
             "created": created,
             "owned_by": "leafresh-llm",
+            "max_model_len": context_window,
         })).collect::<Vec<_>>(),
     })
 }

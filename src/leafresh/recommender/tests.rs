@@ -65,11 +65,17 @@ impl Engine for ScriptedEngine {
         self.context
     }
 
+    fn model_ids(&self) -> Vec<String> {
+        vec!["scripted".into()]
+    }
+
     fn stats(&self) -> EngineStats {
         EngineStats {
             active: 0,
             queued: 0,
             alive: true,
+            engine: "scripted",
+            errors: 0,
         }
     }
 
@@ -87,6 +93,7 @@ fn summary() -> GenerationSummary {
         queue_wait: Duration::ZERO,
         time_to_first_token: Duration::from_millis(5),
         total_time: Duration::from_millis(50),
+        upstream_latency: None,
     }
 }
 
@@ -159,6 +166,8 @@ async fn a_base_info_answer_streams_readable_fragments_then_parses_and_is_rememb
     );
     let submitted = engine.submitted();
     assert_eq!(submitted[0].messages, base_info_messages(&valid));
+    // The session id goes with the request, for engines that route by conversation.
+    assert_eq!(submitted[0].session.as_deref(), Some("s1"));
 }
 
 #[tokio::test]
@@ -177,7 +186,10 @@ async fn the_answer_grammar_is_sized_to_the_room_the_prompt_leaves() {
         assert!(bounds.worst_case_tokens() <= budget);
         assert_eq!(
             generation.constraint,
-            Some(OutputConstraint::Grammar(answer_grammar(&bounds)))
+            Some(OutputConstraint::Grammar {
+                gbnf: answer_grammar(&bounds),
+                json_schema: crate::leafresh::answer_schema(&bounds).to_string(),
+            })
         );
         assert_eq!(generation.sampling.temperature, defaults.temperature);
     }

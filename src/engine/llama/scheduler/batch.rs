@@ -141,6 +141,9 @@ impl Scheduler<'_> {
                 Ok(()) => self.sample(slot_id),
                 Err(e) => {
                     tracing::error!(slot_id, error = %e, "decode failed for this sequence");
+                    self.shared
+                        .errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.slots[slot_id].staged = None;
                     self.finish(slot_id, Err(EngineError::Decode(e.to_string())));
                     self.slots[slot_id].cells.clear();

@@ -5,7 +5,7 @@
 //! at once when `queue_size` are waiting (503 with `Retry-After`), and the engine thread
 //! decrements the counter when a request leaves the queue for any reason.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::time::Instant;
 
@@ -47,6 +47,8 @@ pub struct Shared {
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
     pub alive: AtomicBool,
+    /// Sequences ended by a decode failure.
+    pub errors: AtomicU64,
     pub queue_size: usize,
 }
 
@@ -56,6 +58,7 @@ impl Shared {
             queued: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
+            errors: AtomicU64::new(0),
             queue_size: queue_size.max(1),
         }
     }
@@ -97,6 +100,8 @@ impl JobQueue {
             active: self.shared.active.load(Ordering::Relaxed),
             queued: self.shared.queued.load(Ordering::Relaxed),
             alive: self.shared.alive.load(Ordering::Relaxed),
+            engine: "llama.cpp",
+            errors: self.shared.errors.load(Ordering::Relaxed),
         }
     }
 

@@ -104,6 +104,7 @@ impl Sequence {
                     queue_wait: self.admitted - self.submitted,
                     time_to_first_token: self.first_token.unwrap_or(now) - self.submitted,
                     total_time: now - self.submitted,
+                    upstream_latency: None,
                 })
             }
             Err(e) => GenerationEvent::Failed(e),

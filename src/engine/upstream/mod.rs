@@ -1,0 +1,495 @@
+//! The upstream engine: generation delegated to an OpenAI-compatible engine over HTTP (vLLM,
+//! llama.cpp's llama-server, or another instance of this service), behind the same seam as the
+//! embedded one. This side keeps everything else: validation, prompts, the answer's JSON
+//! constraint (sent as `response_format` `json_schema`), the token budget, admission, sessions.
+//!
+//! A request is counted (`counting`), sized, admitted (`admission`), then sent with
+//! `stream: true`; every delta is relayed as it arrives (`sse`). A client that leaves drops its
+//! events receiver, which drops the upstream response: the connection closes and the upstream
+//! stops generating. `discovery` learns the models, the context window and the way to count, and
+//! keeps `/health` true.
+
+mod admission;
+mod counting;
+mod discovery;
+mod sse;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::llama::prepare::PreparePool;
+use super::llama::Model;
+use super::{
+    budget, ChatMessage, Engine, EngineError, EngineStats, FinishReason, Generation,
+    GenerationEvent, GenerationEvents, GenerationSummary, OutputConstraint,
+};
+use admission::Admission;
+use discovery::Discovered;
+use sse::{Chunk, EventReader};
+
+/// The header that carries the Leafresh session id, for routers with session affinity.
+pub const SESSION_HEADER: &str = "X-Session-Id";
+
+/// How to reach the upstream and how much to send it.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// The OpenAI API base URL, e.g. `http://10.0.0.5:8000/v1`.
+    pub base_url: String,
+    pub api_key: Option<String>,
+    /// The model to use; `None`: the first the upstream lists.
+    pub model: Option<String>,
+    /// The context window of one request when the upstream does not say.
+    pub context: usize,
+    /// Requests in flight to the upstream at most.
+    pub parallel: usize,
+    pub queue_size: usize,
+    pub queue_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Longest wait for the upstream's answer to begin, and between two of its chunks.
+    pub idle_timeout: Duration,
+}
+
+/// Everything the engine, its requests and its background check share.
+pub struct Upstream {
+    settings: UpstreamSettings,
+    client: reqwest::Client,
+    /// `settings.base_url` without a trailing slash.
+    base: String,
+    /// The server root (the base without `/v1`), where `/tokenize`, `/props` live.
+    root: String,
+    /// A local vocabulary for counting, and the threads that tokenize with it.
+    tokenizer: Option<(Arc<Model>, PreparePool)>,
+    discovered: RwLock<Discovered>,
+    reachable: AtomicBool,
+    errors: AtomicU64,
+    admission: Admission,
+    /// Set once by `abort_all`: every running relay ends its stream with this error.
+    abort: watch::Sender<Option<EngineError>>,
+}
+
+/// The upstream engine; cheap to clone.
+#[derive(Clone)]
+pub struct UpstreamEngine {
+    upstream: Arc<Upstream>,
+}
+
+impl UpstreamEngine {
+    /// Prepares the client and starts the background check; does not wait for the upstream (the
+    /// service starts while it is down). Must be called inside a tokio runtime.
+    pub fn start(
+        settings: UpstreamSettings,
+        tokenizer: Option<Model>,
+    ) -> Result<Self, EngineError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .build()
+            .map_err(|e| EngineError::Context(format!("cannot build the HTTP client: {e}")))?;
+        let base = settings.base_url.trim_end_matches('/').to_owned();
+        let root = base.strip_suffix("/v1").unwrap_or(&base).to_owned();
+        let tokenizer = match tokenizer {
+            Some(model) => Some((Arc::new(model), PreparePool::start(1)?)),
+            None => None,
+        };
+        let upstream = Arc::new(Upstream {
+            admission: Admission::new(
+                settings.parallel,
+                settings.queue_size,
+                settings.queue_timeout,
+            ),
+            settings,
+            client,
+            base,
+            root,
+            tokenizer,
+            discovered: RwLock::new(Discovered::default()),
+            reachable: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+            abort: watch::channel(None).0,
+        });
+        tokio::spawn(discovery::watch(Arc::clone(&upstream)));
+        Ok(Self { upstream })
+    }
+
+    fn discovered(&self) -> Discovered {
+        self.upstream
+            .discovered
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The model a request goes to: the one named (if the upstream serves it), else the
+    /// configured one, else the first listed.
+    fn model_for(&self, named: Option<&str>) -> Result<String, EngineError> {
+        let found = self.discovered();
+        named
+            .filter(|m| found.models.iter().any(|id| id == m))
+            .map(str::to_owned)
+            .or_else(|| self.upstream.settings.model.clone())
+            .or_else(|| found.models.first().cloned())
+            .ok_or_else(|| {
+                EngineError::UpstreamUnavailable("its model list was not read yet".into())
+            })
+    }
+
+    async fn start_generation(
+        &self,
+        generation: Generation,
+    ) -> Result<GenerationEvents, EngineError> {
+        let submitted = Instant::now();
+        let upstream = &self.upstream;
+        let model = self.model_for(generation.model.as_deref())?;
+        let counting = self.discovered().counting;
+        let prompt_tokens =
+            counting::count(upstream, counting, &model, generation.messages.clone()).await?;
+        let max_new_tokens = budget::max_new_tokens(
+            prompt_tokens,
+            generation.max_tokens.unwrap_or(usize::MAX),
+            self.context_window(),
+        )?;
+        let permit = upstream.admission.enter().await?;
+        let admitted = Instant::now();
+        let mut request = upstream
+            .client
+            .post(format!("{}/chat/completions", upstream.base))
+            .json(&request_body(&generation, &model, max_new_tokens));
+        if let Some(key) = &upstream.settings.api_key {
+            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if let Some(session) = &generation.session {
+            request = request.header(SESSION_HEADER, session);
+        }
+        let response =
+            match tokio::time::timeout(upstream.settings.idle_timeout, request.send()).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => return Err(upstream.fault(unreachable(&e))),
+                Err(_) => {
+                    return Err(upstream.fault(EngineError::UpstreamUnavailable(format!(
+                        "no answer within {} s",
+                        upstream.settings.idle_timeout.as_secs()
+                    ))))
+                }
+            };
+        let latency = admitted.elapsed();
+        let response = check_response(response)
+            .await
+            .map_err(|e| upstream.fault(e))?;
+        let (events, receiver) = mpsc::channel(64);
+        let relay = Relay {
+            upstream: Arc::clone(upstream),
+            events,
+            prompt_tokens,
+            summary: GenerationSummary {
+                finish_reason: FinishReason::Stop,
+                prompt_tokens,
+                cached_tokens: 0,
+                completion_tokens: 0,
+                queue_wait: admitted - submitted,
+                time_to_first_token: Duration::ZERO,
+                total_time: Duration::ZERO,
+                upstream_latency: Some(latency),
+            },
+            submitted,
+        };
+        tokio::spawn(async move {
+            relay.run(response).await;
+            drop(permit);
+        });
+        Ok(receiver)
+    }
+}
+
+impl Upstream {
+    /// Counts a failure of the upstream and, for one that says it is unreachable, marks it so
+    /// at once (the background check notices when it is back).
+    fn fault(&self, error: EngineError) -> EngineError {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(upstream = %self.base, %error, "upstream request failed");
+        if matches!(error, EngineError::UpstreamUnavailable(_)) {
+            self.reachable.store(false, Ordering::Relaxed);
+        }
+        error
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        self.send_json(self.client.get(url)).await
+    }
+
+    async fn post_json(&self, url: &str, body: &Value) -> Result<Value, String> {
+        self.send_json(self.client.post(url).json(body)).await
+    }
+
+    async fn send_json(&self, mut request: reqwest::RequestBuilder) -> Result<Value, String> {
+        if let Some(key) = &self.settings.api_key {
+            request = request.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        let response = request
+            .timeout(self.settings.idle_timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let status = response.status();
+        let path = response.url().path().to_owned();
+        if !status.is_success() {
+            return Err(format!("{path} answered {status}"));
+        }
+        response
+            .json()
+            .await
+            .map_err(|_| format!("{path} did not answer JSON"))
+    }
+}
+
+/// The OpenAI request body: the messages, the sampling settings (under both llama-server's and
+/// vLLM's names where they differ), the budget, and the constraint as `response_format`.
+fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> Value {
+    let sampling = &generation.sampling;
+    let mut body = json!({
+        "model": model,
+        "messages": generation.messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "max_tokens": max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "repeat_penalty": sampling.repeat_penalty,
+        "repetition_penalty": sampling.repeat_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "presence_penalty": sampling.presence_penalty,
+    });
+    if let Some(seed) = sampling.seed {
+        body["seed"] = json!(seed);
+    }
+    if !generation.stop.is_empty() {
+        body["stop"] = json!(generation.stop);
+    }
+    let schema = match &generation.constraint {
+        None => None,
+        Some(OutputConstraint::JsonSchema(schema)) => Some(schema),
+        Some(OutputConstraint::Grammar { json_schema, .. }) => Some(json_schema),
+    };
+    if let Some(schema) = schema.and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+        body["response_format"] = json!({
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": true},
+        });
+    }
+    body
+}
+
+/// A connection that failed before any answer.
+fn unreachable(error: &reqwest::Error) -> EngineError {
+    EngineError::UpstreamUnavailable(describe(error))
+}
+
+/// What went wrong, without the upstream's address: error messages reach clients.
+fn describe(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "connection refused or unreachable".into()
+    } else if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_body() || error.is_decode() {
+        "its answer broke off or could not be read".into()
+    } else {
+        "the request failed".into()
+    }
+}
+
+/// The response, if it is a stream of chat completion chunks; else the error it stands for.
+async fn check_response(response: reqwest::Response) -> Result<reqwest::Response, EngineError> {
+    let status = response.status();
+    if status.is_success() {
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(EngineError::UpstreamFailed(
+                "the answer is not an event stream".into(),
+            ));
+        }
+        return Ok(response);
+    }
+    let code = status.as_u16();
+    let message = response
+        .json::<Value>()
+        .await
+        .ok()
+        .and_then(|body| {
+            body.pointer("/error/message")
+                .or_else(|| body.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("status {code}"));
+    Err(match code {
+        429 | 503 => EngineError::UpstreamUnavailable(message),
+        // The key or the model is wrong: this service's configuration, not the client's request.
+        401 | 403 | 404 => EngineError::UpstreamFailed(format!("{code}: {message}")),
+        400..=499 => EngineError::UpstreamRejected {
+            status: code,
+            message,
+        },
+        _ => EngineError::UpstreamFailed(format!("{code}: {message}")),
+    })
+}
+
+/// Relays one upstream stream to the events channel.
+struct Relay {
+    upstream: Arc<Upstream>,
+    events: mpsc::Sender<GenerationEvent>,
+    prompt_tokens: usize,
+    summary: GenerationSummary,
+    submitted: Instant,
+}
+
+impl Relay {
+    async fn run(mut self, response: reqwest::Response) {
+        let idle = self.upstream.settings.idle_timeout;
+        let mut body = response.bytes_stream();
+        let mut reader = EventReader::default();
+        let mut abort = self.upstream.abort.subscribe();
+        let outcome = loop {
+            let next = tokio::select! {
+                // The client left: dropping the body closes the upstream connection.
+                () = self.events.closed() => return,
+                Ok(()) = abort.changed() => {
+                    let aborted = abort.borrow().clone();
+                    if let Some(error) = aborted {
+                        let _ = self.events.send(GenerationEvent::Failed(error)).await;
+                        return;
+                    }
+                    continue;
+                }
+                next = tokio::time::timeout(idle, body.next()) => next,
+            };
+            let bytes = match next {
+                Err(_) => break Err(format!("no data for {} s", idle.as_secs())),
+                Ok(None) => break Err("the stream ended before [DONE]".into()),
+                Ok(Some(Err(e))) => break Err(format!("the stream broke: {}", describe(&e))),
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            match reader.push(&bytes) {
+                Ok(events) => match self.take(events).await {
+                    Some(outcome) => break outcome,
+                    None => continue,
+                },
+                Err(garbage) => break Err(garbage),
+            }
+        };
+        let event = match outcome {
+            Ok(()) => {
+                let now = Instant::now();
+                self.summary.total_time = now - self.submitted;
+                if self.summary.time_to_first_token.is_zero() {
+                    self.summary.time_to_first_token = self.summary.total_time;
+                }
+                GenerationEvent::Done(self.summary)
+            }
+            Err(why) => {
+                GenerationEvent::Failed(self.upstream.fault(EngineError::UpstreamFailed(why)))
+            }
+        };
+        let _ = self.events.send(event).await;
+    }
+
+    /// Handles the events of one read: `Some` once the stream is over.
+    async fn take(&mut self, events: Vec<String>) -> Option<Result<(), String>> {
+        for data in events {
+            match sse::parse(&data) {
+                Ok(Chunk::Delta {
+                    text,
+                    finish_reason,
+                }) => {
+                    if !text.is_empty() {
+                        if self.summary.time_to_first_token.is_zero() {
+                            self.summary.time_to_first_token = self.submitted.elapsed();
+                        }
+                        self.summary.completion_tokens += 1;
+                        // A closed channel is seen at the next select.
+                        let _ = self.events.send(GenerationEvent::Text(text)).await;
+                    }
+                    if finish_reason.as_deref() == Some("length") {
+                        self.summary.finish_reason = FinishReason::Length;
+                    }
+                }
+                Ok(Chunk::Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                    cached_tokens,
+                }) => {
+                    self.summary.prompt_tokens = if prompt_tokens > 0 {
+                        prompt_tokens
+                    } else {
+                        self.prompt_tokens
+                    };
+                    self.summary.completion_tokens = completion_tokens;
+                    self.summary.cached_tokens = cached_tokens;
+                }
+                Ok(Chunk::Done) => return Some(Ok(())),
+                Ok(Chunk::Error(message)) => return Some(Err(format!("error event: {message}"))),
+                Err(garbage) => return Some(Err(garbage)),
+            }
+        }
+        None
+    }
+}
+
+impl Engine for UpstreamEngine {
+    fn submit(
+        &self,
+        generation: Generation,
+    ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>> {
+        Box::pin(self.start_generation(generation))
+    }
+
+    fn count_tokens(
+        &self,
+        messages: Vec<ChatMessage>,
+    ) -> BoxFuture<'_, Result<usize, EngineError>> {
+        Box::pin(async move {
+            let model = self.model_for(None)?;
+            let counting = self.discovered().counting;
+            counting::count(&self.upstream, counting, &model, messages).await
+        })
+    }
+
+    fn context_window(&self) -> usize {
+        self.discovered()
+            .context
+            .unwrap_or(self.upstream.settings.context)
+    }
+
+    fn model_ids(&self) -> Vec<String> {
+        let models = self.discovered().models;
+        match (&self.upstream.settings.model, models.is_empty()) {
+            (Some(model), true) => vec![model.clone()],
+            _ => models,
+        }
+    }
+
+    fn stats(&self) -> EngineStats {
+        let upstream = &self.upstream;
+        EngineStats {
+            active: upstream.admission.active(),
+            queued: upstream.admission.queued(),
+            alive: upstream.reachable.load(Ordering::Relaxed),
+            engine: "upstream",
+            errors: upstream.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    fn abort_all(&self, error: EngineError) {
+        self.upstream.abort.send_replace(Some(error));
+    }
+}

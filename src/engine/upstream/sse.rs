@@ -1,0 +1,172 @@
+//! Reading an upstream's `/v1/chat/completions` stream: server-sent events, each `data:` a
+//! `chat.completion.chunk`, ending with `data: [DONE]`. Pure: bytes in, typed chunks out.
+
+use serde_json::Value;
+
+/// Splits a byte stream into the `data` of its events. Events end with a blank line; bytes may
+/// arrive cut anywhere, also inside a UTF-8 character.
+#[derive(Debug, Default)]
+pub struct EventReader {
+    buffer: Vec<u8>,
+}
+
+/// The most one event may hold before the stream is taken as garbage.
+const MAX_EVENT_BYTES: usize = 1 << 20;
+
+impl EventReader {
+    /// The data of every event completed by `bytes`, or an error for a stream that is not SSE.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
+        self.buffer.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some(end) = event_end(&self.buffer) {
+            let raw: Vec<u8> = self.buffer.drain(..end.0 + end.1).collect();
+            let text = std::str::from_utf8(&raw[..end.0])
+                .map_err(|_| "an event that is not UTF-8".to_owned())?;
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            // Comments (`: keep-alive`) and events without data carry nothing.
+            if !data.is_empty() {
+                events.push(data.join("\n"));
+            }
+        }
+        if self.buffer.len() > MAX_EVENT_BYTES {
+            return Err("an event larger than 1 MiB".into());
+        }
+        Ok(events)
+    }
+}
+
+/// Where the first event in `buffer` ends: (length of the event, length of its blank line).
+fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, 4));
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What one event says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    /// Generated text (may be empty: a role-only first chunk).
+    Delta {
+        text: String,
+        finish_reason: Option<String>,
+    },
+    /// Token counts (`stream_options.include_usage`).
+    Usage {
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        cached_tokens: usize,
+    },
+    /// `[DONE]`: the stream is complete.
+    Done,
+    /// An error object sent after the stream began.
+    Error(String),
+}
+
+/// Parses one event's data; an error for anything that is not a chat completion chunk.
+pub fn parse(data: &str) -> Result<Chunk, String> {
+    if data.trim() == "[DONE]" {
+        return Ok(Chunk::Done);
+    }
+    let value: Value =
+        serde_json::from_str(data).map_err(|_| "an event whose data is not JSON".to_owned())?;
+    if let Some(error) = value.get("error") {
+        let message = error
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("an error without a message");
+        return Ok(Chunk::Error(message.to_owned()));
+    }
+    let choice = value.get("choices").and_then(|c| c.get(0));
+    if let Some(choice) = choice {
+        let text = choice
+            .pointer("/delta/content")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let finish_reason = choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        return Ok(Chunk::Delta {
+            text,
+            finish_reason,
+        });
+    }
+    if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
+        let count =
+            |pointer: &str| usage.pointer(pointer).and_then(Value::as_u64).unwrap_or(0) as usize;
+        return Ok(Chunk::Usage {
+            prompt_tokens: count("/prompt_tokens"),
+            completion_tokens: count("/completion_tokens"),
+            cached_tokens: count("/prompt_tokens_details/cached_tokens"),
+        });
+    }
+    Err("an event that is not a chat completion chunk".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_found_wherever_the_bytes_are_cut_also_inside_a_hangul_syllable() {
+        let stream = "data: {\"choices\":[{\"delta\":{\"content\":\"가나\"}}]}\n\n: ping\n\ndata: [DONE]\r\n\r\n";
+        let bytes = stream.as_bytes();
+        for cut in 1..bytes.len() {
+            let mut reader = EventReader::default();
+            let mut events = reader.push(&bytes[..cut]).unwrap();
+            events.extend(reader.push(&bytes[cut..]).unwrap());
+            assert_eq!(events.len(), 2, "cut at {cut}");
+            assert_eq!(parse(&events[1]).unwrap(), Chunk::Done);
+            assert_eq!(
+                parse(&events[0]).unwrap(),
+                Chunk::Delta {
+                    text: "가나".into(),
+                    finish_reason: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn usage_finish_and_error_chunks_are_read() {
+        let usage = r#"{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":3,"prompt_tokens_details":{"cached_tokens":8}}}"#;
+        assert_eq!(
+            parse(usage).unwrap(),
+            Chunk::Usage {
+                prompt_tokens: 12,
+                completion_tokens: 3,
+                cached_tokens: 8
+            }
+        );
+        let finish = r#"{"choices":[{"delta":{},"finish_reason":"length"}]}"#;
+        assert_eq!(
+            parse(finish).unwrap(),
+            Chunk::Delta {
+                text: String::new(),
+                finish_reason: Some("length".into())
+            }
+        );
+        let error = r#"{"error":{"message":"boom","type":"server_error"}}"#;
+        assert_eq!(parse(error).unwrap(), Chunk::Error("boom".into()));
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_text() {
+        assert!(parse("<html>502 Bad Gateway</html>").is_err());
+        assert!(parse(r#"{"hello":"world"}"#).is_err());
+        let mut reader = EventReader::default();
+        assert!(reader.push(&vec![b'x'; MAX_EVENT_BYTES + 1]).is_err());
+        assert!(EventReader::default().push(b"data: \xff\xfe\n\n").is_err());
+    }
+}
