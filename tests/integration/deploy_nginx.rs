@@ -11,10 +11,29 @@ use crate::support::{
     client, encode, free_port, get_events, logged_prompt_tokens, tiny_model, Service,
 };
 
-const EXAMPLE: &str = "deploy/nginx/leafresh-llm.conf";
-/// The example's two instances and listen line, replaced by the test's.
-const EXAMPLE_INSTANCES: [&str; 2] = ["10.0.0.11:8000", "10.0.0.12:8000"];
-const EXAMPLE_LISTEN: &str = "listen 80 default_server;";
+/// An example config, and what the test replaces in it: its two instances and its listen line
+/// (by `test_listen`, where `PORT` becomes the test's port).
+struct Example {
+    path: &'static str,
+    instances: [&'static str; 2],
+    listen: &'static str,
+    test_listen: &'static str,
+}
+
+const EXAMPLE: Example = Example {
+    path: "deploy/nginx/leafresh-llm.conf",
+    instances: ["10.0.0.11:8000", "10.0.0.12:8000"],
+    listen: "listen 80 default_server;",
+    test_listen: "listen 127.0.0.1:PORT default_server;",
+};
+
+/// The engine fleet behind a gateway in upstream mode.
+const FLEET: Example = Example {
+    path: "deploy/nginx/engine-fleet.conf",
+    instances: ["10.0.0.21:8000", "10.0.0.22:8000"],
+    listen: "listen 8080;",
+    test_listen: "listen 127.0.0.1:PORT;",
+};
 
 /// nginx on PATH, or where Debian puts it (`/usr/sbin` is not on every user's PATH).
 fn nginx_binary() -> PathBuf {
@@ -37,21 +56,20 @@ struct Nginx {
 }
 
 impl Nginx {
-    /// Renders the example for `instances` and starts nginx; waits until it accepts connections.
-    fn start(instances: [&Service; 2]) -> Nginx {
+    /// Renders `example` for `instances` and starts nginx; waits until it accepts connections.
+    fn start(example: &Example, instances: [&Service; 2]) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(EXAMPLE))
+        let path = example.path;
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
             .expect("read the nginx example");
-        let mut site = example.replace(
-            EXAMPLE_LISTEN,
-            &format!("listen 127.0.0.1:{port} default_server;"),
-        );
-        assert_ne!(site, example, "{EXAMPLE} no longer has `{EXAMPLE_LISTEN}`");
-        for (placeholder, service) in EXAMPLE_INSTANCES.iter().zip(instances) {
+        let listen = example.test_listen.replace("PORT", &port.to_string());
+        let mut site = text.replace(example.listen, &listen);
+        assert_ne!(site, text, "{path} no longer has `{}`", example.listen);
+        for (placeholder, service) in example.instances.iter().zip(instances) {
             assert!(
                 site.contains(placeholder),
-                "{EXAMPLE} no longer names {placeholder}"
+                "{path} no longer names {placeholder}"
             );
             let address = service.base_url().trim_start_matches("http://").to_owned();
             site = site.replace(placeholder, &address);
@@ -175,7 +193,7 @@ fn the_nginx_example_keeps_each_session_on_one_instance() {
         Service::start(&tiny_model(), &[]),
         Service::start(&tiny_model(), &[]),
     ];
-    let nginx = Nginx::start([&instances[0], &instances[1]]);
+    let nginx = Nginx::start(&EXAMPLE, [&instances[0], &instances[1]]);
     let counts = || instances.each_ref().map(free_text_answered);
     assert_eq!(counts(), [0, 0]);
 
@@ -223,4 +241,67 @@ fn the_nginx_example_keeps_each_session_on_one_instance() {
     // Everything else reaches some instance.
     let health = client().get(nginx.url("/health")).send().unwrap();
     assert!(health.status().is_success());
+}
+
+/// `leafresh_requests_total{endpoint="chat-completions",outcome="ok"}` of one engine.
+fn completions_answered(service: &Service) -> u64 {
+    let metrics = client()
+        .get(service.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"leafresh_requests_total{endpoint="chat-completions",outcome="ok"} "#)
+        })
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_engine_fleet_example_keeps_a_conversation_on_one_engine_behind_a_gateway() {
+    // Two engines (instances of this service on the tiny model), nginx with the fleet example
+    // in front of them, and a gateway in upstream mode in front of nginx.
+    let engines = [
+        Service::start(&tiny_model(), &[]),
+        Service::start(&tiny_model(), &[]),
+    ];
+    let nginx = Nginx::start(&FLEET, [&engines[0], &engines[1]]);
+    let mut gateway = Service::gateway(&nginx.url("/v1"), &[]);
+    assert!(
+        gateway.wait_health(200, Duration::from_secs(20)),
+        "{}",
+        gateway.log()
+    );
+    let counts = || engines.each_ref().map(completions_answered);
+
+    // A conversation's turns reach one engine (X-Session-Id), which sees the first turn again in
+    // the second's prompt.
+    let turn = |session: &str, message: &str| {
+        let (status, _, events) = get_events(&gateway.url(&format!(
+            "/ai/chatbot/recommendation/free-text?sessionId={}&message={}",
+            encode(session),
+            encode(message)
+        )));
+        assert_eq!(status, 200);
+        assert_eq!(events.last().unwrap().event, "close", "{events:?}");
+    };
+    turn("fleet-session", "텀블러 쓰는 환경 챌린지 추천해줘");
+    turn("fleet-session", "하나 더 쉬운 환경 챌린지 추천해줘");
+    let after_session = counts();
+    assert!(
+        after_session == [2, 0] || after_session == [0, 2],
+        "the conversation was split over the engines: {after_session:?}"
+    );
+
+    // Conversations spread over both (chance of 16 on one side at an even split: 2 in 65536).
+    for n in 0..16 {
+        turn(&format!("fleet-{n}"), "분리수거 환경 챌린지 추천해줘");
+    }
+    let after = counts();
+    let new = [after[0] - after_session[0], after[1] - after_session[1]];
+    assert_eq!(new[0] + new[1], 16);
+    assert!(new[0] > 0 && new[1] > 0, "all on one engine: {new:?}");
 }
