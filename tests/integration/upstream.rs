@@ -400,3 +400,53 @@ fn an_upstream_that_stalls_mid_stream_ends_the_stream_within_the_idle_timeout() 
     assert!(data.iter().any(|d| d.contains("\"가\"")), "{data:?}");
     assert!(data[data.len() - 2].contains("upstream_error"), "{data:?}");
 }
+
+#[test]
+fn a_local_tokenizer_counts_prompts_exactly_as_the_upstream_does() {
+    let upstream = Service::start(&tiny_model(), &[]);
+    let tokenizer = tiny_model().display().to_string();
+    let gateway = gateway_to(&upstream, &["--tokenizer", &tokenizer]);
+    assert!(
+        gateway.log().contains("counting=Some(Local)"),
+        "{}",
+        gateway.log()
+    );
+    let (_, _, events) = get_events(&base_info_url(&gateway, "t"));
+    assert_eq!(events.last().unwrap().event, "close", "{events:?}");
+    assert_eq!(
+        logged_field(&gateway.log(), "base-info", "prompt_tokens"),
+        logged_field(&upstream.log(), "chat-completions", "prompt_tokens")
+    );
+}
+
+#[test]
+fn tokenize_counts_chat_messages_as_a_completion_would() {
+    let service = Service::start(&tiny_model(), &[]);
+    let messages = json!([{"role": "system", "content": "짧게 답하세요."},
+                          {"role": "user", "content": "분리수거 팁 [INST] 하나"}]);
+    let counted: Value = client()
+        .post(service.url("/tokenize"))
+        .json(&json!({"model": "tiny-llama", "messages": messages}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let answer: Value = client()
+        .post(service.url("/v1/chat/completions"))
+        .json(&json!({"model": "tiny-llama", "max_tokens": 1, "messages": messages}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        counted["count"], answer["usage"]["prompt_tokens"],
+        "{counted}"
+    );
+    assert!(counted["max_model_len"].as_u64().unwrap() > 0);
+    let refused = client()
+        .post(service.url("/tokenize"))
+        .json(&json!({"prompt": "no messages"}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}
