@@ -12,6 +12,8 @@
 mod admission;
 mod counting;
 mod discovery;
+mod relay;
+mod request;
 mod sse;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,20 +21,20 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use futures_util::StreamExt;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use serde_json::{json, Value};
+use reqwest::header::AUTHORIZATION;
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::llama::prepare::PreparePool;
 use super::llama::Model;
 use super::{
     budget, ChatMessage, Engine, EngineError, EngineStats, FinishReason, Generation,
-    GenerationEvent, GenerationEvents, GenerationSummary, OutputConstraint,
+    GenerationEvents, GenerationSummary,
 };
 use admission::Admission;
 use discovery::Discovered;
-use sse::{Chunk, EventReader};
+use relay::Relay;
+use request::{check_response, describe, request_body, unreachable};
 
 /// The header that carries the Leafresh session id, for routers with session affinity.
 pub const SESSION_HEADER: &str = "X-Session-Id";
@@ -244,204 +246,6 @@ impl Upstream {
             .json()
             .await
             .map_err(|_| format!("{path} did not answer JSON"))
-    }
-}
-
-/// The OpenAI request body: the messages, the sampling settings (under both llama-server's and
-/// vLLM's names where they differ), the budget, and the constraint as `response_format`.
-fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> Value {
-    let sampling = &generation.sampling;
-    let mut body = json!({
-        "model": model,
-        "messages": generation.messages,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-        "max_tokens": max_tokens,
-        "temperature": sampling.temperature,
-        "top_p": sampling.top_p,
-        "top_k": sampling.top_k,
-        "min_p": sampling.min_p,
-        "repeat_penalty": sampling.repeat_penalty,
-        "repetition_penalty": sampling.repeat_penalty,
-        "frequency_penalty": sampling.frequency_penalty,
-        "presence_penalty": sampling.presence_penalty,
-    });
-    if let Some(seed) = sampling.seed {
-        body["seed"] = json!(seed);
-    }
-    if !generation.stop.is_empty() {
-        body["stop"] = json!(generation.stop);
-    }
-    let schema = match &generation.constraint {
-        None => None,
-        Some(OutputConstraint::JsonSchema(schema)) => Some(schema),
-        Some(OutputConstraint::Grammar { json_schema, .. }) => Some(json_schema),
-    };
-    if let Some(schema) = schema.and_then(|s| serde_json::from_str::<Value>(s).ok()) {
-        body["response_format"] = json!({
-            "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": schema, "strict": true},
-        });
-    }
-    body
-}
-
-/// A connection that failed before any answer.
-fn unreachable(error: &reqwest::Error) -> EngineError {
-    EngineError::UpstreamUnavailable(describe(error))
-}
-
-/// What went wrong, without the upstream's address: error messages reach clients.
-fn describe(error: &reqwest::Error) -> String {
-    if error.is_connect() {
-        "connection refused or unreachable".into()
-    } else if error.is_timeout() {
-        "timed out".into()
-    } else if error.is_body() || error.is_decode() {
-        "its answer broke off or could not be read".into()
-    } else {
-        "the request failed".into()
-    }
-}
-
-/// The response, if it is a stream of chat completion chunks; else the error it stands for.
-async fn check_response(response: reqwest::Response) -> Result<reqwest::Response, EngineError> {
-    let status = response.status();
-    if status.is_success() {
-        let is_sse = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        if !is_sse {
-            return Err(EngineError::UpstreamFailed(
-                "the answer is not an event stream".into(),
-            ));
-        }
-        return Ok(response);
-    }
-    let code = status.as_u16();
-    let message = response
-        .json::<Value>()
-        .await
-        .ok()
-        .and_then(|body| {
-            body.pointer("/error/message")
-                .or_else(|| body.get("message"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| format!("status {code}"));
-    Err(match code {
-        429 | 503 => EngineError::UpstreamUnavailable(message),
-        // The key or the model is wrong: this service's configuration, not the client's request.
-        401 | 403 | 404 => EngineError::UpstreamFailed(format!("{code}: {message}")),
-        400..=499 => EngineError::UpstreamRejected {
-            status: code,
-            message,
-        },
-        _ => EngineError::UpstreamFailed(format!("{code}: {message}")),
-    })
-}
-
-/// Relays one upstream stream to the events channel.
-struct Relay {
-    upstream: Arc<Upstream>,
-    events: mpsc::Sender<GenerationEvent>,
-    prompt_tokens: usize,
-    summary: GenerationSummary,
-    submitted: Instant,
-}
-
-impl Relay {
-    async fn run(mut self, response: reqwest::Response) {
-        let idle = self.upstream.settings.idle_timeout;
-        let mut body = response.bytes_stream();
-        let mut reader = EventReader::default();
-        let mut abort = self.upstream.abort.subscribe();
-        let outcome = loop {
-            let next = tokio::select! {
-                // The client left: dropping the body closes the upstream connection.
-                () = self.events.closed() => return,
-                Ok(()) = abort.changed() => {
-                    let aborted = abort.borrow().clone();
-                    if let Some(error) = aborted {
-                        let _ = self.events.send(GenerationEvent::Failed(error)).await;
-                        return;
-                    }
-                    continue;
-                }
-                next = tokio::time::timeout(idle, body.next()) => next,
-            };
-            let bytes = match next {
-                Err(_) => break Err(format!("no data for {} s", idle.as_secs())),
-                Ok(None) => break Err("the stream ended before [DONE]".into()),
-                Ok(Some(Err(e))) => break Err(format!("the stream broke: {}", describe(&e))),
-                Ok(Some(Ok(bytes))) => bytes,
-            };
-            match reader.push(&bytes) {
-                Ok(events) => match self.take(events).await {
-                    Some(outcome) => break outcome,
-                    None => continue,
-                },
-                Err(garbage) => break Err(garbage),
-            }
-        };
-        let event = match outcome {
-            Ok(()) => {
-                let now = Instant::now();
-                self.summary.total_time = now - self.submitted;
-                if self.summary.time_to_first_token.is_zero() {
-                    self.summary.time_to_first_token = self.summary.total_time;
-                }
-                GenerationEvent::Done(self.summary)
-            }
-            Err(why) => {
-                GenerationEvent::Failed(self.upstream.fault(EngineError::UpstreamFailed(why)))
-            }
-        };
-        let _ = self.events.send(event).await;
-    }
-
-    /// Handles the events of one read: `Some` once the stream is over.
-    async fn take(&mut self, events: Vec<String>) -> Option<Result<(), String>> {
-        for data in events {
-            match sse::parse(&data) {
-                Ok(Chunk::Delta {
-                    text,
-                    finish_reason,
-                }) => {
-                    if !text.is_empty() {
-                        if self.summary.time_to_first_token.is_zero() {
-                            self.summary.time_to_first_token = self.submitted.elapsed();
-                        }
-                        self.summary.completion_tokens += 1;
-                        // A closed channel is seen at the next select.
-                        let _ = self.events.send(GenerationEvent::Text(text)).await;
-                    }
-                    if finish_reason.as_deref() == Some("length") {
-                        self.summary.finish_reason = FinishReason::Length;
-                    }
-                }
-                Ok(Chunk::Usage {
-                    prompt_tokens,
-                    completion_tokens,
-                    cached_tokens,
-                }) => {
-                    self.summary.prompt_tokens = if prompt_tokens > 0 {
-                        prompt_tokens
-                    } else {
-                        self.prompt_tokens
-                    };
-                    self.summary.completion_tokens = completion_tokens;
-                    self.summary.cached_tokens = cached_tokens;
-                }
-                Ok(Chunk::Done) => return Some(Ok(())),
-                Ok(Chunk::Error(message)) => return Some(Err(format!("error event: {message}"))),
-                Err(garbage) => return Some(Err(garbage)),
-            }
-        }
-        None
     }
 }
 

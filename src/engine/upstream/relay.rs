@@ -1,0 +1,115 @@
+//! Relaying one upstream stream to a request's events channel, as it arrives: text pieces, then
+//! `Done` with the upstream's counts, or `Failed` when the stream breaks, stalls, or is not a
+//! chat completion stream. A client that leaves ends the relay, which closes the connection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::request::describe;
+use super::sse::{self, Chunk, EventReader};
+use super::Upstream;
+use crate::engine::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
+
+/// Relays one upstream stream to the events channel.
+pub struct Relay {
+    pub upstream: Arc<Upstream>,
+    pub events: mpsc::Sender<GenerationEvent>,
+    pub prompt_tokens: usize,
+    pub summary: GenerationSummary,
+    pub submitted: Instant,
+}
+
+impl Relay {
+    pub async fn run(mut self, response: reqwest::Response) {
+        let idle = self.upstream.settings.idle_timeout;
+        let mut body = response.bytes_stream();
+        let mut reader = EventReader::default();
+        let mut abort = self.upstream.abort.subscribe();
+        let outcome = loop {
+            let next = tokio::select! {
+                // The client left: dropping the body closes the upstream connection.
+                () = self.events.closed() => return,
+                Ok(()) = abort.changed() => {
+                    let aborted = abort.borrow().clone();
+                    if let Some(error) = aborted {
+                        let _ = self.events.send(GenerationEvent::Failed(error)).await;
+                        return;
+                    }
+                    continue;
+                }
+                next = tokio::time::timeout(idle, body.next()) => next,
+            };
+            let bytes = match next {
+                Err(_) => break Err(format!("no data for {} s", idle.as_secs())),
+                Ok(None) => break Err("the stream ended before [DONE]".into()),
+                Ok(Some(Err(e))) => break Err(format!("the stream broke: {}", describe(&e))),
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            match reader.push(&bytes) {
+                Ok(events) => match self.take(events).await {
+                    Some(outcome) => break outcome,
+                    None => continue,
+                },
+                Err(garbage) => break Err(garbage),
+            }
+        };
+        let event = match outcome {
+            Ok(()) => {
+                let now = Instant::now();
+                self.summary.total_time = now - self.submitted;
+                if self.summary.time_to_first_token.is_zero() {
+                    self.summary.time_to_first_token = self.summary.total_time;
+                }
+                GenerationEvent::Done(self.summary)
+            }
+            Err(why) => {
+                GenerationEvent::Failed(self.upstream.fault(EngineError::UpstreamFailed(why)))
+            }
+        };
+        let _ = self.events.send(event).await;
+    }
+
+    /// Handles the events of one read: `Some` once the stream is over.
+    async fn take(&mut self, events: Vec<String>) -> Option<Result<(), String>> {
+        for data in events {
+            match sse::parse(&data) {
+                Ok(Chunk::Delta {
+                    text,
+                    finish_reason,
+                }) => {
+                    if !text.is_empty() {
+                        if self.summary.time_to_first_token.is_zero() {
+                            self.summary.time_to_first_token = self.submitted.elapsed();
+                        }
+                        self.summary.completion_tokens += 1;
+                        // A closed channel is seen at the next select.
+                        let _ = self.events.send(GenerationEvent::Text(text)).await;
+                    }
+                    if finish_reason.as_deref() == Some("length") {
+                        self.summary.finish_reason = FinishReason::Length;
+                    }
+                }
+                Ok(Chunk::Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                    cached_tokens,
+                }) => {
+                    self.summary.prompt_tokens = if prompt_tokens > 0 {
+                        prompt_tokens
+                    } else {
+                        self.prompt_tokens
+                    };
+                    self.summary.completion_tokens = completion_tokens;
+                    self.summary.cached_tokens = cached_tokens;
+                }
+                Ok(Chunk::Done) => return Some(Ok(())),
+                Ok(Chunk::Error(message)) => return Some(Err(format!("error event: {message}"))),
+                Err(garbage) => return Some(Err(garbage)),
+            }
+        }
+        None
+    }
+}

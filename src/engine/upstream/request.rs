@@ -1,0 +1,160 @@
+//! What is sent upstream, and what its answer means before the stream begins.
+
+use reqwest::header::CONTENT_TYPE;
+use serde_json::{json, Value};
+
+use crate::engine::{EngineError, Generation, OutputConstraint};
+
+/// The OpenAI request body: the messages, the sampling settings (under both llama-server's and
+/// vLLM's names where they differ), the budget, and the constraint as `response_format`.
+pub fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> Value {
+    let sampling = &generation.sampling;
+    let mut body = json!({
+        "model": model,
+        "messages": generation.messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "max_tokens": max_tokens,
+        "temperature": sampling.temperature,
+        "top_p": sampling.top_p,
+        "top_k": sampling.top_k,
+        "min_p": sampling.min_p,
+        "repeat_penalty": sampling.repeat_penalty,
+        "repetition_penalty": sampling.repeat_penalty,
+        "frequency_penalty": sampling.frequency_penalty,
+        "presence_penalty": sampling.presence_penalty,
+    });
+    if let Some(seed) = sampling.seed {
+        body["seed"] = json!(seed);
+    }
+    if !generation.stop.is_empty() {
+        body["stop"] = json!(generation.stop);
+    }
+    let schema = match &generation.constraint {
+        None => None,
+        Some(OutputConstraint::JsonSchema(schema)) => Some(schema),
+        Some(OutputConstraint::Grammar { json_schema, .. }) => Some(json_schema),
+    };
+    if let Some(schema) = schema.and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+        body["response_format"] = json!({
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": schema, "strict": true},
+        });
+    }
+    body
+}
+
+/// A connection that failed before any answer.
+pub fn unreachable(error: &reqwest::Error) -> EngineError {
+    EngineError::UpstreamUnavailable(describe(error))
+}
+
+/// What went wrong, without the upstream's address: error messages reach clients.
+pub fn describe(error: &reqwest::Error) -> String {
+    if error.is_connect() {
+        "connection refused or unreachable".into()
+    } else if error.is_timeout() {
+        "timed out".into()
+    } else if error.is_body() || error.is_decode() {
+        "its answer broke off or could not be read".into()
+    } else {
+        "the request failed".into()
+    }
+}
+
+/// The response, if it is a stream of chat completion chunks; else the error it stands for.
+pub async fn check_response(response: reqwest::Response) -> Result<reqwest::Response, EngineError> {
+    let status = response.status();
+    if status.is_success() {
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !is_sse {
+            return Err(EngineError::UpstreamFailed(
+                "the answer is not an event stream".into(),
+            ));
+        }
+        return Ok(response);
+    }
+    let code = status.as_u16();
+    let message = response
+        .json::<Value>()
+        .await
+        .ok()
+        .and_then(|body| {
+            body.pointer("/error/message")
+                .or_else(|| body.get("message"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("status {code}"));
+    Err(match code {
+        429 | 503 => EngineError::UpstreamUnavailable(message),
+        // The key or the model is wrong: this service's configuration, not the client's request.
+        401 | 403 | 404 => EngineError::UpstreamFailed(format!("{code}: {message}")),
+        400..=499 => EngineError::UpstreamRejected {
+            status: code,
+            message,
+        },
+        _ => EngineError::UpstreamFailed(format!("{code}: {message}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ChatMessage, SamplingParams};
+
+    fn generation(constraint: Option<OutputConstraint>) -> Generation {
+        Generation {
+            messages: vec![ChatMessage::user("안녕")],
+            sampling: SamplingParams {
+                seed: Some(7),
+                ..SamplingParams::default()
+            },
+            constraint,
+            max_tokens: Some(99),
+            stop: vec!["끝".into()],
+            model: None,
+            session: Some("s".into()),
+        }
+    }
+
+    #[test]
+    fn the_body_streams_with_usage_and_carries_the_budget_and_settings() {
+        let body = request_body(&generation(None), "m", 42);
+        assert_eq!(body["model"], "m");
+        assert_eq!(body["stream"], true);
+        assert_eq!(body["stream_options"]["include_usage"], true);
+        assert_eq!(body["max_tokens"], 42);
+        assert_eq!(body["seed"], 7);
+        assert_eq!(body["stop"], json!(["끝"]));
+        assert_eq!(
+            body["messages"],
+            json!([{"role": "user", "content": "안녕"}])
+        );
+        assert_eq!(body["repeat_penalty"], body["repetition_penalty"]);
+        assert!(body.get("response_format").is_none());
+    }
+
+    #[test]
+    fn a_grammar_goes_as_the_json_schema_it_implements() {
+        let schema = r#"{"type":"object","required":["a"]}"#;
+        for constraint in [
+            OutputConstraint::JsonSchema(schema.into()),
+            OutputConstraint::Grammar {
+                gbnf: "root ::= \"x\"".into(),
+                json_schema: schema.into(),
+            },
+        ] {
+            let body = request_body(&generation(Some(constraint)), "m", 1);
+            assert_eq!(body["response_format"]["type"], "json_schema");
+            assert_eq!(
+                body["response_format"]["json_schema"]["schema"],
+                serde_json::from_str::<Value>(schema).unwrap()
+            );
+        }
+    }
+}
