@@ -237,13 +237,19 @@ fn every_setting_of_the_env_template_is_a_real_one_and_accepted_when_uncommented
 
     // The service starts with all of them active (the flags Service::start passes win over the
     // file, so model, host and port are the test's). mlock is left out: the tiny model would
-    // still load, but the test machine's RLIMIT_MEMLOCK is not this test's subject.
+    // still load, but the test machine's RLIMIT_MEMLOCK is not this test's subject. So is upstream
+    // mode (LEAFRESH_UPSTREAM and its LEAFRESH_TOKENIZER), another way to run, which
+    // tests/integration/upstream.rs starts.
     let dir = tempfile::tempdir().unwrap();
     let active = dir.path().join("all.env");
     let body: Vec<&str> = settings
         .iter()
         .copied()
-        .filter(|l| !l.starts_with("LEAFRESH_MLOCK="))
+        .filter(|l| {
+            !["LEAFRESH_MLOCK=", "LEAFRESH_UPSTREAM=", "LEAFRESH_TOKENIZER="]
+                .iter()
+                .any(|skipped| l.starts_with(skipped))
+        })
         .collect();
     std::fs::write(&active, body.join("\n")).unwrap();
     let service = Service::start(&tiny_model(), &["--env-file", active.to_str().unwrap()]);
