@@ -246,9 +246,13 @@ fn every_setting_of_the_env_template_is_a_real_one_and_accepted_when_uncommented
         .iter()
         .copied()
         .filter(|l| {
-            !["LEAFRESH_MLOCK=", "LEAFRESH_UPSTREAM=", "LEAFRESH_TOKENIZER="]
-                .iter()
-                .any(|skipped| l.starts_with(skipped))
+            ![
+                "LEAFRESH_MLOCK=",
+                "LEAFRESH_UPSTREAM=",
+                "LEAFRESH_TOKENIZER=",
+            ]
+            .iter()
+            .any(|skipped| l.starts_with(skipped))
         })
         .collect();
     std::fs::write(&active, body.join("\n")).unwrap();

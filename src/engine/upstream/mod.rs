@@ -171,7 +171,7 @@ impl UpstreamEngine {
         let response =
             match tokio::time::timeout(upstream.settings.idle_timeout, request.send()).await {
                 Ok(Ok(response)) => response,
-                Ok(Err(e)) => return Err(upstream.fault(unreachable(&e))),
+                Ok(Err(e)) => return Err(upstream.unreachable(&e)),
                 Err(_) => {
                     return Err(upstream.fault(EngineError::UpstreamUnavailable(format!(
                         "no answer within {} s",
@@ -209,15 +209,20 @@ impl UpstreamEngine {
 }
 
 impl Upstream {
-    /// Counts a failure of the upstream and, for one that says it is unreachable, marks it so
-    /// at once (the background check notices when it is back).
+    /// Counts and logs a failure of the upstream.
     fn fault(&self, error: EngineError) -> EngineError {
         self.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(upstream = %self.base, %error, "upstream request failed");
-        if matches!(error, EngineError::UpstreamUnavailable(_)) {
+        error
+    }
+
+    /// A request could not reach the upstream: `/health` says so at once, and the background
+    /// check says when it is back. (A busy upstream, 429 or 503, is reachable.)
+    fn unreachable(&self, error: &reqwest::Error) -> EngineError {
+        if error.is_connect() {
             self.reachable.store(false, Ordering::Relaxed);
         }
-        error
+        self.fault(unreachable(error))
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, String> {
