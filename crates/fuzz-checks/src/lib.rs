@@ -229,6 +229,7 @@ fn fuzz_model() -> &'static Model {
             n_gpu_layers: 0,
             mlock: false,
             mmap: false,
+            vocab_only: false,
         })
         .expect("load the tiny model");
         let _ = std::fs::remove_file(&path);
