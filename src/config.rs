@@ -56,6 +56,15 @@ pub enum FlashAttention {
     Auto,
 }
 
+/// What `/v1` does with a conversation whose prompt does not fit the context window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ContextOverflow {
+    /// Drop the oldest turns (system messages and the last turn stay) until it fits.
+    Trim,
+    /// Refuse it: 400 `context_length_exceeded`.
+    Error,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -160,6 +169,17 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_MAX_BODY_BYTES", default_value_t = 2 << 20,
           value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)))]
     pub max_body_bytes: u64,
+
+    /// `/v1`: a conversation too long for the context window loses its oldest turns (trim), or
+    /// is refused with 400 context_length_exceeded (error).
+    #[arg(long, env = "LEAFRESH_CONTEXT_OVERFLOW", value_enum, default_value_t = ContextOverflow::Trim)]
+    pub context_overflow: ContextOverflow,
+
+    /// `/v1`: the answer's token limit when a request sends no max_tokens, so that one reply
+    /// cannot fill its context (the room the context leaves still caps it).
+    #[arg(long, env = "LEAFRESH_DEFAULT_MAX_TOKENS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=(1 << 20)))]
+    pub default_max_tokens: u64,
 
     /// On SIGTERM/SIGINT, seconds running streams get to finish before they are ended with an
     /// error event.

@@ -166,6 +166,7 @@ impl Metrics {
             id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
             endpoint,
             started: Instant::now(),
+            messages_dropped: 0,
         }
     }
 
@@ -214,9 +215,16 @@ pub struct RequestRecord {
     id: u64,
     endpoint: &'static str,
     started: Instant,
+    /// Messages of a `/v1` conversation left out to fit the context.
+    messages_dropped: usize,
 }
 
 impl RequestRecord {
+    /// Notes that the conversation was trimmed to fit (said on the log line when not zero).
+    pub fn messages_dropped(&mut self, count: usize) {
+        self.messages_dropped = count;
+    }
+
     /// Counts the request and writes its one log line: id, endpoint, outcome, and for a finished
     /// generation the queue wait, prompt tokens (cached), time to first token, generated tokens,
     /// tokens/s and finish reason. No request value is logged, so nothing a client sends can
@@ -233,6 +241,7 @@ impl RequestRecord {
                     engine = self.metrics.engine,
                     outcome = outcome.as_str(),
                     upstream_ms = summary.upstream_latency.map(|d| d.as_millis() as u64),
+                    messages_dropped = (self.messages_dropped > 0).then_some(self.messages_dropped),
                     queue_ms = summary.queue_wait.as_millis() as u64,
                     prompt_tokens = summary.prompt_tokens,
                     cached_tokens = summary.cached_tokens,

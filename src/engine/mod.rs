@@ -12,6 +12,7 @@ pub mod budget;
 pub mod chat;
 pub mod detok;
 mod error;
+pub mod fit;
 pub mod generation;
 pub mod llama;
 pub mod upstream;
@@ -36,7 +37,9 @@ pub trait Engine: Send + Sync {
         generation: Generation,
     ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>>;
 
-    /// The number of prompt tokens `messages` take, rendered as [`Engine::submit`] would.
+    /// The number of prompt tokens `messages` take, rendered as [`Engine::submit`] would. For
+    /// contents too long for any prompt to fit the context window, an engine may answer a lower
+    /// bound above the window instead of counting them all.
     fn count_tokens(&self, messages: Vec<ChatMessage>)
         -> BoxFuture<'_, Result<usize, EngineError>>;
 

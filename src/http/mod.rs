@@ -19,7 +19,7 @@ use actix_web::middleware::Condition;
 use actix_web::{web, App, HttpRequest};
 use subtle::ConstantTimeEq;
 
-use crate::config::Config;
+use crate::config::{Config, ContextOverflow};
 use crate::engine::{Engine, EngineError};
 use crate::leafresh::{Recommender, SessionStore};
 use crate::metrics::Metrics;
@@ -36,6 +36,10 @@ pub struct AppState {
     pub sse_keepalive: Duration,
     /// Largest request body read (`/v1/chat/completions`).
     pub max_body_bytes: usize,
+    /// What `/v1` does with a conversation longer than the context window.
+    pub context_overflow: ContextOverflow,
+    /// `/v1`'s answer limit when the client sets none.
+    pub default_max_tokens: usize,
     /// Set once a stop signal arrived: new requests are refused, running ones finish.
     pub draining: AtomicBool,
     /// When set, `/v1/*` (and with `api_key_leafresh` the Leafresh endpoints) need this bearer key.
@@ -61,6 +65,8 @@ impl AppState {
             sessions,
             sse_keepalive: config.sse_keepalive(),
             max_body_bytes: config.max_body_bytes as usize,
+            context_overflow: config.context_overflow,
+            default_max_tokens: config.default_max_tokens as usize,
             draining: AtomicBool::new(false),
             api_key: config.api_key.clone(),
             api_key_leafresh: config.api_key_leafresh,

@@ -16,7 +16,7 @@ use super::prompt::{
 use super::sessions::{SessionStore, Turn};
 use super::topic::{ValidBaseInfo, ValidFreeText};
 use crate::engine::{
-    budget, ChatMessage, Engine, EngineError, Generation, GenerationEvent, GenerationEvents,
+    budget, fit, ChatMessage, Engine, EngineError, Generation, GenerationEvent, GenerationEvents,
     GenerationSummary, OutputConstraint, SamplingParams,
 };
 
@@ -98,9 +98,8 @@ impl Recommender {
     }
 
     /// The messages with the newest turns of the conversation that fit the context with room for
-    /// a full answer (the oldest go first), and their token count. The count falls as turns are
-    /// dropped, so the fewest turns to drop are found by bisection: a handful of counts, not one
-    /// per turn. (The original never trimmed, until every prompt overflowed.)
+    /// a full answer (the oldest go first), and their token count. (The original never trimmed,
+    /// until every prompt overflowed.)
     async fn fit_history(
         &self,
         history: &[Turn],
@@ -110,36 +109,20 @@ impl Recommender {
     ) -> Result<(Vec<ChatMessage>, usize), RecommendError> {
         let room = self.engine.context_window();
         let answer = defaults.max_tokens as usize;
-        let counted = |skip: usize| {
+        let (dropped, fitted) = fit::fewest_to_drop(history.len(), |skip| {
             let messages = free_text_messages(&history[skip..], message, category);
             async move {
                 let tokens = self.engine.count_tokens(messages.clone()).await?;
-                Ok::<_, EngineError>((messages, tokens))
+                Ok((tokens + answer <= room, (messages, tokens)))
             }
-        };
-        let fits = |tokens: usize| tokens + answer <= room;
-        let whole = counted(0).await?;
-        if fits(whole.1) || history.is_empty() {
-            return Ok(whole);
+        })
+        .await?;
+        if dropped > 0 {
+            tracing::debug!(
+                dropped_turns = dropped,
+                "history trimmed to fit the context"
+            );
         }
-        // Invariant: dropping `too_few` turns does not fit; dropping `enough` does, or is all.
-        let (mut too_few, mut enough) = (0, history.len());
-        let mut best = None;
-        while enough - too_few > 1 {
-            let middle = too_few + (enough - too_few) / 2;
-            let candidate = counted(middle).await?;
-            if fits(candidate.1) {
-                enough = middle;
-                best = Some(candidate);
-            } else {
-                too_few = middle;
-            }
-        }
-        let fitted = match best {
-            Some(best) => best,
-            None => counted(enough).await?,
-        };
-        tracing::debug!(dropped_turns = enough, "history trimmed to fit the context");
         Ok(fitted)
     }
 

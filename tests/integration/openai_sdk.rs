@@ -1,6 +1,6 @@
-//! The OpenAI-compatible API as the official `openai` Python package sees it: three real services
-//! (plain, with an API key, with a small context) and `python3 -m pytest tests/openai` against
-//! them.
+//! The OpenAI-compatible API as the official `openai` Python package sees it: four real services
+//! (plain, with an API key, with a small context, and a small context that refuses long chats)
+//! and `python3 -m pytest tests/openai` against them.
 //!
 //! Needs python3 with the packages of `tests/openai/requirements.txt`. Without them the test fails
 //! with the install command; it never skips, because a skipped test looks like a passing one.
@@ -56,6 +56,22 @@ fn openai_python_sdk_suite_passes() {
         ],
     );
 
+    let strict = Service::start(
+        &model,
+        &[
+            "--model-alias",
+            ALIAS,
+            "--ctx-size",
+            "512",
+            "--parallel",
+            "1",
+            "--context-overflow",
+            "error",
+            "--default-max-tokens",
+            "24",
+        ],
+    );
+
     let output = Command::new("python3")
         .args([
             "-m",
@@ -71,6 +87,7 @@ fn openai_python_sdk_suite_passes() {
         .env("LEAFRESH_AUTH_BASE_URL", auth.base_url())
         .env("LEAFRESH_API_KEY", API_KEY)
         .env("LEAFRESH_SMALL_CTX_BASE_URL", small.base_url())
+        .env("LEAFRESH_STRICT_BASE_URL", strict.base_url())
         .env("LEAFRESH_MODEL_ALIAS", ALIAS)
         .env("LEAFRESH_MODEL_ID", &model_id)
         // Nothing written into the source tree; no key from the developer's shell.

@@ -64,6 +64,12 @@ def small_client():
 
 
 @pytest.fixture(scope="module")
+def strict_client():
+    """The small context with --context-overflow error and --default-max-tokens 24."""
+    return _client(_env("LEAFRESH_STRICT_BASE_URL"))
+
+
+@pytest.fixture(scope="module")
 def auth_server():
     return _env("LEAFRESH_AUTH_BASE_URL"), _env("LEAFRESH_API_KEY")
 
@@ -396,6 +402,51 @@ def test_too_long_prompt_is_refused_before_a_stream_starts(small_client):
 def test_a_prompt_that_fits_the_small_context_works(small_client):
     r = small_client.chat.completions.create(model=ALIAS, messages=user(QUESTION), max_tokens=8, **GREEDY)
     check_usage(r.usage, 8)
+
+
+# ---- long chats ----
+
+
+def long_chat(turns):
+    """A system prompt, `turns` user/assistant exchanges of ~60 tokens each, and a question."""
+    messages = [{"role": "system", "content": "짧게 답하세요."}]
+    for i in range(turns):
+        messages.append({"role": "user", "content": f"질문 {i}: " + "분리수거 방법을 알려줘 " * 6})
+        messages.append({"role": "assistant", "content": f"답 {i}: " + "종이와 플라스틱을 나눠요 " * 6})
+    messages.append({"role": "user", "content": QUESTION})
+    return messages
+
+
+def test_a_chat_longer_than_the_context_loses_its_oldest_turns(small_client):
+    messages = long_chat(12)  # ~1,500 tokens; the context is 512
+    r = small_client.chat.completions.create(model=ALIAS, messages=messages, max_tokens=16, **GREEDY)
+    dropped = r.usage.model_extra.get("messages_dropped")
+    assert dropped and dropped % 2 == 0 and dropped < len(messages) - 2, r.usage
+    assert r.usage.prompt_tokens + 16 <= 512, r.usage
+    # The same trimmed conversation, sent as such, is the same prompt.
+    kept = [messages[0]] + messages[1 + dropped:]
+    again = small_client.chat.completions.create(model=ALIAS, messages=kept, max_tokens=16, **GREEDY)
+    assert again.usage.prompt_tokens == r.usage.prompt_tokens
+    assert again.usage.model_extra.get("messages_dropped") is None
+    assert again.choices[0].message.content == r.choices[0].message.content
+
+
+def test_trimming_streams_too(small_client):
+    _, chunks = stream_chunks(small_client, long_chat(12), max_tokens=8)
+    usage = chunks[-1][1].usage
+    assert usage.model_extra.get("messages_dropped", 0) > 0, usage
+
+
+def test_with_context_overflow_error_a_long_chat_is_refused(strict_client):
+    with pytest.raises(openai.BadRequestError) as err:
+        strict_client.chat.completions.create(model=ALIAS, messages=long_chat(12), max_tokens=16)
+    assert err.value.code == "context_length_exceeded", err.value.body
+
+
+def test_without_max_tokens_the_default_cap_bounds_the_answer(strict_client):
+    r = strict_client.chat.completions.create(model=ALIAS, messages=user(QUESTION), **GREEDY)
+    assert r.usage.completion_tokens <= 24, r.usage
+    assert r.choices[0].finish_reason in ("length", "stop")
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])

@@ -141,10 +141,15 @@ impl Engine for LlamaEngine {
         messages: Vec<ChatMessage>,
     ) -> BoxFuture<'_, Result<usize, EngineError>> {
         let model = Arc::clone(&self.model);
-        Box::pin(
-            self.prepare
-                .run(move || model.prompt(&messages).map(|p| p.len())),
-        )
+        let window = self.slot_context;
+        Box::pin(self.prepare.run(move || {
+            // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
+            // already says they do not fit.
+            match model.prompt_within(&messages, window) {
+                Err(EngineError::PromptOverContext { at_least, .. }) => Ok(at_least),
+                prompt => prompt.map(|p| p.len()),
+            }
+        }))
     }
 
     fn context_window(&self) -> usize {

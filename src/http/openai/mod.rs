@@ -11,9 +11,10 @@ use actix_web_lab::sse;
 use super::body::read_limited;
 use super::error::OpenAiError;
 use super::{stream, AppState};
+use crate::config::ContextOverflow;
 use crate::engine::{
-    EngineError, Generation, GenerationEvent, GenerationEvents, GenerationSummary,
-    OutputConstraint, SamplingParams,
+    fit, ChatMessage, EngineError, Generation, GenerationEvent, GenerationEvents,
+    GenerationSummary, OutputConstraint, SamplingParams,
 };
 use crate::metrics::{Outcome, RequestRecord};
 use request::{ChatRequest, OutputFormat, ValidChatRequest};
@@ -67,8 +68,12 @@ async fn chat_completions(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let record = state.metrics.begin(ENDPOINT);
-    match accept(&req, payload, &state).await {
+    let mut record = state.metrics.begin(ENDPOINT);
+    let started = accept(&req, payload, &state).await;
+    if let Ok(Started::Stream(meta, ..) | Started::Whole(meta, _)) = &started {
+        record.messages_dropped(meta.messages_dropped);
+    }
+    match started {
         Ok(Started::Stream(meta, include_usage, events)) => {
             stream(&state, record, meta, include_usage, events, &req)
         }
@@ -113,8 +118,22 @@ async fn accept(
     if !state.engine.model_ids().contains(&valid.model) {
         return Err(OpenAiError::model_not_found(&valid.model));
     }
-    let events = state.engine.submit(generation(&valid)).await?;
-    let meta = CompletionMeta::new(valid.model.clone());
+    // Without max_tokens a reply could fill its whole slot, and the next turn would not fit.
+    let max_tokens = valid.max_tokens.unwrap_or(state.default_max_tokens);
+    let (messages, dropped) = match state.context_overflow {
+        ContextOverflow::Trim => {
+            // Room for the answer, but never more than half the window: a long answer must
+            // not cost the whole conversation.
+            let reserve = max_tokens.min(state.engine.context_window() / 2);
+            fit::trim_oldest_turns(&*state.engine, valid.messages.clone(), reserve).await?
+        }
+        ContextOverflow::Error => (valid.messages.clone(), 0),
+    };
+    let events = state
+        .engine
+        .submit(generation(&valid, messages, max_tokens))
+        .await?;
+    let meta = CompletionMeta::new(valid.model.clone(), dropped);
     if valid.stream {
         Ok(Started::Stream(meta, valid.include_usage, events))
     } else {
@@ -122,16 +141,20 @@ async fn accept(
     }
 }
 
-/// The request as the engine takes it. Without `max_tokens` a request may use all the room its
-/// slot has left.
-fn generation(valid: &ValidChatRequest) -> Generation {
+/// The request as the engine takes it: `messages` (the conversation, maybe trimmed), at most
+/// `max_tokens` new tokens (the room the context leaves caps it further).
+fn generation(
+    valid: &ValidChatRequest,
+    messages: Vec<ChatMessage>,
+    max_tokens: usize,
+) -> Generation {
     let constraint = match &valid.format {
         OutputFormat::Text => None,
         OutputFormat::JsonObject => Some(r#"{"type": "object"}"#.to_owned()),
         OutputFormat::JsonSchema(schema) => Some(schema.to_string()),
     };
     Generation {
-        messages: valid.messages.clone(),
+        messages,
         sampling: SamplingParams {
             temperature: valid.temperature,
             top_p: valid.top_p,
@@ -143,7 +166,7 @@ fn generation(valid: &ValidChatRequest) -> Generation {
             seed: valid.seed,
         },
         constraint: constraint.map(OutputConstraint::JsonSchema),
-        max_tokens: valid.max_tokens,
+        max_tokens: Some(max_tokens),
         stop: valid.stop.clone(),
         model: Some(valid.model.clone()),
         session: None,

@@ -51,6 +51,14 @@ pub struct Usage {
     pub completion_tokens: usize,
     pub total_tokens: usize,
     pub prompt_tokens_details: PromptTokensDetails,
+    /// Messages of the conversation left out to fit the context (`--context-overflow trim`);
+    /// not in OpenAI's API, absent when none were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub messages_dropped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -59,8 +67,9 @@ pub struct PromptTokensDetails {
 }
 
 impl Usage {
-    fn of(summary: &GenerationSummary) -> Self {
+    fn of(summary: &GenerationSummary, messages_dropped: usize) -> Self {
         Self {
+            messages_dropped,
             prompt_tokens: summary.prompt_tokens,
             completion_tokens: summary.completion_tokens,
             total_tokens: summary.prompt_tokens + summary.completion_tokens,
@@ -88,14 +97,17 @@ pub struct CompletionMeta {
     id: String,
     created: u64,
     model: String,
+    /// Messages left out to fit the context.
+    pub messages_dropped: usize,
 }
 
 impl CompletionMeta {
-    pub fn new(model: String) -> Self {
+    pub fn new(model: String, messages_dropped: usize) -> Self {
         Self {
             id: completion_id(),
             created: unix_seconds(),
             model,
+            messages_dropped,
         }
     }
 
@@ -111,7 +123,7 @@ impl CompletionMeta {
                 "logprobs": null,
                 "finish_reason": summary.finish_reason.as_str(),
             })],
-            usage: Usage::of(summary),
+            usage: Usage::of(summary, self.messages_dropped),
         }
     }
 
@@ -156,7 +168,8 @@ impl CompletionMeta {
     /// With `stream_options.include_usage`: the last chunk, no choices, the usage.
     pub fn usage_chunk(&self, summary: &GenerationSummary) -> Value {
         let mut chunk = self.chunk(json!([]));
-        chunk["usage"] = serde_json::to_value(Usage::of(summary)).unwrap_or(Value::Null);
+        chunk["usage"] =
+            serde_json::to_value(Usage::of(summary, self.messages_dropped)).unwrap_or(Value::Null);
         chunk
     }
 }
