@@ -205,6 +205,13 @@ impl OpenAiError {
         }
     }
 
+    /// The same error with OpenAI's machine-readable `code` (`invalid_type`, `invalid_value`,
+    /// `missing_required_parameter`, `integer_above_max_value`, ...).
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
     pub fn model_not_found(model: &str) -> Self {
         // Echo the name only when it looks like one: a path or a long string stays out of the
         // body (and out of anything that logs bodies).
@@ -235,12 +242,15 @@ impl OpenAiError {
             Category::Syntax | Category::Eof | Category::Io => {
                 format!("The body is not valid JSON: {error}.")
             }
-            Category::Data => format!(
-                "The body must be a JSON object with the request fields (`model`, `messages`, \
-                 ...); got another JSON value at line {} column {}.",
-                error.line(),
-                error.column()
-            ),
+            Category::Data => {
+                let message = format!(
+                    "The body must be a JSON object with the request fields (`model`, \
+                     `messages`, ...); got another JSON value at line {} column {}.",
+                    error.line(),
+                    error.column()
+                );
+                return Self::invalid("body", message).code("invalid_type");
+            }
         };
         Self::invalid("body", message)
     }
@@ -319,7 +329,7 @@ impl From<EngineError> for OpenAiError {
             e if e.is_client_error() => (
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                None,
+                matches!(e, EngineError::InvalidPrompt(_)).then_some("invalid_value"),
                 error.to_string(),
             ),
             EngineError::UpstreamUnavailable(_) => (

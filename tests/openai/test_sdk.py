@@ -485,20 +485,22 @@ def test_an_image_part_is_refused_as_text_only(client):
 
 
 @pytest.mark.parametrize(
-    "field, params",
+    "field, params, code",
     [
-        ("max_tokens", {"max_tokens": 0}),
-        ("temperature", {"temperature": -0.5}),
-        ("stop", {"stop": ["a", "b", "c", "d", "e"]}),
-        ("messages", {"messages": []}),
+        ("max_tokens", {"max_tokens": 0}, "integer_below_min_value"),
+        ("temperature", {"temperature": -0.5}, "decimal_below_min_value"),
+        ("temperature", {"temperature": 9}, "decimal_above_max_value"),
+        ("stop", {"stop": ["a", "b", "c", "d", "e"]}, "array_above_max_length"),
+        ("messages", {"messages": []}, "empty_array"),
     ],
 )
-def test_bad_values_are_refused_naming_the_field(client, field, params):
+def test_bad_values_are_refused_naming_the_field(client, field, params, code):
     request = {"model": ALIAS, "messages": user(QUESTION), "max_tokens": 4, **params}
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(**request)
     assert err.value.body["type"] == "invalid_request_error", err.value.body
     assert err.value.param == field and field in err.value.message, err.value.body
+    assert err.value.code == code, err.value.body
 
 
 # ---- API key ----

@@ -71,9 +71,14 @@ impl ChatRequest {
         let model = match self.model {
             Some(Value::String(model)) if !model.trim().is_empty() => model,
             Some(other) if !other.is_null() => {
-                return Err(OpenAiError::invalid("model", "`model` must be a string"))
+                return Err(
+                    OpenAiError::invalid("model", "`model` must be a string").code("invalid_type")
+                )
             }
-            _ => return Err(OpenAiError::invalid("model", "`model` is required")),
+            _ => {
+                return Err(OpenAiError::invalid("model", "`model` is required")
+                    .code("missing_required_parameter"))
+            }
         };
         let messages = messages(self.messages)?;
         if let Some(n) = integer("n", self.n.as_ref(), 1, 128)? {
@@ -81,7 +86,8 @@ impl ChatRequest {
                 return Err(OpenAiError::invalid(
                     "n",
                     format!("`n` must be 1 (one choice per request); got {n}"),
-                ));
+                )
+                .code("invalid_value"));
             }
         }
         let max_tokens = match integer(
@@ -134,13 +140,13 @@ fn messages(value: Option<Value>) -> Result<Vec<ChatMessage>, OpenAiError> {
         return Err(OpenAiError::invalid(
             "messages",
             "`messages` must be a non-empty array of {role, content} objects",
-        ));
+        )
+        .code("invalid_type"));
     };
     if items.is_empty() {
-        return Err(OpenAiError::invalid(
-            "messages",
-            "`messages` must not be empty",
-        ));
+        return Err(
+            OpenAiError::invalid("messages", "`messages` must not be empty").code("empty_array"),
+        );
     }
     items
         .into_iter()
@@ -152,10 +158,10 @@ fn messages(value: Option<Value>) -> Result<Vec<ChatMessage>, OpenAiError> {
 fn message(index: usize, item: Value) -> Result<ChatMessage, OpenAiError> {
     let param = format!("messages[{index}]");
     let Value::Object(mut fields) = item else {
-        return Err(OpenAiError::invalid(
-            &param,
-            format!("`{param}` must be an object"),
-        ));
+        return Err(
+            OpenAiError::invalid(&param, format!("`{param}` must be an object"))
+                .code("invalid_type"),
+        );
     };
     let role = match fields.get("role").and_then(Value::as_str) {
         Some("system" | "developer") => Role::System,
@@ -168,13 +174,15 @@ fn message(index: usize, item: Value) -> Result<ChatMessage, OpenAiError> {
                     "`{param}.role` must be system, user or assistant; got {}",
                     quoted_if_a_name(other)
                 ),
-            ))
+            )
+            .code("invalid_value"))
         }
         None => {
             return Err(OpenAiError::invalid(
                 format!("{param}.role"),
                 format!("`{param}.role` is required"),
-            ))
+            )
+            .code("missing_required_parameter"))
         }
     };
     let content = match fields.remove("content") {
@@ -186,7 +194,8 @@ fn message(index: usize, item: Value) -> Result<ChatMessage, OpenAiError> {
             return Err(OpenAiError::invalid(
                 format!("{param}.content"),
                 format!("`{param}.content` must be a string or an array of text parts"),
-            ))
+            )
+            .code("invalid_type"))
         }
     };
     // A history can carry NUL characters back (a model may emit the byte token <0x00>), and
@@ -211,7 +220,8 @@ fn text_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
                 return Err(OpenAiError::invalid(
                     format!("{param}.content[{i}].text"),
                     "a text part needs a `text` string",
-                ))
+                )
+                .code("invalid_type"))
             }
             (kind, _) => {
                 return Err(OpenAiError::invalid(
@@ -220,7 +230,8 @@ fn text_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
                         "this model takes text only; content part type {} is not supported",
                         kind.map_or_else(|| "(missing)".into(), quoted_if_a_name)
                     ),
-                ))
+                )
+                .code("invalid_value"))
             }
         }
     }
@@ -248,7 +259,8 @@ pub fn tokenize_messages(body: &[u8]) -> Result<Vec<ChatMessage>, OpenAiError> {
         return Err(OpenAiError::invalid(
             "body",
             "The body must be a JSON object with `messages`.",
-        ));
+        )
+        .code("invalid_type"));
     }
     messages(value.get_mut("messages").map(Value::take))
 }
@@ -294,11 +306,17 @@ fn integer(
         Some(n) => Err(OpenAiError::invalid(
             param,
             format!("`{param}` must be between {min} and {max}; got {n}"),
-        )),
+        )
+        .code(if n < min {
+            "integer_below_min_value"
+        } else {
+            "integer_above_max_value"
+        })),
         None => Err(OpenAiError::invalid(
             param,
             format!("`{param}` must be a whole number; got {}", described(value)),
-        )),
+        )
+        .code("invalid_type")),
     }
 }
 
@@ -314,13 +332,18 @@ fn number(
     };
     match value.as_f64() {
         Some(x) if x.is_finite() && (min as f64..=max as f64).contains(&x) => Ok(Some(x as f32)),
-        _ => Err(OpenAiError::invalid(
+        number => Err(OpenAiError::invalid(
             param,
             format!(
                 "`{param}` must be a number between {min} and {max}; got {}",
                 described(value)
             ),
-        )),
+        )
+        .code(match number {
+            Some(x) if x < min as f64 => "decimal_below_min_value",
+            Some(x) if x > max as f64 => "decimal_above_max_value",
+            _ => "invalid_type",
+        })),
     }
 }
 
@@ -331,7 +354,8 @@ fn boolean(param: &str, value: Option<&Value>) -> Result<Option<bool>, OpenAiErr
         Some(other) => Err(OpenAiError::invalid(
             param,
             format!("`{param}` must be true or false; got {}", described(other)),
-        )),
+        )
+        .code("invalid_type")),
     }
 }
 
@@ -346,7 +370,8 @@ fn include_usage(options: Option<&Value>) -> Result<bool, OpenAiError> {
         Some(_) => Err(OpenAiError::invalid(
             "stream_options",
             "`stream_options` must be an object",
-        )),
+        )
+        .code("invalid_type")),
     }
 }
 
@@ -358,17 +383,18 @@ fn stop(value: Option<Value>) -> Result<Vec<String>, OpenAiError> {
             .into_iter()
             .map(|item| match item {
                 Value::String(s) => Ok(s),
-                _ => Err(OpenAiError::invalid(
-                    "stop",
-                    "`stop` must hold strings only",
-                )),
+                _ => Err(
+                    OpenAiError::invalid("stop", "`stop` must hold strings only")
+                        .code("invalid_type"),
+                ),
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
             return Err(OpenAiError::invalid(
                 "stop",
                 "`stop` must be a string or an array of strings",
-            ))
+            )
+            .code("invalid_type"))
         }
     };
     if stops.len() > MAX_STOP_STRINGS {
@@ -378,7 +404,8 @@ fn stop(value: Option<Value>) -> Result<Vec<String>, OpenAiError> {
                 "`stop` may hold at most {MAX_STOP_STRINGS} strings; got {}",
                 stops.len()
             ),
-        ));
+        )
+        .code("array_above_max_length"));
     }
     if let Some(long) = stops.iter().find(|s| s.len() > MAX_STOP_LEN) {
         return Err(OpenAiError::invalid(
@@ -387,7 +414,8 @@ fn stop(value: Option<Value>) -> Result<Vec<String>, OpenAiError> {
                 "a stop string may be at most {MAX_STOP_LEN} bytes; got {}",
                 long.len()
             ),
-        ));
+        )
+        .code("string_above_max_length"));
     }
     Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
 }
@@ -410,13 +438,15 @@ fn format(value: Option<Value>) -> Result<OutputFormat, OpenAiError> {
                         "response_format.json_schema.schema",
                         "`response_format.json_schema.schema` must be a JSON schema object",
                     )
+                    .code("invalid_type")
                 })?;
             Ok(OutputFormat::JsonSchema(schema))
         }
         _ => Err(OpenAiError::invalid(
             "response_format.type",
             "`response_format.type` must be text, json_object or json_schema",
-        )),
+        )
+        .code("invalid_value")),
     }
 }
 
