@@ -224,6 +224,15 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub debug_corrupt_token_when_batched: bool,
 
+    /// Keep the instruction prefix's KV cells in this directory, so that a restart loads them
+    /// instead of computing them (the systemd unit uses its state directory).
+    #[arg(long, env = "LEAFRESH_PROMPT_CACHE_DIR", value_name = "DIR")]
+    pub prompt_cache_dir: Option<PathBuf>,
+
+    /// Do not compute the instruction prefix before serving (the first request pays for it).
+    #[arg(long, env = "LEAFRESH_NO_WARM_UP")]
+    pub no_warm_up: bool,
+
     /// Generate the Leafresh answers without the JSON grammar (for fine-tuned models that
     /// follow their own format; answers are then parsed and repaired leniently).
     #[arg(long, env = "LEAFRESH_NO_GRAMMAR")]
@@ -370,6 +379,7 @@ impl Config {
             queue_timeout: self.queue_timeout(),
             cache_type_k: self.cache_type_k.engine(),
             cache_type_v: self.cache_type_v.engine(),
+            prompt_cache_dir: self.prompt_cache_dir.clone(),
             flash_attention: match self.flash_attn {
                 FlashAttention::On => engine::llama::FlashAttention::On,
                 FlashAttention::Off => engine::llama::FlashAttention::Off,

@@ -9,7 +9,7 @@ use anyhow::Context;
 use leafresh_llm::config::Config;
 use leafresh_llm::engine::llama::{LlamaEngine, Model};
 use leafresh_llm::engine::upstream::{UpstreamEngine, UpstreamSettings};
-use leafresh_llm::engine::Engine;
+use leafresh_llm::engine::{Engine, WarmUp};
 use leafresh_llm::http::{self, AppState};
 use leafresh_llm::{lifecycle, logging};
 
@@ -40,6 +40,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(settings) => upstream_engine(&config, settings)?,
         None => embedded_engine(&config)?,
     };
+    if !config.no_warm_up {
+        warm_up(engine.as_ref()).await?;
+    }
     let state = web::Data::new(AppState::new(engine, &config));
     let app_state = state.clone();
     let cors_origins = config.cors_origins.clone();
@@ -120,4 +123,36 @@ fn upstream_engine(config: &Config, settings: UpstreamSettings) -> anyhow::Resul
         "upstream mode: generation is delegated; no model is loaded here"
     );
     Ok(Arc::new(UpstreamEngine::start(settings, tokenizer)?))
+}
+
+/// Readies the instruction every Leafresh prompt begins with, before the port is bound and
+/// systemd hears READY=1: the first request after a start is as fast as the next ones.
+async fn warm_up(engine: &dyn Engine) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let warm = match engine
+        .warm(leafresh_llm::leafresh::prompt::warm_up_messages())
+        .await
+    {
+        Ok(warm) => warm,
+        // A context too small for the instruction serves /v1 still; Leafresh requests will say
+        // it too.
+        Err(e) if e.is_client_error() => {
+            tracing::warn!(error = %e, "instruction prefix not computed");
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("computing the instruction prefix before serving"),
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    match warm {
+        WarmUp::Computed { tokens } => tracing::info!(tokens, ms, "instruction prefix computed"),
+        WarmUp::Loaded { tokens } => {
+            tracing::info!(
+                tokens,
+                ms,
+                "instruction prefix loaded from the prompt cache"
+            )
+        }
+        WarmUp::Skipped => {}
+    }
+    Ok(())
 }

@@ -145,3 +145,14 @@ pub struct EngineStats {
     /// Requests that failed inside the engine so far (decode errors, upstream faults).
     pub errors: u64,
 }
+
+/// How an engine readied a prompt prefix before serving ([`Engine::warm`](super::Engine::warm)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarmUp {
+    /// Its cells were computed (and saved, when the engine keeps a prompt cache on disk).
+    Computed { tokens: usize },
+    /// Its cells were loaded from the prompt cache on disk.
+    Loaded { tokens: usize },
+    /// This engine keeps no prefix (an upstream engine: its own cache decides).
+    Skipped,
+}

@@ -23,7 +23,7 @@ pub use chat::{ChatMessage, Role};
 pub use error::EngineError;
 pub use generation::{
     EngineStats, FinishReason, Generation, GenerationEvent, GenerationEvents, GenerationSummary,
-    OutputConstraint, SamplingParams,
+    OutputConstraint, SamplingParams, WarmUp,
 };
 
 /// A text-generation engine. Methods that may do CPU work (tokenizing, compiling a grammar) or
@@ -54,4 +54,12 @@ pub trait Engine: Send + Sync {
 
     /// Ends every queued and running request with `error` (a stop past its grace period).
     fn abort_all(&self, error: EngineError);
+
+    /// Readies the prompt cache with the prompt of `messages` before the first request, so that
+    /// requests sharing its beginning (the instruction every Leafresh prompt starts with) do not
+    /// compute it. Engines without a prompt cache of their own skip it.
+    fn warm(&self, messages: Vec<ChatMessage>) -> BoxFuture<'_, Result<WarmUp, EngineError>> {
+        let _ = messages;
+        Box::pin(async { Ok(WarmUp::Skipped) })
+    }
 }

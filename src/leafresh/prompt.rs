@@ -61,6 +61,14 @@ pub fn free_text_messages(
     messages
 }
 
+/// A base-info prompt for a made-up request: what the engine computes before serving, so that
+/// every real prompt (which begins with the same instruction) finds the instruction cached.
+pub fn warm_up_messages() -> Vec<ChatMessage> {
+    vec![ChatMessage::user(with_instruction(
+        "[요청]\n지역: 도시\n근무 형태: 사무직\n카테고리: 제로웨이스트",
+    ))]
+}
+
 /// The per-request part of a base-info prompt (without the instruction). Store this as
 /// `Turn::user` so that replaying the turn reproduces the prompt byte for byte.
 pub fn base_info_request(req: &ValidBaseInfo) -> String {

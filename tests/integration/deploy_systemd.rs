@@ -239,7 +239,8 @@ fn every_setting_of_the_env_template_is_a_real_one_and_accepted_when_uncommented
     // file, so model, host and port are the test's). mlock is left out: the tiny model would
     // still load, but the test machine's RLIMIT_MEMLOCK is not this test's subject. So is upstream
     // mode (LEAFRESH_UPSTREAM and its LEAFRESH_TOKENIZER), another way to run, which
-    // tests/integration/upstream.rs starts.
+    // tests/integration/upstream.rs starts, and the prompt cache directory, which would be made
+    // under /var/lib on the test machine (tests/integration/prompt_cache.rs uses its own).
     let dir = tempfile::tempdir().unwrap();
     let active = dir.path().join("all.env");
     let body: Vec<&str> = settings
@@ -250,6 +251,7 @@ fn every_setting_of_the_env_template_is_a_real_one_and_accepted_when_uncommented
                 "LEAFRESH_MLOCK=",
                 "LEAFRESH_UPSTREAM=",
                 "LEAFRESH_TOKENIZER=",
+                "LEAFRESH_PROMPT_CACHE_DIR=",
             ]
             .iter()
             .any(|skipped| l.starts_with(skipped))

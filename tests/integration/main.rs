@@ -15,6 +15,7 @@ mod model_file;
 mod openai;
 mod openai_sdk;
 mod ops;
+mod prompt_cache;
 mod recommend;
 mod scheduler;
 mod startup;

@@ -123,7 +123,8 @@ fn after_a_client_disconnects_the_active_gauge_is_zero_within_two_seconds() {
 
 #[test]
 fn a_second_base_info_reuses_the_cached_instruction_prefix() {
-    let service = Service::start(&tiny_model(), &["--parallel", "2"]);
+    // Without the warm-up, so that the first request computes the instruction.
+    let service = Service::start(&tiny_model(), &["--parallel", "2", "--no-warm-up"]);
     let (_, _, events) = get_events(&base_info_url(&service, "도시", "사무직", "비건"));
     assert_eq!(events.last().unwrap().event, "close");
     let cached_before = metric(&service, "leafresh_prompt_tokens_cached_total");

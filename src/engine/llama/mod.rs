@@ -8,6 +8,7 @@
 
 pub mod model;
 pub(crate) mod prepare;
+mod prompt_cache;
 pub mod sampling;
 pub mod scheduler;
 pub mod template;
@@ -17,16 +18,18 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
+use llama_cpp_2::token::LlamaToken;
 
 pub use model::{LoadOptions, Model, ModelInfo, Prompt};
 use prepare::PreparePool;
+use prompt_cache::PromptCache;
 use sampling::TokenSampler;
 pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
 use scheduler::{JobQueue, PreparedRequest};
 
 use super::{
-    budget, ChatMessage, Engine, EngineError, EngineStats, Generation, GenerationEvents,
-    OutputConstraint,
+    budget, ChatMessage, Engine, EngineError, EngineStats, Generation, GenerationEvent,
+    GenerationEvents, OutputConstraint, SamplingParams, WarmUp,
 };
 
 /// llama.cpp embedded: a loaded model and the inference thread that serves it.
@@ -37,6 +40,8 @@ pub struct LlamaEngine {
     prepare: PreparePool,
     slot_context: usize,
     model_ids: Vec<String>,
+    /// Where the warmed prefix is kept between starts (`--prompt-cache-dir`).
+    prompt_cache: Option<PromptCache>,
 }
 
 /// Threads that prepare requests: tokenizing takes about a millisecond, and two let one long
@@ -49,6 +54,10 @@ impl LlamaEngine {
         model: Arc<Model>,
         settings: EngineSettings,
     ) -> Result<(Self, JoinHandle<bool>), EngineError> {
+        let prompt_cache = settings
+            .prompt_cache_dir
+            .clone()
+            .map(|dir| PromptCache::new(dir, model.info(), &settings));
         let (queue, slot_context, thread) = scheduler::start(Arc::clone(&model), settings)?;
         let engine = Self {
             model,
@@ -56,6 +65,7 @@ impl LlamaEngine {
             prepare: PreparePool::start(PREPARE_THREADS)?,
             slot_context,
             model_ids: Vec::new(),
+            prompt_cache,
         };
         Ok((engine, thread))
     }
@@ -120,6 +130,105 @@ impl LlamaEngine {
     }
 }
 
+impl LlamaEngine {
+    /// [`Engine::warm`]: load the prefix from the prompt cache, else compute it (a generation of
+    /// one token leaves the prompt's cells in its slot) and save it.
+    async fn warm_prefix(&self, messages: Vec<ChatMessage>) -> Result<WarmUp, EngineError> {
+        let model = Arc::clone(&self.model);
+        let rendered = messages.clone();
+        let tokens = self
+            .prepare
+            .run(move || model.prompt(&rendered).map(|p| p.tokens))
+            .await?;
+        let path = self
+            .prompt_cache
+            .as_ref()
+            .map(|cache| cache.path_for(&tokens));
+        if let Some(path) = &path {
+            if path.is_file() {
+                let sealed = path.clone();
+                let checked = self
+                    .prepare
+                    .run(move || Ok(prompt_cache::check_seal(&sealed)))
+                    .await?;
+                let restored = match checked {
+                    Ok(()) => self.queue.restore(path.clone(), tokens.clone()).await,
+                    Err(why) => Err(why),
+                };
+                match restored {
+                    Ok(()) => {
+                        return Ok(WarmUp::Loaded {
+                            tokens: tokens.len(),
+                        })
+                    }
+                    Err(why) => tracing::warn!(
+                        file = %path.display(),
+                        %why,
+                        "prompt cache file not used; computing the prefix again"
+                    ),
+                }
+            }
+        }
+        let mut events = self
+            .submit(Generation {
+                messages,
+                sampling: SamplingParams {
+                    temperature: 0.0,
+                    ..SamplingParams::default()
+                },
+                constraint: None,
+                max_tokens: Some(1),
+                stop: Vec::new(),
+                model: None,
+                session: None,
+            })
+            .await?;
+        loop {
+            match events.recv().await {
+                Some(GenerationEvent::Text(_)) => {}
+                Some(GenerationEvent::Done(_)) => break,
+                Some(GenerationEvent::Failed(e)) => return Err(e),
+                None => return Err(EngineError::Stopped),
+            }
+        }
+        if let (Some(cache), Some(path)) = (&self.prompt_cache, &path) {
+            self.save_prefix(cache, path, tokens.clone()).await;
+        }
+        Ok(WarmUp::Computed {
+            tokens: tokens.len(),
+        })
+    }
+
+    /// Writes the prefix under a temporary name, then renames it into place. A failure is logged,
+    /// never fatal: the service runs without the file.
+    async fn save_prefix(
+        &self,
+        cache: &PromptCache,
+        path: &std::path::Path,
+        tokens: Vec<LlamaToken>,
+    ) {
+        let temporary = PromptCache::temporary(path);
+        let saved = async {
+            cache.prepare(path).map_err(|e| e.to_string())?;
+            let bytes = self.queue.save(temporary.clone(), tokens).await?;
+            std::fs::rename(&temporary, path).map_err(|e| e.to_string())?;
+            prompt_cache::seal(path).map_err(|e| e.to_string())?;
+            Ok::<_, String>(bytes)
+        };
+        match saved.await {
+            Ok(bytes) => tracing::info!(
+                file = %path.display(),
+                size_mib = bytes / (1024 * 1024),
+                "prompt prefix saved for the next start"
+            ),
+            Err(why) => {
+                let _ = std::fs::remove_file(&temporary);
+                tracing::warn!(file = %path.display(), %why, "could not save the prompt prefix");
+            }
+        }
+    }
+}
+
 impl Engine for LlamaEngine {
     fn submit(
         &self,
@@ -166,5 +275,9 @@ impl Engine for LlamaEngine {
 
     fn abort_all(&self, error: EngineError) {
         self.queue.abort_all(error);
+    }
+
+    fn warm(&self, messages: Vec<ChatMessage>) -> BoxFuture<'_, Result<WarmUp, EngineError>> {
+        Box::pin(self.warm_prefix(messages))
     }
 }

@@ -58,6 +58,8 @@ pub struct EngineSettings {
     pub cache_type_k: KvCacheType,
     pub cache_type_v: KvCacheType,
     pub flash_attention: FlashAttention,
+    /// Where the warmed prompt prefix is kept between starts (`None`: computed at every start).
+    pub prompt_cache_dir: Option<std::path::PathBuf>,
     #[cfg(feature = "fault-injection")]
     pub faults: faults::Faults,
 }

@@ -10,7 +10,9 @@ use std::sync::mpsc::Sender;
 use std::time::Instant;
 
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::mpsc;
+use std::path::PathBuf;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::sequence::Sequence;
 use super::slots::{self, Reuse};
@@ -39,6 +41,18 @@ pub enum Command {
     Generate(Job),
     /// Ends every queued and running request with this error (graceful stop past its deadline).
     AbortAll(EngineError),
+    /// Loads a saved prompt prefix into a free slot (at start, before any request).
+    Restore {
+        path: PathBuf,
+        tokens: Vec<LlamaToken>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+    /// Saves the cells of the slot holding `tokens` to `path`.
+    Save {
+        path: PathBuf,
+        tokens: Vec<LlamaToken>,
+        done: oneshot::Sender<Result<usize, String>>,
+    },
 }
 
 /// Counters shared by the queue's two sides.
@@ -108,6 +122,28 @@ impl JobQueue {
     pub fn abort_all(&self, error: EngineError) {
         let _ = self.commands.send(Command::AbortAll(error));
     }
+
+    /// Loads the KV cells of `tokens` saved at `path` into a slot; an error says why not.
+    pub async fn restore(&self, path: PathBuf, tokens: Vec<LlamaToken>) -> Result<(), String> {
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::Restore { path, tokens, done })
+            .map_err(|_| "the engine has stopped".to_owned())?;
+        result
+            .await
+            .map_err(|_| "the engine has stopped".to_owned())?
+    }
+
+    /// Saves the KV cells of the slot holding `tokens` to `path`; the bytes written.
+    pub async fn save(&self, path: PathBuf, tokens: Vec<LlamaToken>) -> Result<usize, String> {
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::Save { path, tokens, done })
+            .map_err(|_| "the engine has stopped".to_owned())?;
+        result
+            .await
+            .map_err(|_| "the engine has stopped".to_owned())?
+    }
 }
 
 impl Scheduler<'_> {
@@ -125,7 +161,62 @@ impl Scheduler<'_> {
                     }
                 }
             }
+            Command::Restore { path, tokens, done } => {
+                let _ = done.send(self.restore(&path, &tokens));
+            }
+            Command::Save { path, tokens, done } => {
+                let _ = done.send(self.save(&path, &tokens));
+            }
         }
+    }
+
+    /// Loads a saved prefix into the least recently used free slot; checks that its tokens are
+    /// the ones expected (a file for another instruction or vocabulary is refused).
+    fn restore(&mut self, path: &std::path::Path, tokens: &[LlamaToken]) -> Result<(), String> {
+        let slot_id = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.sequence.is_none())
+            .min_by_key(|(_, s)| s.last_used)
+            .map(|(id, _)| id)
+            .ok_or("no free slot")?;
+        let seq = slot_id as i32;
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot_id as u32), None, None);
+        self.slots[slot_id].cells.clear();
+        let loaded = self.ctx.state_seq_load_file(path, seq, tokens.len());
+        match loaded {
+            Ok((found, _)) if found == tokens => {
+                self.slots[slot_id].cells = found;
+                Ok(())
+            }
+            outcome => {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot_id as u32), None, None);
+                Err(match outcome {
+                    Ok(_) => "it holds other tokens".to_owned(),
+                    Err(e) => format!("llama.cpp could not load it ({e})"),
+                })
+            }
+        }
+    }
+
+    /// Saves the cells of the slot that holds `tokens` (all of them) to `path`.
+    fn save(&self, path: &std::path::Path, tokens: &[LlamaToken]) -> Result<usize, String> {
+        let slot_id = self
+            .slots
+            .iter()
+            .position(|s| s.cells.starts_with(tokens))
+            .ok_or("no slot holds the prefix")?;
+        if self.slots[slot_id].cells.len() != tokens.len() {
+            return Err("the slot holds more than the prefix".into());
+        }
+        self.ctx
+            .state_seq_save_file(path, slot_id as i32, tokens)
+            .map_err(|e| e.to_string())
     }
 
     /// Queued requests whose client left are dropped without any decoding; those that waited

@@ -188,13 +188,25 @@ fn unknown_fields_are_ignored() {
 fn errors_carry_the_code_openai_gives_them() {
     let message = |m: Value| json!({"model": "m", "messages": [m]});
     let cases = [
-        (json!({"messages": [{"role": "user", "content": "x"}]}), "missing_required_parameter"),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+            "missing_required_parameter",
+        ),
         (with("model", json!(3)), "invalid_type"),
         (with("messages", json!("x")), "invalid_type"),
         (with("messages", json!([])), "empty_array"),
-        (message(json!({"content": "x"})), "missing_required_parameter"),
-        (message(json!({"role": "robot", "content": "x"})), "invalid_value"),
-        (message(json!({"role": "user", "content": 7})), "invalid_type"),
+        (
+            message(json!({"content": "x"})),
+            "missing_required_parameter",
+        ),
+        (
+            message(json!({"role": "robot", "content": "x"})),
+            "invalid_value",
+        ),
+        (
+            message(json!({"role": "user", "content": 7})),
+            "invalid_type",
+        ),
         (with("temperature", json!(3.5)), "decimal_above_max_value"),
         (with("top_p", json!(-1)), "decimal_below_min_value"),
         (with("temperature", json!("hot")), "invalid_type"),
@@ -202,9 +214,18 @@ fn errors_carry_the_code_openai_gives_them() {
         (with("max_tokens", json!(1.5)), "invalid_type"),
         (with("n", json!(2)), "invalid_value"),
         (with("stream", json!("yes")), "invalid_type"),
-        (with("stop", json!(["a", "b", "c", "d", "e"])), "array_above_max_length"),
-        (with("stop", json!("x".repeat(300))), "string_above_max_length"),
-        (with("response_format", json!({"type": "xml"})), "invalid_value"),
+        (
+            with("stop", json!(["a", "b", "c", "d", "e"])),
+            "array_above_max_length",
+        ),
+        (
+            with("stop", json!("x".repeat(300))),
+            "string_above_max_length",
+        ),
+        (
+            with("response_format", json!({"type": "xml"})),
+            "invalid_value",
+        ),
     ];
     for (body, code) in cases {
         let err = validate(body.clone()).unwrap_err();
