@@ -147,3 +147,41 @@ fn bad_bodies_are_400_invalid_request_errors_naming_the_field() {
         assert_eq!(error["error"]["param"], param, "{body}");
     }
 }
+
+#[test]
+fn a_client_that_sends_our_answer_back_reuses_the_whole_previous_turn() {
+    // What Open WebUI does: the next request carries the whole history, our answer included.
+    let service = Service::start(&tiny_model(), &["--parallel", "1"]);
+    let first = json!([{"role": "user", "content": "분리수거 팁 하나만 알려줘"}]);
+    let answer: Value = chat(
+        &service,
+        &json!({"model": "tiny-llama", "max_tokens": 40, "temperature": 0, "messages": first}),
+        None,
+    )
+    .json()
+    .unwrap();
+    let text = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    let (prompt, completion) = (
+        answer["usage"]["prompt_tokens"].as_u64().unwrap(),
+        answer["usage"]["completion_tokens"].as_u64().unwrap(),
+    );
+    let history = json!([
+        {"role": "user", "content": "분리수거 팁 하나만 알려줘"},
+        {"role": "assistant", "content": text},
+        {"role": "user", "content": "하나 더"}
+    ]);
+    let next: Value = chat(
+        &service,
+        &json!({"model": "tiny-llama", "max_tokens": 4, "messages": history}),
+        None,
+    )
+    .json()
+    .unwrap();
+    let cached = next["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached + 2 >= prompt + completion,
+        "cached {cached}, previous prompt {prompt} + answer {completion}: {next}"
+    );
+}

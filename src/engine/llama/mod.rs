@@ -9,6 +9,7 @@
 pub mod model;
 pub(crate) mod prepare;
 mod prompt_cache;
+mod replay;
 pub mod sampling;
 pub mod scheduler;
 pub mod template;
@@ -23,6 +24,7 @@ use llama_cpp_2::token::LlamaToken;
 pub use model::{LoadOptions, Model, ModelInfo, Prompt};
 use prepare::PreparePool;
 use prompt_cache::PromptCache;
+use replay::Replays;
 use sampling::TokenSampler;
 pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
 use scheduler::{JobQueue, PreparedRequest};
@@ -42,6 +44,8 @@ pub struct LlamaEngine {
     model_ids: Vec<String>,
     /// Where the warmed prefix is kept between starts (`--prompt-cache-dir`).
     prompt_cache: Option<PromptCache>,
+    /// Recent answers' tokens, replayed when a conversation sends an answer back.
+    replays: Arc<Replays>,
 }
 
 /// Threads that prepare requests: tokenizing takes about a millisecond, and two let one long
@@ -58,7 +62,9 @@ impl LlamaEngine {
             .prompt_cache_dir
             .clone()
             .map(|dir| PromptCache::new(dir, model.info(), &settings));
-        let (queue, slot_context, thread) = scheduler::start(Arc::clone(&model), settings)?;
+        let replays = Arc::new(Replays::default());
+        let (queue, slot_context, thread) =
+            scheduler::start(Arc::clone(&model), settings, Arc::clone(&replays))?;
         let engine = Self {
             model,
             queue,
@@ -66,6 +72,7 @@ impl LlamaEngine {
             slot_context,
             model_ids: Vec::new(),
             prompt_cache,
+            replays,
         };
         Ok((engine, thread))
     }
@@ -87,9 +94,10 @@ impl LlamaEngine {
         generation: Generation,
         submitted: Instant,
     ) -> Result<PreparedRequest, EngineError> {
+        let replay = |text: &str| self.replays.tokens_of(text);
         let prompt = self
             .model
-            .prompt_within(&generation.messages, self.slot_context)?;
+            .prompt_within(&generation.messages, self.slot_context, &replay)?;
         if prompt.is_empty() {
             return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
         }
@@ -250,11 +258,13 @@ impl Engine for LlamaEngine {
         messages: Vec<ChatMessage>,
     ) -> BoxFuture<'_, Result<usize, EngineError>> {
         let model = Arc::clone(&self.model);
+        let replays = Arc::clone(&self.replays);
         let window = self.slot_context;
         Box::pin(self.prepare.run(move || {
             // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
             // already says they do not fit.
-            match model.prompt_within(&messages, window) {
+            let replay = |text: &str| replays.tokens_of(text);
+            match model.prompt_within(&messages, window, &replay) {
                 Err(EngineError::PromptOverContext { at_least, .. }) => Ok(at_least),
                 prompt => prompt.map(|p| p.len()),
             }

@@ -116,6 +116,19 @@ impl Model {
     /// tokenizes it, BOS included. Only the template's own text can become control tokens: the
     /// contents are tokenized as plain text (see [`template`]).
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        self.prompt_replaying(messages, &|_| None)
+    }
+
+    /// [`Model::prompt`], where a content that is an answer generated earlier (as `replay` knows
+    /// it) is given the tokens it was generated as, in place of the template's text around it
+    /// (the whitespace after the generation prompt) and its own tokenization: the prompt then
+    /// begins with exactly the cells the answer's slot holds. Generated tokens are never control
+    /// tokens (such answers are not remembered), so this adds no control token.
+    pub fn prompt_replaying(
+        &self,
+        messages: &[ChatMessage],
+        replay: &dyn Fn(&str) -> Option<Vec<LlamaToken>>,
+    ) -> Result<Prompt, EngineError> {
         let chat = self.render(messages)?;
         let vocab = self.llama.vocab();
         let mut tokens = Vec::with_capacity(chat.text.len() / 2);
@@ -125,9 +138,10 @@ impl Model {
         for fragment in template::partition(&chat, &self.specials) {
             match fragment {
                 Fragment::Token(token) => tokens.push(token),
-                Fragment::Text(text) => {
-                    tokens.extend(vocab.tokenize(text.as_bytes(), false, false));
-                }
+                Fragment::Text(text) => match replay(text.trim_start()) {
+                    Some(generated) => tokens.extend(generated),
+                    None => tokens.extend(vocab.tokenize(text.as_bytes(), false, false)),
+                },
             }
         }
         if vocab.should_add_eos() {
@@ -136,12 +150,13 @@ impl Model {
         Ok(Prompt { tokens })
     }
 
-    /// [`Model::prompt`], refused early when the contents alone cannot fit `context` tokens:
+    /// [`Model::prompt_replaying`], refused early when the contents alone cannot fit `context` tokens:
     /// a 100,000-character message is answered before it is rendered or tokenized.
     pub fn prompt_within(
         &self,
         messages: &[ChatMessage],
         context: usize,
+        replay: &dyn Fn(&str) -> Option<Vec<LlamaToken>>,
     ) -> Result<Prompt, EngineError> {
         let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
         let at_least = bytes.div_ceil(self.max_token_bytes);
@@ -153,7 +168,7 @@ impl Model {
                 context,
             });
         }
-        self.prompt(messages)
+        self.prompt_replaying(messages, replay)
     }
 
     /// The chat template applied to `messages`, with the place of every content in the text.

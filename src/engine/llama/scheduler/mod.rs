@@ -34,6 +34,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 
 use super::model::{backend, Model};
+use super::replay::Replays;
 use crate::engine::EngineError;
 use batch::Slot;
 use queue::Job;
@@ -90,6 +91,7 @@ impl FlashAttention {
 pub fn start(
     model: Arc<Model>,
     settings: EngineSettings,
+    replays: Arc<Replays>,
 ) -> Result<(JobQueue, usize, JoinHandle<bool>), EngineError> {
     let (commands, command_receiver) = std_mpsc::channel::<Command>();
     let (ready_tx, ready_rx) = std_mpsc::sync_channel::<Result<usize, EngineError>>(1);
@@ -103,6 +105,7 @@ pub fn start(
                     &model,
                     &settings,
                     &thread_shared,
+                    &replays,
                     command_receiver,
                     ready_tx,
                 )
@@ -124,6 +127,7 @@ fn run(
     model: &Model,
     settings: &EngineSettings,
     shared: &Shared,
+    replays: &Replays,
     commands: Receiver<Command>,
     ready: std_mpsc::SyncSender<Result<usize, EngineError>>,
 ) {
@@ -166,13 +170,15 @@ fn run(
     };
     let slot_context = ctx.n_ctx() as usize / settings.parallel as usize;
     let _ = ready.send(Ok(slot_context));
-    Scheduler::new(model, ctx, settings, shared).serve(&commands);
+    Scheduler::new(model, ctx, settings, shared, replays).serve(&commands);
 }
 
 struct Scheduler<'m> {
     model: &'m Model,
     ctx: LlamaContext<'m>,
     shared: &'m Shared,
+    /// Where finished answers' tokens go, for the next turn of their conversation.
+    replays: &'m Replays,
     slots: Vec<Slot>,
     waiting: VecDeque<Job>,
     batch: LlamaBatch<'static>,
@@ -191,6 +197,7 @@ impl<'m> Scheduler<'m> {
         ctx: LlamaContext<'m>,
         settings: &EngineSettings,
         shared: &'m Shared,
+        replays: &'m Replays,
     ) -> Self {
         // llama.cpp caps the batch at the context size: stage no more than it takes.
         let batch_size = ctx.n_batch() as usize;
@@ -198,6 +205,7 @@ impl<'m> Scheduler<'m> {
             model,
             ctx,
             shared,
+            replays,
             slots: (0..settings.parallel).map(|_| Slot::default()).collect(),
             waiting: VecDeque::new(),
             batch: LlamaBatch::new(batch_size, 1),

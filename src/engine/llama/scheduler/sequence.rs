@@ -11,6 +11,7 @@ use super::queue::Job;
 use super::Scheduler;
 use crate::engine::detok::{StopMatcher, Utf8Assembler};
 use crate::engine::llama::model::Model;
+use crate::engine::llama::replay::Replays;
 use crate::engine::llama::sampling::TokenSampler;
 use crate::engine::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
 
@@ -28,6 +29,9 @@ pub struct Sequence {
     sampler: TokenSampler,
     utf8: Utf8Assembler,
     stop: StopMatcher,
+    /// The answer as generated: its tokens and the text sent, to be replayed in the next turn's
+    /// prompt (`None` once it cannot be: a stop string cut it, or a special token was sampled).
+    answer: Option<(Vec<LlamaToken>, String)>,
     /// Index of this sequence's logits in the batch just decoded.
     pub logits_index: Option<i32>,
     submitted: Instant,
@@ -49,6 +53,7 @@ impl Sequence {
             next_input: None,
             sampler: request.sampler,
             utf8: Utf8Assembler::new(),
+            answer: request.stop.is_empty().then(Default::default),
             stop: StopMatcher::new(request.stop),
             logits_index: None,
             submitted: request.submitted,
@@ -73,6 +78,13 @@ impl Sequence {
         self.generated += 1;
         model.token_bytes(token, piece);
         let (text, stopped) = self.stop.push(self.utf8.push(piece));
+        if model.is_special(token) {
+            self.answer = None;
+        }
+        if let Some((tokens, sent)) = self.answer.as_mut() {
+            tokens.push(token);
+            sent.push_str(&text);
+        }
         if !text.is_empty() && self.events.try_send(GenerationEvent::Text(text)).is_err() {
             return Step::ClientGone;
         }
@@ -86,12 +98,19 @@ impl Sequence {
         Step::Continue
     }
 
-    /// Sends what the stop matcher and the UTF-8 assembler still hold, then the final event.
-    fn finish(mut self, outcome: Result<FinishReason, EngineError>) {
+    /// Sends what the stop matcher and the UTF-8 assembler still hold, then the final event; a
+    /// complete answer is remembered for replay.
+    fn finish(mut self, outcome: Result<FinishReason, EngineError>, replays: &Replays) {
         let (mut tail, _) = self.stop.push(self.utf8.finish());
         tail.push_str(&self.stop.finish());
+        if let Some((_, sent)) = self.answer.as_mut() {
+            sent.push_str(&tail);
+        }
         if !tail.is_empty() {
             let _ = self.events.try_send(GenerationEvent::Text(tail));
+        }
+        if let (Ok(_), Some((tokens, text))) = (&outcome, self.answer.take()) {
+            replays.remember(text, tokens);
         }
         let event = match outcome {
             Ok(finish_reason) => {
@@ -169,7 +188,7 @@ impl Scheduler<'_> {
     /// Sends the final event and frees the slot (its cells stay cached).
     pub(super) fn finish(&mut self, slot_id: usize, outcome: Result<FinishReason, EngineError>) {
         if let Some(seq) = self.slots[slot_id].sequence.take() {
-            seq.finish(outcome);
+            seq.finish(outcome, self.replays);
         }
     }
 }
