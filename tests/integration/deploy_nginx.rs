@@ -151,19 +151,18 @@ impl Drop for Nginx {
     }
 }
 
-/// `leafresh_requests_total{endpoint="free-text",outcome="ok"}` of one instance.
-fn free_text_answered(service: &Service) -> u64 {
+/// `leafresh_requests_total{endpoint="ENDPOINT",outcome="ok"}` of one instance.
+fn answered(service: &Service, endpoint: &str) -> u64 {
     let metrics = client()
         .get(service.url("/metrics"))
         .send()
         .unwrap()
         .text()
         .unwrap();
+    let line = format!(r#"leafresh_requests_total{{endpoint="{endpoint}",outcome="ok"}} "#);
     metrics
         .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"leafresh_requests_total{endpoint="free-text",outcome="ok"} "#)
-        })
+        .find_map(|l| l.strip_prefix(&line))
         .map(|n| n.trim().parse().unwrap())
         .unwrap_or(0)
 }
@@ -194,7 +193,7 @@ fn the_nginx_example_keeps_each_session_on_one_instance() {
         Service::start(&tiny_model(), &[]),
     ];
     let nginx = Nginx::start(&EXAMPLE, [&instances[0], &instances[1]]);
-    let counts = || instances.each_ref().map(free_text_answered);
+    let counts = || instances.each_ref().map(|i| answered(i, "free-text"));
     assert_eq!(counts(), [0, 0]);
 
     // Two turns of one session: both on the same instance, which had the first turn in the
@@ -243,23 +242,6 @@ fn the_nginx_example_keeps_each_session_on_one_instance() {
     assert!(health.status().is_success());
 }
 
-/// `leafresh_requests_total{endpoint="chat-completions",outcome="ok"}` of one engine.
-fn completions_answered(service: &Service) -> u64 {
-    let metrics = client()
-        .get(service.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(r#"leafresh_requests_total{endpoint="chat-completions",outcome="ok"} "#)
-        })
-        .map(|n| n.trim().parse().unwrap())
-        .unwrap_or(0)
-}
-
 #[test]
 fn the_engine_fleet_example_keeps_a_conversation_on_one_engine_behind_a_gateway() {
     // Two engines (instances of this service on the tiny model), nginx with the fleet example
@@ -275,7 +257,7 @@ fn the_engine_fleet_example_keeps_a_conversation_on_one_engine_behind_a_gateway(
         "{}",
         gateway.log()
     );
-    let counts = || engines.each_ref().map(completions_answered);
+    let counts = || engines.each_ref().map(|e| answered(e, "chat-completions"));
 
     // A conversation's turns reach one engine (X-Session-Id), which sees the first turn again in
     // the second's prompt.

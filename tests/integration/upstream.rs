@@ -42,6 +42,21 @@ fn gateway_to(upstream: &Service, extra: &[&str]) -> Service {
     gateway
 }
 
+/// A streamed `/v1` completion through `service`: the data of every event, `[DONE]` included.
+fn stream_data(service: &Service, body: &Value) -> Vec<String> {
+    let response = client()
+        .post(service.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .unwrap();
+    let mut reader = SseReader::new(response);
+    let mut data = Vec::new();
+    while let Some(event) = reader.next_event() {
+        data.push(event.raw);
+    }
+    data
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -115,19 +130,11 @@ fn the_openai_api_streams_answers_and_passes_json_schema_on() {
     assert_eq!(whole["choices"][0]["finish_reason"], "length", "{whole}");
     assert_eq!(whole["usage"]["completion_tokens"], 8);
 
-    let response = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(
-            &json!({"model": "tiny-llama", "max_tokens": 8, "stream": true,
-                      "messages": [{"role": "user", "content": "안녕하세요"}]}),
-        )
-        .send()
-        .unwrap();
-    let mut reader = SseReader::new(response);
-    let mut data = Vec::new();
-    while let Some(event) = reader.next_event() {
-        data.push(event.raw);
-    }
+    let data = stream_data(
+        &gateway,
+        &json!({"model": "tiny-llama", "max_tokens": 8, "stream": true,
+                "messages": [{"role": "user", "content": "안녕하세요"}]}),
+    );
     assert_eq!(data.last().unwrap(), "[DONE]");
     let text: String = data[..data.len() - 1]
         .iter()
@@ -384,17 +391,11 @@ fn an_upstream_that_stalls_mid_stream_ends_the_stream_within_the_idle_timeout() 
         gateway.log()
     );
     let started = Instant::now();
-    let response = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(&json!({"model": "stand-in", "stream": true,
-                      "messages": [{"role": "user", "content": "안녕"}]}))
-        .send()
-        .unwrap();
-    let mut reader = SseReader::new(response);
-    let mut data = Vec::new();
-    while let Some(event) = reader.next_event() {
-        data.push(event.raw);
-    }
+    let data = stream_data(
+        &gateway,
+        &json!({"model": "stand-in", "stream": true,
+                "messages": [{"role": "user", "content": "안녕"}]}),
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(data.last().unwrap(), "[DONE]");
     assert!(data.iter().any(|d| d.contains("\"가\"")), "{data:?}");
