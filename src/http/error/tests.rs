@@ -1,0 +1,113 @@
+//! Unit tests of `error` (a file of their own to keep `error.rs` short).
+
+use super::*;
+
+fn json_error(body: &str) -> OpenAiError {
+    let error = serde_json::from_str::<crate::http::openai::request::ChatRequest>(body)
+        .expect_err("not a request");
+    OpenAiError::from_json(&error)
+}
+
+#[test]
+fn json_errors_say_where_but_never_name_our_types() {
+    for body in [
+        "",
+        "{",
+        "[1]",
+        "null",
+        "\"x\"",
+        "{} x",
+        "{\"model\": \"\\ud800\"}",
+    ] {
+        let error = json_error(body);
+        assert_eq!(error.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error.param.as_deref(), Some("body"));
+        assert!(!error.message.contains("ChatRequest"), "{}", error.message);
+        assert!(!error.message.contains("struct"), "{}", error.message);
+        assert!(error.message.contains("line 1"), "{}", error.message);
+    }
+}
+
+#[test]
+fn model_names_are_echoed_only_when_they_look_like_names() {
+    let named = OpenAiError::model_not_found("mistral-7b:q4_k_m");
+    assert!(named.message.contains("`mistral-7b:q4_k_m`"));
+    for odd in ["../../etc/passwd", "C:\\x", "a b", &"x".repeat(65), "모델"] {
+        let error = OpenAiError::model_not_found(odd);
+        assert!(!error.message.contains(odd), "{}", error.message);
+        assert_eq!(error.code, Some("model_not_found"));
+    }
+}
+
+/// A Korean sentence comes first: Hangul before any parenthesized (English) detail.
+fn korean_first(text: &str) -> bool {
+    let sentence = text.split(" (").next().unwrap_or_default();
+    sentence
+        .chars()
+        .any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
+}
+
+#[test]
+fn every_leafresh_error_message_is_a_korean_sentence_first() {
+    let engine = [
+        EngineError::Overloaded,
+        EngineError::Stopped,
+        EngineError::QueueTimeout { seconds: 120 },
+        EngineError::ShuttingDown,
+        EngineError::PromptTooLong {
+            prompt: 900,
+            context: 800,
+        },
+        EngineError::PromptOverContext {
+            at_least: 900,
+            bytes: 3000,
+            max_token_bytes: 3,
+            context: 800,
+        },
+        EngineError::InvalidPrompt("a message contains a NUL character".into()),
+        EngineError::Sampling("the grammar rejected a token".into()),
+        EngineError::Template("chat template failed".into()),
+        EngineError::Decode("-1".into()),
+        EngineError::NoTokenSampled,
+    ];
+    let errors = engine.into_iter().map(LeafreshError::Engine).chain([
+        LeafreshError::Query(QueryError::InvalidUtf8 { field: "location" }),
+        LeafreshError::NoRoomForAnswer {
+            room: 216,
+            needed: 317,
+        },
+        LeafreshError::Unauthorized,
+    ]);
+    for error in errors {
+        let message = error.envelope().message;
+        assert!(korean_first(&message), "{error:?}: {message}");
+    }
+}
+
+#[test]
+fn a_sampling_failure_is_a_server_fault_and_a_client_grammar_is_the_clients() {
+    let fault = EngineError::Sampling("the grammar rejected a token".into());
+    let leafresh = LeafreshError::Engine(fault.clone());
+    assert_eq!(leafresh.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(leafresh.outcome(), Outcome::Error);
+    let openai = OpenAiError::from(fault);
+    assert_eq!(openai.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(openai.kind, "server_error");
+    let client = OpenAiError::from(EngineError::InvalidSchema("bad".into()));
+    assert_eq!(client.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        client.param.as_deref(),
+        Some("response_format.json_schema.schema")
+    );
+}
+
+#[test]
+fn an_oversized_body_is_a_413_about_the_body() {
+    let error = OpenAiError::from(BodyError::TooLarge { limit: 1024 });
+    assert_eq!(error.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        error.message,
+        "The request body is larger than the limit of 1024 bytes."
+    );
+    assert_eq!(error.param.as_deref(), Some("body"));
+}
