@@ -49,8 +49,8 @@ pub enum LeafreshError {
          {needed}; shorten the message or raise --ctx-size"
     )]
     NoRoomForAnswer { room: usize, needed: usize },
-    /// The model's text is not an answer: without the grammar, or with it when values are blank
-    /// after trimming (the grammar admits a value of non-ASCII spaces).
+    /// The model's text is not an answer (only without the grammar: with it, the answer is always
+    /// complete JSON of the answer's shape, with no blank value).
     #[error("모델의 답변을 추천 형식으로 해석할 수 없습니다. (the model's answer could not be parsed: {0})")]
     Unparseable(#[from] AnswerError),
     #[error("API 키가 없거나 올바르지 않습니다. (missing or invalid API key: send `Authorization: Bearer <key>`)")]

@@ -3,11 +3,11 @@
 //!
 //! With the answer grammar on (the default) the text is JSON of the answer's shape: the grammar
 //! admits nothing else, and the request leaves room for the longest answer it admits. So the
-//! strict `serde_json` parse reads it; the checks on the values still matter, because the grammar
-//! admits values that trimming empties (a lone U+3000 space). Only `--no-grammar` lets the model
-//! write anything else, and only then do the repairs of `lenient::answer` come into play (a fenced
-//! or surrounded JSON block, trailing commas, single quotes, the `1. 제목: 설명` lines a
-//! fine-tuned model writes). The OpenAI-compatible endpoints never come here: their clients get
+//! strict `serde_json` parse reads it, and no value is blank (the grammar starts each with a
+//! character that is not whitespace); the checks on the values guard the other paths. Only
+//! `--no-grammar` lets the model write anything else, and only then do the repairs of
+//! `lenient::answer` come into play (a fenced or surrounded JSON block, trailing commas, single
+//! quotes, the `1. 제목: 설명` lines a fine-tuned model writes). The OpenAI-compatible endpoints never come here: their clients get
 //! the model's text as it is.
 
 use serde::Serialize;

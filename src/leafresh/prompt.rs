@@ -327,8 +327,13 @@ fn fixed_tokens() -> usize {
 ///   syntax, and the final text always parses;
 /// - no control characters (a raw newline inside a string is invalid JSON anyway).
 const CONTENT_CHAR: &str = r"[ !#-Z^-z|~\u00A0-\uD7FF\uE000-\uFFFD]";
-/// The first character of a string: the same without the space, so values do not start blank.
-const FIRST_CHAR: &str = r"[!#-Z^-z|~\u00A0-\uD7FF\uE000-\uFFFD]";
+/// The first character of a string: the same without any whitespace (the space, and Unicode's
+/// U+00A0, U+1680, U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000), so that no value is
+/// blank once trimmed.
+const FIRST_CHAR: &str = concat!(
+    r"[!#-Z^-z|~\u00A1-\u167F\u1681-\u1FFF\u200B-\u2027\u202A-\u202E\u2030-\u205E",
+    r"\u2060-\u2FFF\u3001-\uD7FF\uE000-\uFFFD]"
+);
 
 /// The llama.cpp GBNF grammar (start rule `root`) that admits exactly the answers of
 /// `answer_schema(b)` in the compact form described by the skeleton above: keys in order, at most

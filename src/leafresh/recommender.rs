@@ -31,8 +31,8 @@ pub enum RecommendError {
          {needed}; shorten the message or raise --ctx-size"
     )]
     NoRoomForAnswer { room: usize, needed: usize },
-    /// The model's text is not an answer: without the grammar, or with it when values are blank
-    /// after trimming (the grammar admits a value of non-ASCII spaces).
+    /// The model's text is not an answer (only without the grammar: with it, the answer is always
+    /// complete JSON of the answer's shape, with no blank value).
     #[error(transparent)]
     Unparseable(#[from] AnswerError),
 }

@@ -254,3 +254,48 @@ fn a_turn_replayed_from_history_reproduces_its_own_prompt() {
     let next = free_text_messages(&[turn], "더 알려줘", cat);
     assert_eq!(next[0], base[0]);
 }
+
+/// The characters a GBNF class like `[a-z\u00A0]` admits.
+fn class_chars(class: &str) -> Vec<char> {
+    let body = class.strip_prefix('[').unwrap().strip_suffix(']').unwrap();
+    let mut chars = Vec::new();
+    let mut rest = body;
+    let next = |rest: &mut &str| -> char {
+        if let Some(hex) = rest.strip_prefix("\\u") {
+            let c = char::from_u32(u32::from_str_radix(&hex[..4], 16).unwrap()).unwrap();
+            *rest = &hex[4..];
+            c
+        } else {
+            let c = rest.chars().next().unwrap();
+            *rest = &rest[c.len_utf8()..];
+            c
+        }
+    };
+    while !rest.is_empty() {
+        let from = next(&mut rest);
+        if let Some(after) = rest.strip_prefix('-') {
+            rest = after;
+            let to = next(&mut rest);
+            // A char range skips the surrogates by itself.
+            chars.extend(from..=to);
+        } else {
+            chars.push(from);
+        }
+    }
+    chars
+}
+
+#[test]
+fn a_value_never_starts_with_whitespace_so_none_is_blank_once_trimmed() {
+    let first = class_chars(FIRST_CHAR);
+    let content = class_chars(CONTENT_CHAR);
+    assert!(first.iter().all(|c| !c.is_whitespace()));
+    // Everything else a value may hold may also begin it.
+    let expected: Vec<char> = content
+        .iter()
+        .copied()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    assert_eq!(first, expected);
+    assert!(first.contains(&'가') && !first.contains(&'\u{3000}') && !first.contains(&'\u{A0}'));
+}
