@@ -57,6 +57,19 @@ fn stream_data(service: &Service, body: &Value) -> Vec<String> {
     data
 }
 
+/// A `/v1` stream on the slow model that runs for seconds (1500 tokens), still open.
+fn long_stream(gateway: &Service) -> SseReader<reqwest::blocking::Response> {
+    let response = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "slow-llama", "max_tokens": 1500, "stream": true,
+                      "messages": [{"role": "user", "content": "길게 써 주세요"}]}),
+        )
+        .send()
+        .unwrap();
+    SseReader::new(response)
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -179,15 +192,7 @@ fn the_openai_api_streams_answers_and_passes_json_schema_on() {
 fn a_client_that_disconnects_cancels_its_upstream_request() {
     let upstream = Service::start(&slow_model(), &["--no-grammar"]);
     let gateway = gateway_to(&upstream, &["--no-grammar"]);
-    let response = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(
-            &json!({"model": "slow-llama", "max_tokens": 1500, "stream": true,
-                      "messages": [{"role": "user", "content": "길게 써 주세요"}]}),
-        )
-        .send()
-        .unwrap();
-    let mut reader = SseReader::new(response);
+    let mut reader = long_stream(&gateway);
     for _ in 0..3 {
         reader.next_event().expect("the stream started");
     }
@@ -215,8 +220,12 @@ fn health_is_503_while_the_upstream_is_down_and_200_once_it_is_back() {
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     let body: Value = response.json().unwrap();
+    // The sentence for an unreachable upstream, not the one for a stopped engine.
     assert!(
-        body["message"].as_str().unwrap().starts_with("추론"),
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("추론 서버에 연결할 수 없습니다."),
         "{body}"
     );
 
@@ -237,15 +246,7 @@ fn an_upstream_killed_mid_stream_ends_both_apis_with_a_final_error() {
 
     let leafresh = client().get(base_info_url(&gateway, "s")).send().unwrap();
     let mut leafresh = SseReader::new(leafresh);
-    let openai = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(
-            &json!({"model": "slow-llama", "max_tokens": 1500, "stream": true,
-                      "messages": [{"role": "user", "content": "길게 써 주세요"}]}),
-        )
-        .send()
-        .unwrap();
-    let mut openai = SseReader::new(openai);
+    let mut openai = long_stream(&gateway);
     assert_eq!(leafresh.next_event().unwrap().event, "challenge");
     openai.next_event().unwrap();
     drop(upstream);

@@ -125,24 +125,26 @@ impl JobQueue {
 
     /// Loads the KV cells of `tokens` saved at `path` into a slot; an error says why not.
     pub async fn restore(&self, path: PathBuf, tokens: Vec<LlamaToken>) -> Result<(), String> {
-        let (done, result) = oneshot::channel();
-        self.commands
-            .send(Command::Restore { path, tokens, done })
-            .map_err(|_| "the engine has stopped".to_owned())?;
-        result
+        self.ask(|done| Command::Restore { path, tokens, done })
             .await
-            .map_err(|_| "the engine has stopped".to_owned())?
     }
 
     /// Saves the KV cells of the slot holding `tokens` to `path`; the bytes written.
     pub async fn save(&self, path: PathBuf, tokens: Vec<LlamaToken>) -> Result<usize, String> {
-        let (done, result) = oneshot::channel();
+        self.ask(|done| Command::Save { path, tokens, done }).await
+    }
+
+    /// Sends the inference thread a command that answers, and waits for the answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, String> {
+        const STOPPED: &str = "the engine has stopped";
+        let (done, answer) = oneshot::channel();
         self.commands
-            .send(Command::Save { path, tokens, done })
-            .map_err(|_| "the engine has stopped".to_owned())?;
-        result
-            .await
-            .map_err(|_| "the engine has stopped".to_owned())?
+            .send(command(done))
+            .map_err(|_| STOPPED.to_owned())?;
+        answer.await.map_err(|_| STOPPED.to_owned())?
     }
 }
 
