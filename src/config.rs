@@ -233,6 +233,11 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_NO_WARM_UP")]
     pub no_warm_up: bool,
 
+    /// Decode the tokens an output grammar forces (JSON keys and punctuation between values) one
+    /// step each instead of in one batch (for comparison; slower).
+    #[arg(long, env = "LEAFRESH_NO_FAST_FORWARD")]
+    pub no_fast_forward: bool,
+
     /// Generate the Leafresh answers without the JSON grammar (for fine-tuned models that
     /// follow their own format; answers are then parsed and repaired leniently).
     #[arg(long, env = "LEAFRESH_NO_GRAMMAR")]
@@ -380,6 +385,7 @@ impl Config {
             cache_type_k: self.cache_type_k.engine(),
             cache_type_v: self.cache_type_v.engine(),
             prompt_cache_dir: self.prompt_cache_dir.clone(),
+            fast_forward: !self.no_fast_forward,
             flash_attention: match self.flash_attn {
                 FlashAttention::On => engine::llama::FlashAttention::On,
                 FlashAttention::Off => engine::llama::FlashAttention::Off,

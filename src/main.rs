@@ -102,6 +102,7 @@ fn embedded_engine(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         cache_types = %format_args!("{}/{}", config.cache_type_k.name(), config.cache_type_v.name()),
         chat_template = info.template_source,
         grammar = !config.no_grammar,
+        fast_forward = !config.no_fast_forward,
         "model loaded"
     );
     Ok(Arc::new(engine))

@@ -45,6 +45,12 @@ pub enum EngineError {
     /// A JSON schema the client sent (`response_format`) that the engine cannot enforce.
     #[error("the JSON schema could not be turned into a grammar (unsupported or invalid schema)")]
     InvalidSchema(String),
+    /// A function's `parameters` schema (`tools`) that the engine cannot enforce.
+    #[error("a tool's parameters schema could not be turned into a grammar (unsupported or invalid schema)")]
+    InvalidToolSchema(String),
+    /// A call was required, and the model's chat template has no tool-call tokens.
+    #[error("this model's chat template has no tool-call tokens: it cannot be made to call a function (use tool_choice \"auto\" or \"none\")")]
+    ToolsUnsupported,
     /// The chat template could not be applied, or not followed (a server fault).
     #[error("chat template: {0}")]
     Template(String),
@@ -107,6 +113,8 @@ impl EngineError {
                 | EngineError::PromptOverContext { .. }
                 | EngineError::InvalidPrompt(_)
                 | EngineError::InvalidSchema(_)
+                | EngineError::InvalidToolSchema(_)
+                | EngineError::ToolsUnsupported
                 | EngineError::UpstreamRejected { .. }
         )
     }

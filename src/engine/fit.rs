@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use super::{ChatMessage, Engine, EngineError, Role};
+use super::{ChatMessage, Engine, EngineError, Role, Tools};
 
 /// The smallest `k` in `0..=n` whose `attempt(k)` fits, with what that attempt made; `n`'s when
 /// none fits. `attempt` must fit for every `k` above one that fits (monotone), as dropping more
@@ -46,6 +46,7 @@ where
 pub async fn trim_oldest_turns(
     engine: &dyn Engine,
     messages: Vec<ChatMessage>,
+    tools: Option<&Tools>,
     reserve: usize,
 ) -> Result<(Vec<ChatMessage>, usize), EngineError> {
     let window = engine.context_window();
@@ -62,7 +63,7 @@ pub async fn trim_oldest_turns(
     let (dropped, kept) = fewest_to_drop(droppable, |dropped| {
         let kept = keep(dropped);
         async move {
-            let tokens = engine.count_tokens(kept.clone()).await?;
+            let tokens = engine.count_tokens(kept.clone(), tools.cloned()).await?;
             Ok((tokens + reserve <= window, kept))
         }
     })
@@ -90,7 +91,8 @@ fn turns(messages: &[ChatMessage]) -> Vec<Option<usize>> {
                 seen_user = true;
                 Some(turn)
             }
-            Role::Assistant => Some(turn),
+            // A tool call and its results stay with the turn that asked for them.
+            Role::Assistant | Role::Tool => Some(turn),
         })
         .collect()
 }

@@ -27,6 +27,66 @@ pub struct Generation {
     /// The conversation this request continues, for engines that route a conversation to the
     /// replica holding its cache.
     pub session: Option<String>,
+    /// Functions the model may call (`None`: it answers in text).
+    pub tools: Option<Tools>,
+}
+
+/// The functions offered to the model and whether it must call one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tools {
+    pub functions: Vec<ToolFunction>,
+    pub choice: ToolChoice,
+    /// Several calls in one answer.
+    pub parallel: bool,
+}
+
+impl Tools {
+    /// `tools`, `tool_choice` and `parallel_tool_calls` as an OpenAI request carries them.
+    pub fn to_openai(&self) -> serde_json::Value {
+        let tools: Vec<serde_json::Value> = self
+            .functions
+            .iter()
+            .map(|f| {
+                let mut function = serde_json::json!({"name": f.name, "parameters": f.parameters});
+                if let Some(description) = &f.description {
+                    function["description"] = description.clone().into();
+                }
+                serde_json::json!({"type": "function", "function": function})
+            })
+            .collect();
+        let choice = match &self.choice {
+            ToolChoice::Auto => serde_json::json!("auto"),
+            ToolChoice::Required => serde_json::json!("required"),
+            ToolChoice::Function(name) => {
+                serde_json::json!({"type": "function", "function": {"name": name}})
+            }
+        };
+        serde_json::json!({
+            "tools": tools,
+            "tool_choice": choice,
+            "parallel_tool_calls": self.parallel,
+        })
+    }
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolFunction {
+    pub name: String,
+    pub description: Option<String>,
+    /// The JSON schema of its arguments.
+    pub parameters: serde_json::Value,
+}
+
+/// Whether the answer calls a function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolChoice {
+    /// The model decides: text, or calls.
+    Auto,
+    /// At least one call, of any of the functions.
+    Required,
+    /// A call of this function.
+    Function(String),
 }
 
 /// A constraint on the generated text, enforced while sampling.
@@ -35,10 +95,10 @@ pub enum OutputConstraint {
     /// A JSON schema from the client (`response_format`); one the engine cannot enforce is the
     /// client's mistake ([`EngineError::InvalidSchema`]).
     JsonSchema(String),
-    /// A GBNF grammar (root rule `root`) written by this service, and the JSON schema it
-    /// implements for engines that take only schemas. A grammar that does not compile is a server
-    /// fault.
-    Grammar { gbnf: String, json_schema: String },
+    /// A Lark grammar (llguidance's dialect, start rule `start`) written by this service, and the
+    /// JSON schema it implements for engines that take only schemas. A grammar that does not
+    /// compile is a server fault.
+    Grammar { lark: String, json_schema: String },
 }
 
 /// Sampling settings of one request, already validated by the caller.
@@ -57,6 +117,8 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// `None` picks a fresh seed.
     pub seed: Option<u32>,
+    /// Added to the logits of these token ids before sampling (OpenAI's `logit_bias`).
+    pub logit_bias: Vec<(i32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -70,6 +132,7 @@ impl Default for SamplingParams {
             frequency_penalty: 0.0,
             presence_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -79,6 +142,17 @@ impl Default for SamplingParams {
 #[derive(Debug, Clone)]
 pub enum GenerationEvent {
     Text(String),
+    /// The model began tool call `index` (from 0 in each answer) of function `name`.
+    ToolCall {
+        index: usize,
+        id: String,
+        name: String,
+    },
+    /// More of tool call `index`'s arguments (JSON text, in pieces).
+    ToolArguments {
+        index: usize,
+        fragment: String,
+    },
     Done(GenerationSummary),
     Failed(EngineError),
 }
@@ -93,6 +167,8 @@ pub enum FinishReason {
     Stop,
     /// It used its whole token budget.
     Length,
+    /// The model called tools (their calls are complete).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -100,6 +176,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -112,6 +189,9 @@ pub struct GenerationSummary {
     /// Prompt tokens whose KV cells came from the cache instead of being computed.
     pub cached_tokens: usize,
     pub completion_tokens: usize,
+    /// Completion tokens an output constraint forced, fed without a decode step of their own
+    /// (grammar fast-forward).
+    pub forced_tokens: usize,
     /// From submission to a free slot.
     pub queue_wait: Duration,
     /// From submission to the first generated token (queue and prompt processing included).

@@ -15,15 +15,16 @@ mod error;
 pub mod fit;
 pub mod generation;
 pub mod llama;
+pub mod tool_calls;
 pub mod upstream;
 
 use futures_util::future::BoxFuture;
 
-pub use chat::{ChatMessage, Role};
+pub use chat::{ChatMessage, Role, ToolCall};
 pub use error::EngineError;
 pub use generation::{
     EngineStats, FinishReason, Generation, GenerationEvent, GenerationEvents, GenerationSummary,
-    OutputConstraint, SamplingParams, WarmUp,
+    OutputConstraint, SamplingParams, ToolChoice, ToolFunction, Tools, WarmUp,
 };
 
 /// A text-generation engine. Methods that may do CPU work (tokenizing, compiling a grammar) or
@@ -37,11 +38,14 @@ pub trait Engine: Send + Sync {
         generation: Generation,
     ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>>;
 
-    /// The number of prompt tokens `messages` take, rendered as [`Engine::submit`] would. For
-    /// contents too long for any prompt to fit the context window, an engine may answer a lower
-    /// bound above the window instead of counting them all.
-    fn count_tokens(&self, messages: Vec<ChatMessage>)
-        -> BoxFuture<'_, Result<usize, EngineError>>;
+    /// The number of prompt tokens `messages` (with `tools` offered) take, rendered as
+    /// [`Engine::submit`] would. For contents too long for any prompt to fit the context window,
+    /// an engine may answer a lower bound above the window instead of counting them all.
+    fn count_tokens(
+        &self,
+        messages: Vec<ChatMessage>,
+        tools: Option<Tools>,
+    ) -> BoxFuture<'_, Result<usize, EngineError>>;
 
     /// The context window of one request: its prompt plus its new tokens must fit in it.
     fn context_window(&self) -> usize;

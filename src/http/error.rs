@@ -316,6 +316,12 @@ impl From<EngineError> for OpenAiError {
                     error.to_string(),
                 )
             }
+            EngineError::InvalidToolSchema(_) => {
+                return OpenAiError::invalid("tools", error.to_string()).code("invalid_value")
+            }
+            EngineError::ToolsUnsupported => {
+                return OpenAiError::invalid("tool_choice", error.to_string()).code("invalid_value")
+            }
             // The upstream's own words: vLLM and llama-server both say "context" for an overlong
             // prompt, which OpenAI codes as context_length_exceeded.
             EngineError::UpstreamRejected { message, .. } => (

@@ -102,8 +102,6 @@ pub struct AnswerBounds {
 /// Worst-case tokens per content character: the grammar allows only characters of at most 3
 /// UTF-8 bytes, and a byte-fallback tokenizer may spend one token per byte.
 const TOKENS_PER_CHAR: usize = 3;
-/// At most this many whitespace characters (each one byte) where the grammar allows whitespace.
-const MAX_WS_BYTES: usize = 1;
 /// The end-of-generation token.
 const EOG_TOKENS: usize = 1;
 
@@ -196,8 +194,8 @@ impl AnswerBounds {
     }
 }
 
-/// The answer's JSON schema (for the OpenAI-style `response_format` and for documentation; the
-/// grammar below is what constrains decoding).
+/// The answer's JSON schema (for engines that take schemas, and for documentation; the grammar
+/// below is what constrains the embedded engine).
 pub fn answer_schema(b: &AnswerBounds) -> Value {
     let string = |max: usize| json!({"type": "string", "minLength": 1, "maxLength": max});
     json!({
@@ -233,72 +231,51 @@ enum Field {
 }
 
 impl Field {
-    fn rule(self) -> &'static str {
+    /// The grammar's terminal for this field's quoted string.
+    fn terminal(self) -> &'static str {
         match self {
-            Field::Recommend => "recommend-str",
-            Field::Title => "title-str",
-            Field::Description => "description-str",
+            Field::Recommend => "RECOMMEND",
+            Field::Title => "TITLE",
+            Field::Description => "DESCRIPTION",
         }
     }
 }
 
 /// One element of the answer's skeleton. The grammar and the worst-case count are both derived
 /// from the same skeleton, so they cannot disagree.
+///
+/// The layout is fixed (one space after `,` and `:`, no other whitespace), as a model writes JSON
+/// on one line: between two values the grammar then admits exactly one text, which the engine
+/// feeds in one step instead of a decode step per token (grammar fast-forward).
 #[derive(Debug, Clone, Copy)]
 enum Part {
     /// Fixed text.
     Lit(&'static str),
-    /// Optional whitespace, at most `MAX_WS_BYTES`.
-    Ws,
     /// A quoted string of 1..=max characters.
     Str(Field),
     /// One challenge object (`ITEM`).
     Item,
 }
 
-use Part::{Item, Lit, Str, Ws};
+use Part::{Item, Lit, Str};
 
 const ROOT: &[Part] = &[
-    Lit("{"),
-    Ws,
-    Lit("\"recommend\":"),
-    Ws,
+    Lit("{\"recommend\": "),
     Str(Field::Recommend),
-    Ws,
-    Lit(","),
-    Ws,
-    Lit("\"challenges\":"),
-    Ws,
-    Lit("["),
-    Ws,
+    Lit(", \"challenges\": ["),
     Item,
-    Ws,
-    Lit(","),
-    Ws,
+    Lit(", "),
     Item,
-    Ws,
-    Lit(","),
-    Ws,
+    Lit(", "),
     Item,
-    Ws,
-    Lit("]"),
-    Ws,
-    Lit("}"),
+    Lit("]}"),
 ];
 
 const ITEM: &[Part] = &[
-    Lit("{"),
-    Ws,
-    Lit("\"title\":"),
-    Ws,
+    Lit("{\"title\": "),
     Str(Field::Title),
-    Ws,
-    Lit(","),
-    Ws,
-    Lit("\"description\":"),
-    Ws,
+    Lit(", \"description\": "),
     Str(Field::Description),
-    Ws,
     Lit("}"),
 ];
 
@@ -309,7 +286,6 @@ fn fixed_tokens() -> usize {
             .iter()
             .map(|p| match p {
                 Lit(s) => s.len(),
-                Ws => MAX_WS_BYTES,
                 Str(_) => 2, // the quotes
                 Item => fixed(ITEM),
             })
@@ -335,51 +311,34 @@ const FIRST_CHAR: &str = concat!(
     r"\u2060-\u2FFF\u3001-\uD7FF\uE000-\uFFFD]"
 );
 
-/// The llama.cpp GBNF grammar (start rule `root`) that admits exactly the answers of
-/// `answer_schema(b)` in the compact form described by the skeleton above: keys in order, at most
-/// one space or newline between tokens, strings of 1..=max characters from `CONTENT_CHAR`.
+/// The grammar (llguidance's Lark, start rule `start`) that admits exactly the answers of
+/// `answer_schema(b)` in the layout of the skeleton above: keys in order, strings of 1..=max
+/// characters, the first from `FIRST_CHAR`, the others from `CONTENT_CHAR`.
 pub fn answer_grammar(b: &AnswerBounds) -> String {
     fn render(parts: &[Part]) -> String {
         parts
             .iter()
             .map(|p| match p {
-                Lit(s) => gbnf_literal(s),
-                Ws => "ws".to_owned(),
-                Str(f) => f.rule().to_owned(),
+                Lit(s) => serde_json::to_string(s).expect("a string serializes"),
+                Str(f) => f.terminal().to_owned(),
                 Item => "item".to_owned(),
             })
             .collect::<Vec<_>>()
             .join(" ")
     }
     let mut g = String::new();
-    g.push_str(&format!("root ::= {}\n", render(ROOT)));
-    g.push_str(&format!("item ::= {}\n", render(ITEM)));
+    g.push_str(&format!("start: {}\n", render(ROOT)));
+    g.push_str(&format!("item: {}\n", render(ITEM)));
     for field in [Field::Recommend, Field::Title, Field::Description] {
+        // One regular expression per string: the lexer takes it whole, and the closing quote
+        // (never a content character) ends it unambiguously.
         g.push_str(&format!(
-            "{} ::= \"\\\"\" first-char content-char{{0,{}}} \"\\\"\"\n",
-            field.rule(),
+            "{}: /\"{FIRST_CHAR}{CONTENT_CHAR}{{0,{}}}\"/\n",
+            field.terminal(),
             b.max_chars(field) - 1
         ));
     }
-    g.push_str(&format!("first-char ::= {FIRST_CHAR}\n"));
-    g.push_str(&format!("content-char ::= {CONTENT_CHAR}\n"));
-    g.push_str(&format!("ws ::= [ \\n]{{0,{MAX_WS_BYTES}}}\n"));
     g
-}
-
-/// `s` as a GBNF string literal.
-fn gbnf_literal(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ impl Recommender {
     /// Starts a base-info recommendation. The session (if any) takes the request's category.
     pub async fn base_info(&self, valid: &ValidBaseInfo) -> Result<Recommendation, RecommendError> {
         let messages = base_info_messages(valid);
-        let prompt_tokens = self.engine.count_tokens(messages.clone()).await?;
+        let prompt_tokens = self.engine.count_tokens(messages.clone(), None).await?;
         let defaults = &constants().generation_defaults.base_info;
         let events = self
             .submit(
@@ -112,7 +112,7 @@ impl Recommender {
         let (dropped, fitted) = fit::fewest_to_drop(history.len(), |skip| {
             let messages = free_text_messages(&history[skip..], message, category);
             async move {
-                let tokens = self.engine.count_tokens(messages.clone()).await?;
+                let tokens = self.engine.count_tokens(messages.clone(), None).await?;
                 Ok((tokens + answer <= room, (messages, tokens)))
             }
         })
@@ -148,7 +148,7 @@ impl Recommender {
                     needed: AnswerBounds::minimum().worst_case_tokens(),
                 })?;
             Some(OutputConstraint::Grammar {
-                gbnf: answer_grammar(&bounds),
+                lark: answer_grammar(&bounds),
                 json_schema: answer_schema(&bounds).to_string(),
             })
         } else {
@@ -168,6 +168,7 @@ impl Recommender {
             stop: Vec::new(),
             model: None,
             session: session.map(str::to_owned),
+            tools: None,
         };
         Ok(self.engine.submit(generation).await?)
     }
@@ -255,6 +256,8 @@ impl Recommendation {
                         return Progress::Fragment(fragment);
                     }
                 }
+                // No tools are offered to the Leafresh answer.
+                GenerationEvent::ToolCall { .. } | GenerationEvent::ToolArguments { .. } => {}
                 GenerationEvent::Done(summary) => {
                     let ending = self.conclude(summary);
                     return match self.extractor.finish() {

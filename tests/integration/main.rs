@@ -7,6 +7,7 @@ mod deploy_nginx;
 mod deploy_systemd;
 mod deploy_tools;
 mod engine;
+mod fast_forward;
 mod faults;
 mod fuzz_corpus;
 mod gpu_check;

@@ -90,6 +90,7 @@ fn openai_python_sdk_suite_passes() {
         .env("LEAFRESH_STRICT_BASE_URL", strict.base_url())
         .env("LEAFRESH_MODEL_ALIAS", ALIAS)
         .env("LEAFRESH_MODEL_ID", &model_id)
+        .env("LEAFRESH_TOOL_CALLS_TOKEN", tool_calls_token().to_string())
         // Nothing written into the source tree; no key from the developer's shell.
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("OPENAI_API_KEY")
@@ -111,4 +112,14 @@ fn openai_python_sdk_suite_passes() {
         "the OpenAI SDK suite skipped tests\n{}",
         describe(&output)
     );
+}
+
+/// The id of `[TOOL_CALLS]` in the tiny model's vocabulary (for `logit_bias`).
+fn tool_calls_token() -> usize {
+    let vocab = leafresh_testmodel::vocab::tiny_vocab();
+    vocab
+        .tokens()
+        .iter()
+        .position(|t| t == "[TOOL_CALLS]")
+        .expect("the tiny vocabulary has the tool tokens")
 }

@@ -452,3 +452,67 @@ fn tokenize_counts_chat_messages_as_a_completion_would() {
         .unwrap();
     assert_eq!(refused.status(), 400);
 }
+
+#[test]
+fn tool_calls_and_a_tool_round_trip_pass_through_the_gateway() {
+    let engine = Service::start(&tiny_model(), &[]);
+    let gateway = gateway_to(&engine, &[]);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+                       "required": ["city"]}}}]);
+    let ask = |messages: Value, stream: bool| {
+        json!({"model": "tiny-llama", "max_tokens": 120, "temperature": 0, "stream": stream,
+               "messages": messages, "tools": tools, "tool_choice": "required",
+               "parallel_tool_calls": false})
+    };
+    let question = json!([{"role": "user", "content": "서울 날씨?"}]);
+    let whole: Value = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&ask(question.clone(), false))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let choice = &whole["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{whole}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let arguments: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        arguments["city"].as_str().unwrap().chars().count() <= 8,
+        "{arguments}"
+    );
+
+    // Streamed: the name first, then the arguments in pieces, relayed as they came.
+    let data = stream_data(&gateway, &ask(question.clone(), true));
+    let deltas: Vec<Value> = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0).cloned())
+        .collect();
+    assert_eq!(deltas[0]["function"]["name"], "get_weather", "{deltas:?}");
+    let streamed: String = deltas
+        .iter()
+        .filter_map(|d| d["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(streamed, call["function"]["arguments"].as_str().unwrap());
+
+    // The call and its result go back upstream as history.
+    let mut history = question.as_array().unwrap().clone();
+    history.push(choice["message"].clone());
+    history.push(json!({"role": "tool", "tool_call_id": call["id"], "content": "맑음"}));
+    let mut follow_up = ask(Value::Array(history), false);
+    follow_up["tool_choice"] = json!("none");
+    let answer = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&follow_up)
+        .send()
+        .unwrap();
+    assert!(answer.status().is_success());
+    let answer: Value = answer.json().unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"].is_string(),
+        "{answer}"
+    );
+}

@@ -10,6 +10,7 @@ integration openai_sdk`), which passes their addresses in the environment:
 - LEAFRESH_SMALL_CTX_BASE_URL  a server with a small context (`--ctx-size 512 --parallel 1`)
 - LEAFRESH_MODEL_ALIAS         the `--model-alias` all three were given (default "leafresh")
 - LEAFRESH_MODEL_ID            the model file's stem, optional
+- LEAFRESH_TOOL_CALLS_TOKEN    the id of the model's `[TOOL_CALLS]` token (for `logit_bias`)
 
 Run by hand against servers you started yourself: `LEAFRESH_BASE_URL=http://127.0.0.1:8000
 python3 -m pytest -q tests/openai` (tests whose server is not given are skipped; the Rust glue
@@ -534,3 +535,142 @@ def test_health_and_the_test_page_stay_public(auth_server):
     status, _, body = http("GET", base + "/v1/models")
     assert status == 401, body
     assert json.loads(body)["error"]["type"] == "authentication_error", body
+
+
+# ---- tools ----
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 12},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            },
+            "required": ["city", "unit", "days"],
+            "additionalProperties": False,
+        },
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {"name": "now", "description": "The time",
+                 "parameters": {"type": "object", "properties": {}, "additionalProperties": False}},
+}
+TOOLS = [WEATHER, CLOCK]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+def check_calls(calls, names=None):
+    """Every call names an offered function, has an id, and arguments valid for its schema."""
+    assert calls, "no tool calls"
+    for call in calls:
+        assert call.type == "function"
+        assert call.id and len(call.id) == 9 and call.id.isalnum(), call.id
+        assert call.function.name in (names or SCHEMAS), call.function.name
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+    assert len({c.id for c in calls}) == len(calls)
+
+
+def push_tool_calls():
+    """`logit_bias` that makes the tiny model begin with `[TOOL_CALLS]`, as a real model asked
+    about the weather would (`auto` leaves the choice to the model)."""
+    return {str(_env_token()): 100}
+
+
+def _env_token():
+    value = os.environ.get("LEAFRESH_TOOL_CALLS_TOKEN", "").strip()
+    if not value:
+        pytest.skip("LEAFRESH_TOOL_CALLS_TOKEN is not set (tests/integration/openai_sdk.rs sets it)")
+    return int(value)
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, {"temperature": 1.0, "seed": 5}], ids=["greedy", "sampled"])
+def test_required_tool_choice_calls_with_valid_arguments(client, sampling):
+    r = complete(client, user("서울 날씨 알려줘"), tools=TOOLS, tool_choice="required", max_tokens=200, **sampling)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    check_calls(choice.message.tool_calls)
+    assert not choice.message.content
+
+
+def test_a_named_function_is_the_one_called_once_without_parallel_calls(client):
+    r = complete(client, user("지금 몇 시야?"), tools=TOOLS, max_tokens=200, parallel_tool_calls=False,
+                 tool_choice={"type": "function", "function": {"name": "get_weather"}}, **GREEDY)
+    calls = r.choices[0].message.tool_calls
+    check_calls(calls, names={"get_weather"})
+    assert len(calls) == 1
+
+
+def test_auto_calls_when_the_model_begins_a_call_and_then_its_grammar_applies(client):
+    r = complete(client, user("서울 날씨?"), tools=TOOLS, tool_choice="auto", max_tokens=200,
+                 logit_bias=push_tool_calls(), **GREEDY)
+    assert r.choices[0].finish_reason == "tool_calls"
+    check_calls(r.choices[0].message.tool_calls)
+
+
+def test_auto_without_a_call_answers_text(client):
+    r = complete(client, user("안녕"), tools=TOOLS, max_tokens=16, logit_bias={str(_env_token()): -100}, **GREEDY)
+    choice = r.choices[0]
+    assert choice.message.tool_calls is None and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+
+
+def test_none_never_calls(client):
+    r = complete(client, user("서울 날씨?"), tools=TOOLS, tool_choice="none", max_tokens=16,
+                 logit_bias=push_tool_calls(), **GREEDY)
+    assert r.choices[0].message.tool_calls is None
+    assert r.choices[0].finish_reason != "tool_calls"
+
+
+def test_streamed_tool_calls_come_as_openai_streams_them(client):
+    _, timed = stream_chunks(client, user("서울 날씨 알려줘"), tools=TOOLS, tool_choice="required", max_tokens=200)
+    deltas = [d for _, c in timed if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    # The first delta of each call carries its index, id, type and name; the others arguments.
+    firsts = [d for d in deltas if d.id]
+    assert firsts and all(d.function.name and d.type == "function" for d in firsts)
+    assert len(deltas) > len(firsts), "the arguments come in pieces after the name"
+    calls = {}
+    for d in deltas:
+        call = calls.setdefault(d.index, {"id": d.id, "name": d.function.name, "arguments": ""})
+        call["arguments"] += d.function.arguments or ""
+    for call in calls.values():
+        jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
+    assert finish_reasons(timed) == ["tool_calls"]
+    # The same as the whole answer.
+    whole = complete(client, user("서울 날씨 알려줘"), tools=TOOLS, tool_choice="required", max_tokens=200, **GREEDY)
+    assert [(c.function.name, c.function.arguments) for c in whole.choices[0].message.tool_calls] == \
+        [(c["name"], c["arguments"]) for c in calls.values()]
+
+
+def test_a_round_trip_call_result_answer(client):
+    messages = user("서울 날씨 알려줘")
+    first = complete(client, messages, tools=TOOLS, tool_choice="required", max_tokens=200, **GREEDY)
+    message = first.choices[0].message
+    check_calls(message.tool_calls)
+    messages.append(message.model_dump(exclude_none=True))
+    for call in message.tool_calls:
+        messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp": 3, "sky": "맑음"})})
+    final = complete(client, messages, tools=TOOLS, max_tokens=24, logit_bias={str(_env_token()): -100}, **GREEDY)
+    assert final.choices[0].message.content
+    assert final.choices[0].message.tool_calls is None
+    # The history's call and result reached the prompt.
+    assert final.usage.prompt_tokens > first.usage.prompt_tokens + 10
+
+
+def test_a_tool_message_needs_the_id_of_its_call(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, user("a") + [{"role": "tool", "content": "x"}], max_tokens=4)
+    assert e.value.body["param"] == "messages[1].tool_call_id"
+    assert e.value.body["code"] == "missing_required_parameter"
+
+
+def test_a_named_function_that_is_not_offered_is_refused(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, user("a"), tools=TOOLS, max_tokens=4,
+                 tool_choice={"type": "function", "function": {"name": "delete_everything"}})
+    assert e.value.body["param"] == "tool_choice"

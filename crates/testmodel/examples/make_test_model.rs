@@ -39,7 +39,7 @@ Options (defaults in brackets; shape options override the preset):
   --heads N       attention heads [4]
   --kv-heads N    key/value heads [2]
   --ctx N         training context length [4096]
-  --vocab N       vocabulary size, 12328..40099 [12328; 32768 with a big preset]
+  --vocab N       vocabulary size, 12333..40104 [12333; 32768 with a big preset]
   --seed N        seed of the random weights [0x1eaf5eed]
   --f32 | --f16 | --q4_0
                   element type of the weight matrices [f32; q4_0 with a big preset]

@@ -5,7 +5,9 @@
 //! tokens `<0x00>`..`<0xFF>`, `▁`, `▁`-prefixed English words and Korean syllables, bare pieces
 //! (JSON syntax, JSON keys, suffixes), the printable ASCII characters, then all 11,172 Hangul
 //! syllables U+AC00..U+D7A3. Hangul Compatibility Jamo (ㅅ, ㅂ) and emoji are deliberately absent,
-//! so they go through byte fallback and tests exercise UTF-8 split across tokens.
+//! so they go through byte fallback and tests exercise UTF-8 split across tokens. The last five
+//! ids are Mistral v0.3's tool-calling control tokens ([`TOOL_TOKENS`]; the real model has them
+//! at ids 5-9), so that tests can call tools.
 //!
 //! llama.cpp's SPM tokenizer only merges two adjacent symbols when their concatenation is a
 //! token, so every multi-character piece has all its prefixes in the vocabulary too (otherwise it
@@ -41,7 +43,15 @@ pub const HANGUL_FIRST: char = '\u{AC00}';
 pub const HANGUL_LAST: char = '\u{D7A3}';
 
 /// Tokens in [`tiny_vocab`]: what the default test models have.
-pub const TINY_VOCAB_LEN: usize = 12_328;
+pub const TINY_VOCAB_LEN: usize = 12_333;
+/// Mistral v0.3's tool-calling control tokens, the last ids of every vocabulary built here.
+pub const TOOL_TOKENS: [&str; 5] = [
+    "[TOOL_CALLS]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+];
 /// Tokens in Mistral-7B-Instruct-v0.3's vocabulary, the size [`sized_vocab`] exists for.
 pub const MISTRAL_VOCAB_LEN: usize = 32_768;
 
@@ -225,14 +235,14 @@ pub fn sized_vocab(n_vocab: usize) -> io::Result<Vocab> {
     }
     let mut pieces = extended_pieces();
     // Pieces are added after their prefixes, so any truncation stays prefix-closed.
-    pieces.truncate(n_vocab - N_SPECIAL);
+    pieces.truncate(n_vocab - N_SPECIAL - TOOL_TOKENS.len());
     Ok(build(pieces))
 }
 
-/// The largest vocabulary [`sized_vocab`] can build (40,099 tokens: room above
+/// The largest vocabulary [`sized_vocab`] can build (40,104 tokens: room above
 /// [`MISTRAL_VOCAB_LEN`]).
 pub fn max_vocab_len() -> usize {
-    N_SPECIAL + extended_pieces().len()
+    N_SPECIAL + extended_pieces().len() + TOOL_TOKENS.len()
 }
 
 /// `<unk>`, four control tokens and 256 byte tokens precede the normal pieces.
@@ -308,6 +318,10 @@ fn build(normal: Vec<String>) -> Vocab {
     for (rank, piece) in normal.into_iter().enumerate() {
         vocab.push(piece, TokenType::Normal);
         vocab.scores.push(-(rank as f32));
+    }
+    for tool in TOOL_TOKENS {
+        vocab.push(tool.into(), TokenType::Control);
+        vocab.scores.push(0.0);
     }
     vocab
 }
@@ -400,14 +414,16 @@ mod tests {
         let tiny = tiny_vocab();
         let v = sized_vocab(MISTRAL_VOCAB_LEN).unwrap();
         assert_eq!(v.len(), MISTRAL_VOCAB_LEN);
-        assert_eq!(v.tokens()[..TINY_VOCAB_LEN], tiny.tokens()[..]);
-        assert_eq!(v.scores()[..TINY_VOCAB_LEN], tiny.scores()[..]);
-        assert!(v.scores()[TINY_VOCAB_LEN - 1..]
-            .windows(2)
-            .all(|w| w[0] > w[1]));
-        assert!(v.types()[TINY_VOCAB_LEN..]
+        let pieces = TINY_VOCAB_LEN - TOOL_TOKENS.len();
+        let tail = MISTRAL_VOCAB_LEN - TOOL_TOKENS.len();
+        assert_eq!(v.tokens()[..pieces], tiny.tokens()[..pieces]);
+        assert_eq!(v.scores()[..pieces], tiny.scores()[..pieces]);
+        assert!(v.scores()[pieces - 1..tail].windows(2).all(|w| w[0] > w[1]));
+        assert!(v.types()[pieces..tail]
             .iter()
             .all(|t| *t == TokenType::Normal));
+        assert_eq!(v.tokens()[tail..], tiny.tokens()[pieces..]);
+        assert_eq!(v.tokens()[tail], "[TOOL_CALLS]");
         for piece in ["▁텀블러", "▁가", "▁힣", "하기", "이다"] {
             assert!(v.id_of(piece).is_some(), "{piece}");
         }
@@ -430,6 +446,10 @@ mod tests {
         let v = tiny_vocab();
         let first_normal = (FIRST_BYTE_ID + 256) as usize;
         assert_eq!(v.tokens()[first_normal], SPACE.to_string());
-        assert!(v.scores()[first_normal..].windows(2).all(|w| w[0] > w[1]));
+        let tools = v.len() - TOOL_TOKENS.len();
+        assert!(v.scores()[first_normal..tools]
+            .windows(2)
+            .all(|w| w[0] > w[1]));
+        assert!(v.types()[tools..].iter().all(|t| *t == TokenType::Control));
     }
 }

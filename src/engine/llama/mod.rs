@@ -1,11 +1,13 @@
 //! The embedded engine: llama.cpp in this process. `model` opens the GGUF and turns conversations
 //! into prompt tokens (`template` keeps client text from becoming control tokens); `scheduler`
-//! owns the one inference thread; `sampling` builds each request's sampler chain.
+//! owns the one inference thread; `sampling` builds each request's sampler chain; `guidance`
+//! compiles output constraints (and says which tokens they force).
 //!
 //! [`LlamaEngine::submit`] does a request's CPU work (rendering, tokenizing, compiling its
 //! grammar) on the `prepare` pool, neither on an async worker nor on the inference thread, which
 //! would stall every running stream while a grammar compiles.
 
+pub mod guidance;
 pub mod model;
 pub(crate) mod prepare;
 mod prompt_cache;
@@ -13,12 +15,14 @@ mod replay;
 pub mod sampling;
 pub mod scheduler;
 pub mod template;
+pub mod tools;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
+use guidance::{GrammarSource, Guidance};
 use llama_cpp_2::token::LlamaToken;
 
 pub use model::{LoadOptions, Model, ModelInfo, Prompt};
@@ -26,12 +30,13 @@ use prepare::PreparePool;
 use prompt_cache::PromptCache;
 use replay::Replays;
 use sampling::TokenSampler;
+use scheduler::tool_use::ToolUse;
 pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
 use scheduler::{JobQueue, PreparedRequest};
 
 use super::{
     budget, ChatMessage, Engine, EngineError, EngineStats, Generation, GenerationEvent,
-    GenerationEvents, OutputConstraint, SamplingParams, WarmUp,
+    GenerationEvents, OutputConstraint, SamplingParams, ToolChoice, Tools, WarmUp,
 };
 
 /// llama.cpp embedded: a loaded model and the inference thread that serves it.
@@ -46,6 +51,10 @@ pub struct LlamaEngine {
     prompt_cache: Option<PromptCache>,
     /// Recent answers' tokens, replayed when a conversation sends an answer back.
     replays: Arc<Replays>,
+    /// The constraint compiler, built in the background at start (it walks the vocabulary).
+    guidance: Arc<OnceLock<Result<Guidance, String>>>,
+    /// Feed the tokens a constraint forces in one batch (`--no-fast-forward` turns it off).
+    fast_forward: bool,
 }
 
 /// Threads that prepare requests: tokenizing takes about a millisecond, and two let one long
@@ -63,6 +72,18 @@ impl LlamaEngine {
             .clone()
             .map(|dir| PromptCache::new(dir, model.info(), &settings));
         let replays = Arc::new(Replays::default());
+        let fast_forward = settings.fast_forward;
+        let guidance = Arc::new(OnceLock::new());
+        {
+            // Ready long before the first constrained request, without delaying the start.
+            let (guidance, model) = (Arc::clone(&guidance), Arc::clone(&model));
+            std::thread::Builder::new()
+                .name("llguidance-init".into())
+                .spawn(move || {
+                    guidance.get_or_init(|| Guidance::new(model).map_err(|e| e.to_string()));
+                })
+                .map_err(|e| EngineError::Backend(format!("cannot start a thread: {e}")))?;
+        }
         let (queue, slot_context, thread) =
             scheduler::start(Arc::clone(&model), settings, Arc::clone(&replays))?;
         let engine = Self {
@@ -73,6 +94,8 @@ impl LlamaEngine {
             model_ids: Vec::new(),
             prompt_cache,
             replays,
+            guidance,
+            fast_forward,
         };
         Ok((engine, thread))
     }
@@ -95,9 +118,12 @@ impl LlamaEngine {
         submitted: Instant,
     ) -> Result<PreparedRequest, EngineError> {
         let replay = |text: &str| self.replays.tokens_of(text);
-        let prompt = self
-            .model
-            .prompt_within(&generation.messages, self.slot_context, &replay)?;
+        let prompt = self.model.prompt_within(
+            &generation.messages,
+            generation.tools.as_ref(),
+            self.slot_context,
+            &replay,
+        )?;
         if prompt.is_empty() {
             return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
         }
@@ -106,35 +132,88 @@ impl LlamaEngine {
             generation.max_tokens.unwrap_or(usize::MAX),
             self.slot_context,
         )?;
-        let sampler = self.sampler(&generation)?;
+        let (mut sampler, tools) = self.sampler(&generation)?;
+        let mut tokens = prompt.tokens;
+        // The answer's forced start (`{"recommend": "`; `[TOOL_CALLS]` when a call is required)
+        // is prefilled with the prompt: it is cached with it too, since every answer of that
+        // shape starts the same way.
+        let mut lead = match (&tools, self.model.tool_tokens()) {
+            (Some(t), Some(tokens)) if t.is_calling() => vec![tokens.calls],
+            _ => Vec::new(),
+        };
+        if self.fast_forward {
+            lead.extend(sampler.forced());
+        }
+        lead.truncate(max_new_tokens);
+        let lead_len = lead.len();
+        tokens.extend(lead);
         Ok(PreparedRequest {
-            prompt: prompt.tokens,
+            prompt: tokens,
+            lead: lead_len,
             max_new_tokens,
             sampler,
             stop: generation.stop,
+            fast_forward: self.fast_forward,
+            tools,
             submitted,
         })
     }
 
-    /// The request's sampler, its constraint compiled once (here, not on the inference thread).
-    fn sampler(&self, generation: &Generation) -> Result<TokenSampler, EngineError> {
+    /// The request's sampler, its constraint compiled once (here, not on the inference thread),
+    /// and its tool calling.
+    fn sampler(
+        &self,
+        generation: &Generation,
+    ) -> Result<(TokenSampler, Option<ToolUse>), EngineError> {
         let sampling = &generation.sampling;
-        match &generation.constraint {
-            None => TokenSampler::new(&self.model, sampling, None)
-                .map_err(|e| EngineError::Sampling(e.to_string())),
-            Some(OutputConstraint::JsonSchema(schema)) => {
-                let refused = |detail: String| EngineError::InvalidSchema(detail);
-                let grammar = llama_cpp_2::json_schema_to_grammar(schema)
-                    .map_err(|e| refused(e.to_string()))?;
-                TokenSampler::new(&self.model, sampling, Some(&grammar))
-                    .map_err(|e| refused(e.to_string()))
-            }
+        let matcher = match &generation.constraint {
+            None => None,
+            Some(OutputConstraint::JsonSchema(schema)) => Some(
+                self.guidance()?
+                    .matcher(GrammarSource::JsonSchema(schema))
+                    .map_err(|e| EngineError::InvalidSchema(e.to_string()))?,
+            ),
             // Written by this service: one that does not compile is our fault, not the client's.
-            Some(OutputConstraint::Grammar { gbnf, .. }) => {
-                TokenSampler::new(&self.model, sampling, Some(gbnf))
-                    .map_err(|e| EngineError::Sampling(e.to_string()))
-            }
-        }
+            Some(OutputConstraint::Grammar { lark, .. }) => Some(
+                self.guidance()?
+                    .matcher(GrammarSource::Lark(lark))
+                    .map_err(|e| {
+                        EngineError::Sampling(format!("the grammar does not compile: {e}"))
+                    })?,
+            ),
+        };
+        let Some(offered) = &generation.tools else {
+            return Ok((TokenSampler::new(&self.model, sampling, matcher), None));
+        };
+        let Some(tokens) = self.model.tool_tokens() else {
+            return match offered.choice {
+                // The model answers in text, as it would without the tools.
+                ToolChoice::Auto => Ok((TokenSampler::new(&self.model, sampling, matcher), None)),
+                _ => Err(EngineError::ToolsUnsupported),
+            };
+        };
+        let calls = self
+            .guidance()?
+            .matcher(GrammarSource::Lark(&tools::calls_grammar(offered)))
+            .map_err(|e| EngineError::InvalidToolSchema(e.to_string()))?;
+        Ok(match offered.choice {
+            ToolChoice::Auto => (
+                TokenSampler::new(&self.model, sampling, matcher),
+                Some(ToolUse::offered(tokens.calls, calls)),
+            ),
+            ToolChoice::Required | ToolChoice::Function(_) => (
+                TokenSampler::new(&self.model, sampling, Some(calls)),
+                Some(ToolUse::required(tokens.calls)),
+            ),
+        })
+    }
+
+    /// The constraint compiler; waits for the start-up thread if it is still building it.
+    fn guidance(&self) -> Result<&Guidance, EngineError> {
+        self.guidance
+            .get_or_init(|| Guidance::new(Arc::clone(&self.model)).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| EngineError::Sampling(format!("the constraint compiler failed: {e}")))
     }
 }
 
@@ -189,13 +268,14 @@ impl LlamaEngine {
                 stop: Vec::new(),
                 model: None,
                 session: None,
+                tools: None,
             })
             .await?;
         loop {
             match events.recv().await {
-                Some(GenerationEvent::Text(_)) => {}
                 Some(GenerationEvent::Done(_)) => break,
                 Some(GenerationEvent::Failed(e)) => return Err(e),
+                Some(_) => {}
                 None => return Err(EngineError::Stopped),
             }
         }
@@ -256,6 +336,7 @@ impl Engine for LlamaEngine {
     fn count_tokens(
         &self,
         messages: Vec<ChatMessage>,
+        tools: Option<Tools>,
     ) -> BoxFuture<'_, Result<usize, EngineError>> {
         let model = Arc::clone(&self.model);
         let replays = Arc::clone(&self.replays);
@@ -264,7 +345,7 @@ impl Engine for LlamaEngine {
             // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
             // already says they do not fit.
             let replay = |text: &str| replays.tokens_of(text);
-            match model.prompt_within(&messages, window, &replay) {
+            match model.prompt_within(&messages, tools.as_ref(), window, &replay) {
                 Err(EngineError::PromptOverContext { at_least, .. }) => Ok(at_least),
                 prompt => prompt.map(|p| p.len()),
             }

@@ -13,7 +13,8 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
 
 use super::template::{self, Fragment, RenderedChat, SpecialText};
-use crate::engine::{ChatMessage, EngineError};
+use super::tools::{self, ToolTokens};
+use crate::engine::{ChatMessage, EngineError, Tools};
 
 /// Mistral's `[INST]` format, used when the GGUF carries no chat template (or one llama.cpp does not
 /// recognise). v3 is the format of Mistral-7B-Instruct v0.3, the default model.
@@ -66,6 +67,8 @@ pub struct Model {
     /// The control tokens (`[INST]`, `</s>`, ...) as the template's text spells them, longest
     /// first: only the template's own text is searched for them.
     specials: Vec<SpecialText<LlamaToken>>,
+    /// Mistral's tool-calling tokens, when the vocabulary has them.
+    tool_tokens: Option<ToolTokens>,
     /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
     max_token_bytes: usize,
     info: ModelInfo,
@@ -94,14 +97,21 @@ impl Model {
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
         let specials = special_texts(&llama);
+        let tool_tokens = ToolTokens::find(&specials);
         let max_token_bytes = longest_token_bytes(&llama);
         Ok(Self {
             llama,
             template,
             specials,
+            tool_tokens,
             max_token_bytes,
             info,
         })
+    }
+
+    /// Mistral's tool-calling tokens, when the vocabulary has them.
+    pub fn tool_tokens(&self) -> Option<&ToolTokens> {
+        self.tool_tokens.as_ref()
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -116,7 +126,7 @@ impl Model {
     /// tokenizes it, BOS included. Only the template's own text can become control tokens: the
     /// contents are tokenized as plain text (see [`template`]).
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
-        self.prompt_replaying(messages, &|_| None)
+        self.prompt_replaying(messages, None, &|_| None)
     }
 
     /// [`Model::prompt`], where a content that is an answer generated earlier (as `replay` knows
@@ -127,15 +137,23 @@ impl Model {
     pub fn prompt_replaying(
         &self,
         messages: &[ChatMessage],
+        tools: Option<&Tools>,
         replay: &dyn Fn(&str) -> Option<Vec<LlamaToken>>,
     ) -> Result<Prompt, EngineError> {
-        let chat = self.render(messages)?;
         let vocab = self.llama.vocab();
-        let mut tokens = Vec::with_capacity(chat.text.len() / 2);
+        let fragments = match (&self.tool_tokens, tools::uses_tools(messages, tools)) {
+            (Some(tokens), true) => tools::render(messages, tools, tokens, vocab.eos()),
+            (None, true) => {
+                let chat = self.render(&tools::as_plain_messages(messages))?;
+                template::partition(&chat, &self.specials)
+            }
+            (_, false) => template::partition(&self.render(messages)?, &self.specials),
+        };
+        let mut tokens = Vec::with_capacity(256);
         if vocab.should_add_bos() {
             tokens.push(vocab.bos());
         }
-        for fragment in template::partition(&chat, &self.specials) {
+        for fragment in fragments {
             match fragment {
                 Fragment::Token(token) => tokens.push(token),
                 Fragment::Text(text) => match replay(text.trim_start()) {
@@ -155,6 +173,7 @@ impl Model {
     pub fn prompt_within(
         &self,
         messages: &[ChatMessage],
+        tools: Option<&Tools>,
         context: usize,
         replay: &dyn Fn(&str) -> Option<Vec<LlamaToken>>,
     ) -> Result<Prompt, EngineError> {
@@ -168,7 +187,7 @@ impl Model {
                 context,
             });
         }
-        self.prompt_replaying(messages, replay)
+        self.prompt_replaying(messages, tools, replay)
     }
 
     /// The chat template applied to `messages`, with the place of every content in the text.
@@ -211,6 +230,12 @@ impl Model {
         self.llama
             .vocab()
             .token_to_piece_into(token, out, false, None);
+    }
+
+    /// `text` as plain text in the middle of a conversation: no BOS, no control tokens (the
+    /// tokenizer may still add SentencePiece's leading space).
+    pub(crate) fn tokenize_text(&self, text: &[u8]) -> Vec<LlamaToken> {
+        self.llama.vocab().tokenize(text, false, false)
     }
 
     /// Whether `token` is one that only special-token parsing produces (control or unknown).

@@ -1,49 +1,55 @@
-//! Sampling settings -> a llama.cpp sampler chain, with an optional grammar constraint.
+//! Sampling settings -> a llama.cpp sampler chain, with an optional constraint (an llguidance
+//! [`Matcher`], see [`super::guidance`]).
 //!
-//! The grammar is not placed first in the chain: checking every candidate of a 32k vocabulary
-//! against a grammar costs milliseconds per token. Like llama.cpp's own sampler we sample without
-//! it, ask the grammar about the one chosen token, and only when it is rejected sample again with
-//! the grammar applied to every candidate.
+//! The constraint is not applied to every candidate first: masking a 32k vocabulary costs more
+//! than sampling. Like llama.cpp's own sampler we sample without it, ask the constraint about the
+//! one chosen token, and only when it is refused sample again with the mask applied.
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
-use llama_cpp_2::token::data::LlamaTokenData;
-use llama_cpp_2::token::data_array::LlamaTokenDataArray;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
+use llguidance::toktrie::TokenId;
+use llguidance::Matcher;
 
+use super::guidance;
 use super::model::Model;
 use crate::engine::{EngineError, SamplingParams};
 
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
 const PENALTY_LAST_N: i32 = 64;
 
-/// llama.cpp could not compile a grammar (its message).
-#[derive(Debug, thiserror::Error)]
-#[error("the grammar does not compile: {0}")]
-pub struct GrammarRejected(pub String);
-
 /// The sampler of one sequence.
 pub struct TokenSampler {
     chain: LlamaSampler,
-    grammar: Option<LlamaSampler>,
+    constraint: Option<Matcher>,
+    end_of_generation: LlamaToken,
 }
 
 impl TokenSampler {
-    /// The chain `params` describe, constrained by `grammar` (GBNF, root rule `root`) if given.
-    /// Compiling a grammar takes milliseconds to seconds: never call this on the engine thread.
-    pub fn new(
-        model: &Model,
-        params: &SamplingParams,
-        grammar: Option<&str>,
-    ) -> Result<Self, GrammarRejected> {
+    /// The chain `params` describe, constrained by `constraint` if given (compiled on a prepare
+    /// thread: never on the engine thread).
+    pub fn new(model: &Model, params: &SamplingParams, constraint: Option<Matcher>) -> Self {
         let llama = model.llama();
-        let mut stages = vec![LlamaSampler::penalties(
+        let mut stages = Vec::new();
+        // Token ids beyond the vocabulary are left out: the request was checked before it was
+        // known which model answers it.
+        let biases: Vec<LlamaLogitBias> = params
+            .logit_bias
+            .iter()
+            .filter(|(token, _)| (0..llama.n_vocab()).contains(token))
+            .map(|&(token, bias)| LlamaLogitBias::new(LlamaToken(token), bias))
+            .collect();
+        if !biases.is_empty() {
+            stages.push(LlamaSampler::logit_bias(llama.n_vocab(), &biases));
+        }
+        stages.push(LlamaSampler::penalties(
             llama.n_vocab(),
             PENALTY_LAST_N,
             params.repeat_penalty,
             params.frequency_penalty,
             params.presence_penalty,
-        )];
+        ));
         if params.temperature <= 0.0 {
             stages.push(LlamaSampler::greedy());
         } else {
@@ -59,49 +65,87 @@ impl TokenSampler {
             stages.push(LlamaSampler::temp(params.temperature));
             stages.push(LlamaSampler::dist(params.seed.unwrap_or_else(fresh_seed)));
         }
-        let grammar = grammar
-            .map(|g| {
-                LlamaSampler::grammar(llama, g, "root").map_err(|e| GrammarRejected(e.to_string()))
-            })
-            .transpose()?;
-        Ok(Self {
+        Self {
             chain: LlamaSampler::chain_simple(stages),
-            grammar,
-        })
+            constraint,
+            end_of_generation: llama.vocab().eos(),
+        }
     }
 
     /// Picks the next token from the logits at batch index `idx` and records it in the
-    /// samplers' state (penalty history, grammar position).
+    /// samplers' state (penalty history, position in the constraint).
     pub fn sample(&mut self, ctx: &LlamaContext<'_>, idx: i32) -> Result<LlamaToken, EngineError> {
-        let Some(grammar) = self.grammar.as_mut() else {
+        let Some(matcher) = self.constraint.as_mut() else {
             // `sample` applies the chain and accepts the token in one call.
             return Ok(self.chain.sample(ctx, idx));
         };
+        if matcher.is_stopped() {
+            // Complete (the last token finished it): the end of generation is all that is left.
+            return Ok(self.end_of_generation);
+        }
         let mut candidates = ctx.token_data_array_ith(idx);
         candidates.apply_sampler(&mut self.chain);
         let mut token = candidates
             .selected_token()
             .ok_or(EngineError::NoTokenSampled)?;
-        if !grammar_allows(grammar, token) {
+        if !guidance::allows(matcher, token) {
+            let mask = matcher.compute_mask().map_err(constraint_failed)?;
             let mut candidates = ctx.token_data_array_ith(idx);
-            candidates.apply_sampler(grammar);
+            for candidate in candidates.data.iter_mut() {
+                if !mask.is_allowed(candidate.id().0 as TokenId) {
+                    candidate.set_logit(f32::NEG_INFINITY);
+                }
+            }
             candidates.apply_sampler(&mut self.chain);
             token = candidates
                 .selected_token()
                 .ok_or(EngineError::NoTokenSampled)?;
         }
-        grammar
-            .try_accept(token)
-            .map_err(|e| EngineError::Sampling(format!("the grammar rejected a token: {e}")))?;
+        matcher
+            .consume_token(token.0 as TokenId)
+            .map_err(constraint_failed)?;
         self.chain.accept(token);
         Ok(token)
     }
+
+    /// Constrains the rest of the answer with `matcher` (a grammar that applies from a trigger
+    /// token on).
+    pub fn constrain(&mut self, matcher: Matcher) {
+        self.constraint = Some(matcher);
+    }
+
+    /// The tokens the constraint admits as the only continuation from here (grammar
+    /// fast-forward), recorded as accepted; none without a constraint.
+    pub fn forced(&mut self) -> Vec<LlamaToken> {
+        let Some(matcher) = self.constraint.as_mut() else {
+            return Vec::new();
+        };
+        if matcher.is_stopped() {
+            // Complete: asking a stopped matcher anything puts it in an error state.
+            return Vec::new();
+        }
+        let forced: Vec<LlamaToken> = matcher
+            .consume_ff_tokens()
+            .into_iter()
+            .map(|t| LlamaToken(t as i32))
+            .collect();
+        for &token in &forced {
+            self.chain.accept(token);
+        }
+        forced
+    }
+
+    /// Whether the constraint admits nothing more: the answer is complete, and the end of
+    /// generation is the only token left to sample.
+    pub fn constraint_complete(&self) -> bool {
+        self.constraint
+            .as_ref()
+            .is_some_and(|m| m.is_stopped() && !m.is_error())
+    }
 }
 
-fn grammar_allows(grammar: &mut LlamaSampler, token: LlamaToken) -> bool {
-    let mut single = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
-    single.apply_sampler(grammar);
-    single.data[0].logit().is_finite()
+fn constraint_failed(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Sampling(format!("the output constraint failed: {e}"))
 }
 
 fn fresh_seed() -> u32 {

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Upstream;
-use crate::engine::{ChatMessage, EngineError};
+use crate::engine::{ChatMessage, EngineError, Tools};
 
 /// How prompt tokens are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,20 +37,34 @@ pub async fn count(
     counting: Option<Counting>,
     model: &str,
     messages: Vec<ChatMessage>,
+    tools: Option<Tools>,
 ) -> Result<usize, EngineError> {
     let unavailable = |why: String| EngineError::UpstreamUnavailable(why);
+    // The offered functions, as the request carries them.
+    let offered = tools.as_ref().map(Tools::to_openai);
     match counting {
-        None => Ok(upper_bound(&messages)),
+        None => {
+            Ok(upper_bound(&messages)
+                + offered.as_ref().map_or(0, |t| t["tools"].to_string().len()))
+        }
         Some(Counting::Local) => {
             let (tokenizer, pool) = upstream
                 .tokenizer
                 .clone()
                 .expect("Local counting is chosen only with a tokenizer");
-            pool.run(move || tokenizer.prompt(&messages).map(|p| p.len()))
-                .await
+            pool.run(move || {
+                tokenizer
+                    .prompt_replaying(&messages, tools.as_ref(), &|_| None)
+                    .map(|p| p.len())
+            })
+            .await
         }
         Some(Counting::ChatTokenize) => {
-            let body = json!({"model": model, "messages": messages, "add_generation_prompt": true});
+            let mut body =
+                json!({"model": model, "messages": messages, "add_generation_prompt": true});
+            if let Some(offered) = &offered {
+                body["tools"] = offered["tools"].clone();
+            }
             let answer = upstream
                 .post_json(&format!("{}/tokenize", upstream.root), &body)
                 .await
@@ -65,7 +79,10 @@ pub async fn count(
             let rendered = upstream
                 .post_json(
                     &format!("{}/apply-template", upstream.root),
-                    &json!({"messages": messages}),
+                    &match &offered {
+                        Some(offered) => json!({"messages": messages, "tools": offered["tools"]}),
+                        None => json!({"messages": messages}),
+                    },
                 )
                 .await
                 .map_err(unavailable)?;

@@ -29,7 +29,7 @@ use super::llama::prepare::PreparePool;
 use super::llama::Model;
 use super::{
     budget, ChatMessage, Engine, EngineError, EngineStats, FinishReason, Generation,
-    GenerationEvents, GenerationSummary,
+    GenerationEvents, GenerationSummary, Tools,
 };
 use admission::Admission;
 use discovery::Discovered;
@@ -149,8 +149,14 @@ impl UpstreamEngine {
         let upstream = &self.upstream;
         let model = self.model_for(generation.model.as_deref())?;
         let counting = self.discovered().counting;
-        let prompt_tokens =
-            counting::count(upstream, counting, &model, generation.messages.clone()).await?;
+        let prompt_tokens = counting::count(
+            upstream,
+            counting,
+            &model,
+            generation.messages.clone(),
+            generation.tools.clone(),
+        )
+        .await?;
         let max_new_tokens = budget::max_new_tokens(
             prompt_tokens,
             generation.max_tokens.unwrap_or(usize::MAX),
@@ -193,6 +199,7 @@ impl UpstreamEngine {
                 prompt_tokens,
                 cached_tokens: 0,
                 completion_tokens: 0,
+                forced_tokens: 0,
                 queue_wait: admitted - submitted,
                 time_to_first_token: Duration::ZERO,
                 total_time: Duration::ZERO,
@@ -265,11 +272,12 @@ impl Engine for UpstreamEngine {
     fn count_tokens(
         &self,
         messages: Vec<ChatMessage>,
+        tools: Option<Tools>,
     ) -> BoxFuture<'_, Result<usize, EngineError>> {
         Box::pin(async move {
             let model = self.model_for(None)?;
             let counting = self.discovered().counting;
-            counting::count(&self.upstream, counting, &model, messages).await
+            counting::count(&self.upstream, counting, &model, messages, tools).await
         })
     }
 

@@ -78,8 +78,14 @@ impl Relay {
             match sse::parse(&data) {
                 Ok(Chunk::Delta {
                     text,
+                    tool_calls,
                     finish_reason,
                 }) => {
+                    for call in tool_calls {
+                        for event in tool_call_events(call) {
+                            let _ = self.events.send(event).await;
+                        }
+                    }
                     if !text.is_empty() {
                         if self.summary.time_to_first_token.is_zero() {
                             self.summary.time_to_first_token = self.submitted.elapsed();
@@ -88,8 +94,10 @@ impl Relay {
                         // A closed channel is seen at the next select.
                         let _ = self.events.send(GenerationEvent::Text(text)).await;
                     }
-                    if finish_reason.as_deref() == Some("length") {
-                        self.summary.finish_reason = FinishReason::Length;
+                    match finish_reason.as_deref() {
+                        Some("length") => self.summary.finish_reason = FinishReason::Length,
+                        Some("tool_calls") => self.summary.finish_reason = FinishReason::ToolCalls,
+                        _ => {}
                     }
                 }
                 Ok(Chunk::Usage {
@@ -112,4 +120,26 @@ impl Relay {
         }
         None
     }
+}
+
+/// The events a streamed tool-call piece stands for: the call's start when it names the
+/// function, then its arguments.
+fn tool_call_events(call: sse::ToolCallDelta) -> Vec<GenerationEvent> {
+    let mut events = Vec::new();
+    if let Some(name) = call.name {
+        events.push(GenerationEvent::ToolCall {
+            index: call.index,
+            id: call
+                .id
+                .unwrap_or_else(crate::engine::tool_calls::new_call_id),
+            name,
+        });
+    }
+    if !call.arguments.is_empty() {
+        events.push(GenerationEvent::ToolArguments {
+            index: call.index,
+            fragment: call.arguments,
+        });
+    }
+    events
 }

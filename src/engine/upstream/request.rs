@@ -27,6 +27,19 @@ pub fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> 
     if let Some(seed) = sampling.seed {
         body["seed"] = json!(seed);
     }
+    if !sampling.logit_bias.is_empty() {
+        let biases: serde_json::Map<String, Value> = sampling
+            .logit_bias
+            .iter()
+            .map(|(token, bias)| (token.to_string(), json!(bias)))
+            .collect();
+        body["logit_bias"] = Value::Object(biases);
+    }
+    if let Some(tools) = &generation.tools {
+        if let (Value::Object(body), Value::Object(tools)) = (&mut body, tools.to_openai()) {
+            body.extend(tools);
+        }
+    }
     if !generation.stop.is_empty() {
         body["stop"] = json!(generation.stop);
     }
@@ -119,6 +132,7 @@ mod tests {
             stop: vec!["끝".into()],
             model: None,
             session: Some("s".into()),
+            tools: None,
         }
     }
 
@@ -145,7 +159,7 @@ mod tests {
         for constraint in [
             OutputConstraint::JsonSchema(schema.into()),
             OutputConstraint::Grammar {
-                gbnf: "root ::= \"x\"".into(),
+                lark: "start: \"x\"".into(),
                 json_schema: schema.into(),
             },
         ] {

@@ -58,6 +58,8 @@ pub enum Chunk {
     /// Generated text (may be empty: a role-only first chunk).
     Delta {
         text: String,
+        /// Pieces of tool calls (`delta.tool_calls`).
+        tool_calls: Vec<ToolCallDelta>,
         finish_reason: Option<String>,
     },
     /// Token counts (`stream_options.include_usage`).
@@ -70,6 +72,15 @@ pub enum Chunk {
     Done,
     /// An error object sent after the stream began.
     Error(String),
+}
+
+/// A piece of a streamed tool call: its id and name come first, its arguments in pieces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCallDelta {
+    pub index: usize,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
 }
 
 /// Parses one event's data; an error for anything that is not a chat completion chunk.
@@ -97,8 +108,30 @@ pub fn parse(data: &str) -> Result<Chunk, String> {
             .get("finish_reason")
             .and_then(Value::as_str)
             .map(str::to_owned);
+        let text_of = |call: &Value, pointer: &str| {
+            call.pointer(pointer)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let tool_calls = choice
+            .pointer("/delta/tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, call)| ToolCallDelta {
+                index: call
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(i, |n| n as usize),
+                id: text_of(call, "/id"),
+                name: text_of(call, "/function/name"),
+                arguments: text_of(call, "/function/arguments").unwrap_or_default(),
+            })
+            .collect();
         return Ok(Chunk::Delta {
             text,
+            tool_calls,
             finish_reason,
         });
     }
@@ -132,6 +165,7 @@ mod tests {
                 parse(&events[0]).unwrap(),
                 Chunk::Delta {
                     text: "가나".into(),
+                    tool_calls: Vec::new(),
                     finish_reason: None
                 }
             );
@@ -153,6 +187,7 @@ mod tests {
         assert_eq!(
             parse(finish).unwrap(),
             Chunk::Delta {
+                tool_calls: Vec::new(),
                 text: String::new(),
                 finish_reason: Some("length".into())
             }

@@ -2,8 +2,10 @@
 //! template, real token streaming) and `GET /v1/models`, so that OpenWebUI and the OpenAI SDKs
 //! work against the same engine as the Leafresh endpoints.
 
+mod messages;
 pub mod request;
 mod response;
+mod tools;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use actix_web_lab::sse;
@@ -14,7 +16,7 @@ use super::{stream, AppState};
 use crate::config::ContextOverflow;
 use crate::engine::{
     fit, ChatMessage, EngineError, Generation, GenerationEvent, GenerationEvents,
-    GenerationSummary, OutputConstraint, SamplingParams,
+    GenerationSummary, OutputConstraint, SamplingParams, ToolCall,
 };
 use crate::metrics::{Outcome, RequestRecord};
 use request::{ChatRequest, OutputFormat, ValidChatRequest};
@@ -50,8 +52,8 @@ async fn tokenize(
     let counted = async {
         state.authorize(&req)?;
         let body = read_limited(&req, payload, state.max_body_bytes).await?;
-        let messages = request::tokenize_messages(&body)?;
-        let count = state.engine.count_tokens(messages).await?;
+        let messages = messages::tokenize_messages(&body)?;
+        let count = state.engine.count_tokens(messages, None).await?;
         Ok::<_, OpenAiError>(count)
     };
     match counted.await {
@@ -125,7 +127,13 @@ async fn accept(
             // Room for the answer, but never more than half the window: a long answer must
             // not cost the whole conversation.
             let reserve = max_tokens.min(state.engine.context_window() / 2);
-            fit::trim_oldest_turns(&*state.engine, valid.messages.clone(), reserve).await?
+            fit::trim_oldest_turns(
+                &*state.engine,
+                valid.messages.clone(),
+                valid.tools.as_ref(),
+                reserve,
+            )
+            .await?
         }
         ContextOverflow::Error => (valid.messages.clone(), 0),
     };
@@ -164,12 +172,14 @@ fn generation(
             frequency_penalty: valid.frequency_penalty,
             presence_penalty: valid.presence_penalty,
             seed: valid.seed,
+            logit_bias: valid.logit_bias.clone(),
         },
         constraint: constraint.map(OutputConstraint::JsonSchema),
         max_tokens: Some(max_tokens),
         stop: valid.stop.clone(),
         model: Some(valid.model.clone()),
         session: None,
+        tools: valid.tools.clone(),
     }
 }
 
@@ -179,11 +189,26 @@ async fn collect(
     mut events: GenerationEvents,
 ) -> Result<(Completion, GenerationSummary), OpenAiError> {
     let mut text = String::new();
+    let mut calls: Vec<ToolCall> = Vec::new();
     while let Some(event) = events.recv().await {
         match event {
             GenerationEvent::Text(piece) => text.push_str(&piece),
+            GenerationEvent::ToolCall { index, id, name } => {
+                if index == calls.len() {
+                    calls.push(ToolCall {
+                        id,
+                        name,
+                        arguments: String::new(),
+                    });
+                }
+            }
+            GenerationEvent::ToolArguments { index, fragment } => {
+                if let Some(call) = calls.get_mut(index) {
+                    call.arguments.push_str(&fragment);
+                }
+            }
             GenerationEvent::Done(summary) => {
-                return Ok((meta.completion(text, &summary), summary));
+                return Ok((meta.completion(text, calls, &summary), summary));
             }
             GenerationEvent::Failed(e) => return Err(e.into()),
         }
@@ -215,6 +240,18 @@ fn stream(
             match event {
                 Some(GenerationEvent::Text(piece)) => {
                     if !stream::deliver(&tx, data(&meta.content_chunk(piece))).await {
+                        record.finish(Outcome::Cancelled, None);
+                        return;
+                    }
+                }
+                Some(GenerationEvent::ToolCall { index, id, name }) => {
+                    if !stream::deliver(&tx, data(&meta.tool_call_chunk(index, &id, &name))).await {
+                        record.finish(Outcome::Cancelled, None);
+                        return;
+                    }
+                }
+                Some(GenerationEvent::ToolArguments { index, fragment }) => {
+                    if !stream::deliver(&tx, data(&meta.arguments_chunk(index, fragment))).await {
                         record.finish(Outcome::Cancelled, None);
                         return;
                     }

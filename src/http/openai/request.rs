@@ -5,7 +5,9 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::{ChatMessage, Role};
+use super::messages::messages;
+use super::tools;
+use crate::engine::{ChatMessage, Tools};
 use crate::http::error::OpenAiError;
 
 /// Most stop strings, as OpenAI allows.
@@ -34,6 +36,10 @@ pub struct ChatRequest {
     pub top_k: Option<Value>,
     pub min_p: Option<Value>,
     pub repeat_penalty: Option<Value>,
+    pub logit_bias: Option<Value>,
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<Value>,
 }
 
 /// What the answer must look like.
@@ -62,8 +68,11 @@ pub struct ValidChatRequest {
     pub presence_penalty: f32,
     pub frequency_penalty: f32,
     pub seed: Option<u32>,
+    pub logit_bias: Vec<(i32, f32)>,
     pub stop: Vec<String>,
     pub format: OutputFormat,
+    /// Functions the model may or must call (`None`: none, or `tool_choice` `"none"`).
+    pub tools: Option<Tools>,
 }
 
 impl ChatRequest {
@@ -129,119 +138,18 @@ impl ChatRequest {
             )?
             .unwrap_or(0.0),
             seed,
+            logit_bias: logit_bias(self.logit_bias)?,
             stop: stop(self.stop)?,
             format: format(self.response_format)?,
+            tools: tools::offered(self.tools, self.tool_choice, self.parallel_tool_calls)?,
         })
     }
-}
-
-fn messages(value: Option<Value>) -> Result<Vec<ChatMessage>, OpenAiError> {
-    let Some(Value::Array(items)) = value else {
-        return Err(OpenAiError::invalid(
-            "messages",
-            "`messages` must be a non-empty array of {role, content} objects",
-        )
-        .code("invalid_type"));
-    };
-    if items.is_empty() {
-        return Err(
-            OpenAiError::invalid("messages", "`messages` must not be empty").code("empty_array"),
-        );
-    }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| message(i, item))
-        .collect()
-}
-
-fn message(index: usize, item: Value) -> Result<ChatMessage, OpenAiError> {
-    let param = format!("messages[{index}]");
-    let Value::Object(mut fields) = item else {
-        return Err(
-            OpenAiError::invalid(&param, format!("`{param}` must be an object"))
-                .code("invalid_type"),
-        );
-    };
-    let role = match fields.get("role").and_then(Value::as_str) {
-        Some("system" | "developer") => Role::System,
-        Some("user") => Role::User,
-        Some("assistant") => Role::Assistant,
-        Some(other) => {
-            return Err(OpenAiError::invalid(
-                format!("{param}.role"),
-                format!(
-                    "`{param}.role` must be system, user or assistant; got {}",
-                    quoted_if_a_name(other)
-                ),
-            )
-            .code("invalid_value"))
-        }
-        None => {
-            return Err(OpenAiError::invalid(
-                format!("{param}.role"),
-                format!("`{param}.role` is required"),
-            )
-            .code("missing_required_parameter"))
-        }
-    };
-    let content = match fields.remove("content") {
-        Some(Value::String(text)) => text,
-        Some(Value::Array(parts)) => text_parts(&param, parts)?,
-        // An assistant turn that only called tools has no content; it contributes nothing.
-        Some(Value::Null) | None if role == Role::Assistant => String::new(),
-        _ => {
-            return Err(OpenAiError::invalid(
-                format!("{param}.content"),
-                format!("`{param}.content` must be a string or an array of text parts"),
-            )
-            .code("invalid_type"))
-        }
-    };
-    // A history can carry NUL characters back (a model may emit the byte token <0x00>), and
-    // llama.cpp takes C strings: drop them rather than refuse the conversation.
-    let content = if content.contains('\0') {
-        content.replace('\0', "")
-    } else {
-        content
-    };
-    Ok(ChatMessage::new(role, content))
-}
-
-fn text_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
-    let mut text = String::new();
-    for (i, part) in parts.iter().enumerate() {
-        match (
-            part.get("type").and_then(Value::as_str),
-            part.get("text").and_then(Value::as_str),
-        ) {
-            (Some("text"), Some(piece)) => text.push_str(piece),
-            (Some("text"), None) => {
-                return Err(OpenAiError::invalid(
-                    format!("{param}.content[{i}].text"),
-                    "a text part needs a `text` string",
-                )
-                .code("invalid_type"))
-            }
-            (kind, _) => {
-                return Err(OpenAiError::invalid(
-                    format!("{param}.content[{i}].type"),
-                    format!(
-                        "this model takes text only; content part type {} is not supported",
-                        kind.map_or_else(|| "(missing)".into(), quoted_if_a_name)
-                    ),
-                )
-                .code("invalid_value"))
-            }
-        }
-    }
-    Ok(text)
 }
 
 /// What an error message says of a value the client sent: numbers and booleans as they are,
 /// anything else by its JSON type. Client text is never repeated back: it could be anything,
 /// of any length (issue 7; the `openai` fuzz target found the echo).
-fn described(value: &Value) -> String {
+pub(super) fn described(value: &Value) -> String {
     match value {
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
@@ -252,37 +160,46 @@ fn described(value: &Value) -> String {
     }
 }
 
-/// The messages of a `/tokenize` body (`{"messages": [...]}`; other fields are ignored).
-pub fn tokenize_messages(body: &[u8]) -> Result<Vec<ChatMessage>, OpenAiError> {
-    let mut value: Value = serde_json::from_slice(body).map_err(|e| OpenAiError::from_json(&e))?;
-    if !value.is_object() {
-        return Err(OpenAiError::invalid(
-            "body",
-            "The body must be a JSON object with `messages`.",
-        )
-        .code("invalid_type"));
-    }
-    messages(value.get_mut("messages").map(Value::take))
-}
+/// Most entries in `logit_bias`, as OpenAI allows.
+const MAX_LOGIT_BIASES: usize = 300;
 
-/// Names of the OpenAI API we do not serve (roles, content part types): quoted in an error when
-/// the client sent one of them, which says what is unsupported without repeating client text.
-const KNOWN_UNSUPPORTED: &[&str] = &[
-    "tool",
-    "function",
-    "image_url",
-    "input_audio",
-    "file",
-    "refusal",
-];
-
-/// `text` quoted when it is one of [`KNOWN_UNSUPPORTED`], else "another value".
-fn quoted_if_a_name(text: &str) -> String {
-    if KNOWN_UNSUPPORTED.contains(&text) {
-        format!("{text:?}")
-    } else {
-        "another value".into()
+/// `logit_bias`: token ids (as strings) to a bias in -100..=100.
+fn logit_bias(value: Option<Value>) -> Result<Vec<(i32, f32)>, OpenAiError> {
+    let invalid = |message: &str, code| OpenAiError::invalid("logit_bias", message).code(code);
+    let entries = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Object(entries)) => entries,
+        Some(_) => {
+            return Err(invalid(
+                "`logit_bias` must be an object of token ids to biases",
+                "invalid_type",
+            ))
+        }
+    };
+    if entries.len() > MAX_LOGIT_BIASES {
+        return Err(invalid(
+            "`logit_bias` may hold at most 300 tokens",
+            "array_above_max_length",
+        ));
     }
+    entries
+        .iter()
+        .map(|(token, bias)| {
+            let token = token
+                .parse::<u32>()
+                .map_err(|_| invalid("`logit_bias` keys must be token ids", "invalid_value"))?;
+            let bias = bias
+                .as_f64()
+                .filter(|b| (-100.0..=100.0).contains(b))
+                .ok_or_else(|| {
+                    invalid(
+                        "`logit_bias` values must be numbers from -100 to 100",
+                        "invalid_value",
+                    )
+                })?;
+            Ok((token.min(i32::MAX as u32) as i32, bias as f32))
+        })
+        .collect()
 }
 
 /// A whole number in `min..=max`; `null` counts as absent.

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::engine::GenerationSummary;
+use crate::engine::{GenerationSummary, ToolCall};
 
 fn unix_seconds() -> u64 {
     SystemTime::now()
@@ -111,7 +111,20 @@ impl CompletionMeta {
         }
     }
 
-    pub fn completion(&self, text: String, summary: &GenerationSummary) -> Completion {
+    /// The whole answer: its text (`null` when it only called tools) and its tool calls.
+    pub fn completion(
+        &self,
+        text: String,
+        calls: Vec<ToolCall>,
+        summary: &GenerationSummary,
+    ) -> Completion {
+        let mut message = json!({"role": "assistant", "content": text});
+        if !calls.is_empty() {
+            message["tool_calls"] = json!(calls);
+            if text.is_empty() {
+                message["content"] = Value::Null;
+            }
+        }
         Completion {
             id: self.id.clone(),
             object: "chat.completion",
@@ -119,7 +132,7 @@ impl CompletionMeta {
             model: self.model.clone(),
             choices: [json!({
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "logprobs": null,
                 "finish_reason": summary.finish_reason.as_str(),
             })],
@@ -151,6 +164,30 @@ impl CompletionMeta {
         self.chunk(json!([{
             "index": 0,
             "delta": {"content": text},
+            "logprobs": null,
+            "finish_reason": null,
+        }]))
+    }
+
+    /// A tool call begins: its index, id and function name, arguments to follow.
+    pub fn tool_call_chunk(&self, index: usize, id: &str, name: &str) -> Value {
+        self.tool_calls_delta(json!({
+            "index": index,
+            "id": id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }))
+    }
+
+    /// More of tool call `index`'s arguments.
+    pub fn arguments_chunk(&self, index: usize, fragment: String) -> Value {
+        self.tool_calls_delta(json!({"index": index, "function": {"arguments": fragment}}))
+    }
+
+    fn tool_calls_delta(&self, call: Value) -> Value {
+        self.chunk(json!([{
+            "index": 0,
+            "delta": {"tool_calls": [call]},
             "logprobs": null,
             "finish_reason": null,
         }]))

@@ -13,19 +13,27 @@ fn base_req() -> ValidBaseInfo {
     }
 }
 
-/// The longest answer the grammar admits (all whitespace used, every string full), built
-/// independently of the skeleton.
+/// The answer in the grammar's layout, built independently of the skeleton.
+fn answer_text(recommend: &str, items: [(&str, &str); 3]) -> String {
+    let items: Vec<String> = items
+        .iter()
+        .map(|(t, d)| format!("{{\"title\": \"{t}\", \"description\": \"{d}\"}}"))
+        .collect();
+    format!(
+        "{{\"recommend\": \"{recommend}\", \"challenges\": [{}]}}",
+        items.join(", ")
+    )
+}
+
+/// The longest answer the grammar admits (every string full).
 fn longest_answer(b: &AnswerBounds) -> String {
     let s = |n: usize| "가".repeat(n);
-    let item = format!(
-        "{{ \"title\": \"{}\" , \"description\": \"{}\" }}",
-        s(b.title_chars),
-        s(b.description_chars)
-    );
-    format!(
-        "{{ \"recommend\": \"{}\" , \"challenges\": [ {item} , {item} , {item} ] }}",
-        s(b.recommend_chars)
-    )
+    let (t, d) = (s(b.title_chars), s(b.description_chars));
+    answer_text(&s(b.recommend_chars), [(&t, &d), (&t, &d), (&t, &d)])
+}
+
+fn grammar_accepts(grammar: &str, text: &str) -> bool {
+    crate::test_support::lark_accepts(grammar, text)
 }
 
 #[test]
@@ -117,7 +125,7 @@ fn schema_states_the_bounds_and_exactly_three_challenges() {
 }
 
 #[test]
-fn grammar_has_root_the_bounds_and_only_safe_characters() {
+fn grammar_has_the_layout_the_bounds_and_only_safe_characters() {
     let b = AnswerBounds {
         recommend_chars: 41,
         title_chars: 17,
@@ -125,32 +133,50 @@ fn grammar_has_root_the_bounds_and_only_safe_characters() {
     };
     let g = answer_grammar(&b);
     assert!(
-        g.starts_with("root ::= \"{\" ws \"\\\"recommend\\\":\""),
+        g.starts_with("start: \"{\\\"recommend\\\": \" RECOMMEND \", \\\"challenges\\\": [\""),
         "{g}"
     );
-    assert!(
-        g.contains("recommend-str ::= \"\\\"\" first-char content-char{0,40} \"\\\"\""),
-        "{g}"
-    );
-    assert!(g.contains("title-str ::= \"\\\"\" first-char content-char{0,16} \"\\\"\""));
-    assert!(g.contains("description-str ::= \"\\\"\" first-char content-char{0,72} \"\\\"\""));
     assert_eq!(g.matches(" item ").count(), 3, "{g}");
-    assert!(g.contains("\"\\\"challenges\\\":\""));
-    assert!(g.contains("ws ::= [ \\n]{0,1}"));
-    // Every rule referenced is defined.
-    for rule in [
-        "item",
-        "recommend-str",
-        "title-str",
-        "description-str",
-        "first-char",
-        "content-char",
-        "ws",
-    ] {
-        assert!(
-            g.contains(&format!("\n{rule} ::= ")),
-            "{rule} missing in {g}"
-        );
+    assert!(g.contains(&format!(
+        "RECOMMEND: /\"{FIRST_CHAR}{CONTENT_CHAR}{{0,40}}\"/"
+    )));
+    assert!(g.contains(&format!("TITLE: /\"{FIRST_CHAR}{CONTENT_CHAR}{{0,16}}\"/")));
+    assert!(g.contains(&format!(
+        "DESCRIPTION: /\"{FIRST_CHAR}{CONTENT_CHAR}{{0,72}}\"/"
+    )));
+
+    let full = |n: usize| "가".repeat(n);
+    assert!(grammar_accepts(&g, &longest_answer(&b)));
+    let one = answer_text("a", [("b", "c"), ("d", "e"), ("f", "g")]);
+    assert!(grammar_accepts(&g, &one));
+    let korean = answer_text(
+        "텀블러를 써요! 50% 줄이기",
+        [
+            ("텀블러", "매일 #1"),
+            ("장바구니", "비닐 대신"),
+            ("분리수거", "주 2회"),
+        ],
+    );
+    assert!(grammar_accepts(&g, &korean), "{korean}");
+    let refused = [
+        // A string over its bound.
+        answer_text(&full(42), [("b", "c"), ("d", "e"), ("f", "g")]),
+        // Empty, blank-first, or holding JSON syntax.
+        answer_text("", [("b", "c"), ("d", "e"), ("f", "g")]),
+        answer_text(" a", [("b", "c"), ("d", "e"), ("f", "g")]),
+        answer_text("\u{3000}a", [("b", "c"), ("d", "e"), ("f", "g")]),
+        answer_text("a", [("b{", "c"), ("d", "e"), ("f", "g")]),
+        answer_text("a\\n", [("b", "c"), ("d", "e"), ("f", "g")]),
+        // Another layout.
+        one.replace(", ", ","),
+        one.replace("{", "{ "),
+        format!("{one}\n"),
+        // Two challenges.
+        "{\"recommend\": \"a\", \"challenges\": [{\"title\": \"b\", \"description\": \"c\"}]}"
+            .into(),
+    ];
+    for text in refused {
+        assert!(!grammar_accepts(&g, &text), "accepted: {text}");
     }
 }
 

@@ -56,6 +56,7 @@ impl Engine for ScriptedEngine {
     fn count_tokens(
         &self,
         messages: Vec<ChatMessage>,
+        _tools: Option<crate::engine::Tools>,
     ) -> BoxFuture<'_, Result<usize, EngineError>> {
         *self.counts.lock().unwrap() += 1;
         Box::pin(async move { Ok(tokens_of(&messages)) })
@@ -90,6 +91,7 @@ fn summary() -> GenerationSummary {
         prompt_tokens: 10,
         cached_tokens: 0,
         completion_tokens: 40,
+        forced_tokens: 0,
         queue_wait: Duration::ZERO,
         time_to_first_token: Duration::from_millis(5),
         total_time: Duration::from_millis(50),
@@ -187,7 +189,7 @@ async fn the_answer_grammar_is_sized_to_the_room_the_prompt_leaves() {
         assert_eq!(
             generation.constraint,
             Some(OutputConstraint::Grammar {
-                gbnf: answer_grammar(&bounds),
+                lark: answer_grammar(&bounds),
                 json_schema: crate::leafresh::answer_schema(&bounds).to_string(),
             })
         );

@@ -23,15 +23,19 @@ pub struct Slot {
     pub last_used: u64,
     /// What this slot put into the batch being decoded, to undo it if the decode fails.
     pub staged: Option<Staged>,
+    /// A finished answer's last tokens, to be decoded into the cells when a step has room.
+    pub tail: Vec<LlamaToken>,
 }
 
-/// A slot's share of one decode step.
+/// A slot's share of one decode step: its cells from this position on.
 #[derive(Debug, Clone, Copy)]
 pub enum Staged {
-    /// The token sampled at the last step.
-    Token(LlamaToken),
-    /// Prompt tokens from this position on.
+    /// Answer tokens: the one sampled at the last step and those its constraint forced.
+    Input { from: usize },
+    /// Prompt tokens.
     Chunk { from: usize },
+    /// A finished answer's tail; nothing waits on it.
+    Tail { from: usize },
 }
 
 impl Scheduler<'_> {
@@ -55,16 +59,59 @@ impl Scheduler<'_> {
                 self.slots[id]
                     .sequence
                     .as_ref()
-                    .is_some_and(|s| s.next_input.is_some())
+                    .is_some_and(|s| !s.next_input.is_empty())
             });
         for slot_id in generating.into_iter().chain(prefilling) {
             self.stage(slot_id);
         }
+        self.stage_tails();
         self.batch.n_tokens() as usize
     }
 
-    /// Adds a slot's work to the batch: the token it sampled last, or the next chunk of its prompt
-    /// that fits. Remembers what it added, so that a failed decode can be undone.
+    /// Decodes the tails still pending, before a request is admitted: its prompt likely begins
+    /// with one of them (the next turn of that conversation).
+    pub(super) fn decode_tails(&mut self) {
+        if self.slots.iter().all(|s| s.tail.is_empty()) {
+            return;
+        }
+        self.batch.clear();
+        self.stage_tails();
+        if self.batch.n_tokens() == 0 {
+            return;
+        }
+        if self.ctx.decode(&mut self.batch).is_err() {
+            for slot_id in 0..self.slots.len() {
+                self.unstage(slot_id);
+            }
+        }
+        for slot in &mut self.slots {
+            slot.staged = None;
+        }
+    }
+
+    /// Adds the tails of finished answers that fit whole in the room left (last: no client waits
+    /// on them).
+    fn stage_tails(&mut self) {
+        for slot_id in 0..self.slots.len() {
+            let room = self.batch_size - self.batch.n_tokens() as usize;
+            let slot = &mut self.slots[slot_id];
+            if slot.sequence.is_some() || slot.tail.is_empty() || slot.tail.len() > room {
+                continue;
+            }
+            let from = slot.cells.len();
+            for (i, &token) in slot.tail.iter().enumerate() {
+                self.batch
+                    .add(token, (from + i) as i32, &[slot_id as i32], false)
+                    .expect("the tail is sized to the room");
+            }
+            slot.cells.append(&mut slot.tail);
+            slot.staged = Some(Staged::Tail { from });
+        }
+    }
+
+    /// Adds a slot's work to the batch: the tokens it sampled or was forced last, or the next chunk
+    /// of its prompt, as much as fits. Remembers what it added, so that a failed decode can be
+    /// undone.
     fn stage(&mut self, slot_id: usize) {
         let room = self.batch_size - self.batch.n_tokens() as usize;
         let slot = &mut self.slots[slot_id];
@@ -73,13 +120,25 @@ impl Scheduler<'_> {
             return;
         };
         seq.logits_index = None;
-        if let Some(token) = seq.next_input.take() {
-            self.batch
-                .add(token, slot.cells.len() as i32, &[slot_id as i32], true)
-                .expect("the batch holds one token per slot");
-            slot.cells.push(token);
-            seq.logits_index = Some(self.batch.n_tokens() - 1);
-            slot.staged = Some(Staged::Token(token));
+        if !seq.next_input.is_empty() {
+            // Forced tokens beyond the room wait for the next step; logits come with the last.
+            let take = seq.next_input.len().min(room);
+            if take == 0 {
+                return;
+            }
+            let from = slot.cells.len();
+            let all = take == seq.next_input.len();
+            for (i, &token) in seq.next_input[..take].iter().enumerate() {
+                let last = all && i + 1 == take;
+                self.batch
+                    .add(token, (from + i) as i32, &[slot_id as i32], last)
+                    .expect("the tokens are sized to the room");
+            }
+            slot.cells.extend(seq.next_input.drain(..take));
+            if all {
+                seq.logits_index = Some(self.batch.n_tokens() - 1);
+            }
+            slot.staged = Some(Staged::Input { from });
             return;
         }
         if room == 0 || seq.prefilled == seq.prompt.len() {
@@ -107,15 +166,15 @@ impl Scheduler<'_> {
         let Some(staged) = slot.staged.take() else {
             return;
         };
-        let from = match staged {
-            Staged::Token(_) => slot.cells.len() - 1,
-            Staged::Chunk { from } => from,
-        };
-        slot.cells.truncate(from);
+        let (Staged::Input { from } | Staged::Chunk { from } | Staged::Tail { from }) = staged;
+        let taken = slot.cells.split_off(from);
         if let Some(seq) = slot.sequence.as_mut() {
             match staged {
-                Staged::Token(token) => seq.next_input = Some(token),
+                Staged::Input { .. } => {
+                    seq.next_input.splice(0..0, taken);
+                }
                 Staged::Chunk { from } => seq.prefilled = from,
+                Staged::Tail { .. } => {}
             }
             seq.logits_index = None;
         }
@@ -134,7 +193,11 @@ impl Scheduler<'_> {
         for &slot_id in &staged {
             self.unstage(slot_id);
         }
-        for slot_id in staged {
+        // A finished answer's tail is dropped: only its next turn's prefix reuse would miss it.
+        let retried = staged
+            .into_iter()
+            .filter(|&id| self.slots[id].sequence.is_some());
+        for slot_id in retried.collect::<Vec<_>>() {
             self.batch.clear();
             self.stage(slot_id);
             match self.ctx.decode(&mut self.batch) {

@@ -45,14 +45,14 @@ impl Scheduler<'_> {
             .slots
             .iter_mut()
             .filter_map(|s| s.sequence.as_mut())
-            .filter(|s| s.next_input.is_some())
+            .filter(|s| !s.next_input.is_empty())
             .peekable();
         let Some(first) = generating.next() else {
             return;
         };
         if generating.peek().is_some() {
             self.faults.corrupt_token_when_batched = false;
-            first.next_input = Some(LlamaToken::new(self.model.llama().n_vocab() + 100));
+            first.next_input = vec![LlamaToken::new(self.model.llama().n_vocab() + 100)];
         }
     }
 }

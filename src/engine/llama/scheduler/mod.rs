@@ -18,6 +18,7 @@ pub mod faults;
 mod queue;
 mod sequence;
 mod slots;
+pub(crate) mod tool_use;
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -61,6 +62,8 @@ pub struct EngineSettings {
     pub flash_attention: FlashAttention,
     /// Where the warmed prompt prefix is kept between starts (`None`: computed at every start).
     pub prompt_cache_dir: Option<std::path::PathBuf>,
+    /// Feed the tokens an output constraint forces in one batch (grammar fast-forward).
+    pub fast_forward: bool,
     #[cfg(feature = "fault-injection")]
     pub faults: faults::Faults,
 }
@@ -242,6 +245,10 @@ impl<'m> Scheduler<'m> {
     }
 
     fn is_idle(&self) -> bool {
-        self.waiting.is_empty() && self.slots.iter().all(|s| s.sequence.is_none())
+        self.waiting.is_empty()
+            && self
+                .slots
+                .iter()
+                .all(|s| s.sequence.is_none() && s.tail.is_empty())
     }
 }

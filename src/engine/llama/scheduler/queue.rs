@@ -23,10 +23,16 @@ use crate::engine::{EngineError, EngineStats, GenerationEvent, GenerationEvents}
 /// A request ready for the inference thread: tokenized, sized, its sampler built (grammar
 /// compiled), so that the inference thread only decodes.
 pub struct PreparedRequest {
+    /// The prompt's tokens, then the `lead` tokens the answer's constraint forces first.
     pub prompt: Vec<LlamaToken>,
+    pub lead: usize,
     pub max_new_tokens: usize,
     pub sampler: TokenSampler,
     pub stop: Vec<String>,
+    /// Feed the tokens the constraint forces in one batch.
+    pub fast_forward: bool,
+    /// Functions the model may or must call.
+    pub tools: Option<super::tool_use::ToolUse>,
     /// When the API handed the request to the engine (before tokenizing).
     pub submitted: Instant,
 }
@@ -38,7 +44,8 @@ pub struct Job {
 }
 
 pub enum Command {
-    Generate(Job),
+    /// Boxed: a request carries its compiled constraint, kilobytes in place.
+    Generate(Box<Job>),
     /// Ends every queued and running request with this error (graceful stop past its deadline).
     AbortAll(EngineError),
     /// Loads a saved prompt prefix into a free slot (at start, before any request).
@@ -100,7 +107,7 @@ impl JobQueue {
         let (events, receiver) = mpsc::channel(request.max_new_tokens + 2);
         if self
             .commands
-            .send(Command::Generate(Job { request, events }))
+            .send(Command::Generate(Box::new(Job { request, events })))
             .is_err()
         {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
@@ -151,7 +158,7 @@ impl JobQueue {
 impl Scheduler<'_> {
     pub(super) fn handle(&mut self, command: Command) {
         match command {
-            Command::Generate(job) => self.waiting.push_back(job),
+            Command::Generate(job) => self.waiting.push_back(*job),
             Command::AbortAll(error) => {
                 for job in std::mem::take(&mut self.waiting) {
                     self.leave_queue();
@@ -207,15 +214,30 @@ impl Scheduler<'_> {
     }
 
     /// Saves the cells of the slot that holds `tokens` (all of them) to `path`.
-    fn save(&self, path: &std::path::Path, tokens: &[LlamaToken]) -> Result<usize, String> {
+    fn save(&mut self, path: &std::path::Path, tokens: &[LlamaToken]) -> Result<usize, String> {
         let slot_id = self
             .slots
             .iter()
             .position(|s| s.cells.starts_with(tokens))
             .ok_or("no slot holds the prefix")?;
-        if self.slots[slot_id].cells.len() != tokens.len() {
-            return Err("the slot holds more than the prefix".into());
+        let slot = &mut self.slots[slot_id];
+        if slot.cells.len() != tokens.len() {
+            // What the warm-up generated after the prefix (its one token) is not saved.
+            let cut = slot.sequence.is_none()
+                && matches!(
+                    self.ctx.clear_kv_cache_seq(
+                        Some(slot_id as u32),
+                        Some(tokens.len() as u32),
+                        None
+                    ),
+                    Ok(true)
+                );
+            if !cut {
+                return Err("the slot holds more than the prefix".into());
+            }
+            slot.cells.truncate(tokens.len());
         }
+        slot.tail.clear();
         self.ctx
             .state_seq_save_file(path, slot_id as i32, tokens)
             .map_err(|e| e.to_string())
@@ -271,6 +293,7 @@ impl Scheduler<'_> {
     /// Puts a job in a free slot, with the longest cached prefix of its prompt in the slot's
     /// cells (see [`slots::plan_reuse`]); only the rest of the prompt will be computed.
     fn admit(&mut self, job: Job) {
+        self.decode_tails();
         let views = self.slot_views();
         let prompt = &job.request.prompt;
         let slot_id =
@@ -280,6 +303,7 @@ impl Scheduler<'_> {
         self.admissions += 1;
         let slot = &mut self.slots[slot_id];
         slot.last_used = self.admissions;
+        slot.tail.clear();
         slot.sequence = Some(Sequence::new(job, cached));
     }
 
