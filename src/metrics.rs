@@ -167,6 +167,7 @@ impl Metrics {
             endpoint,
             started: Instant::now(),
             messages_dropped: 0,
+            tools_dropped: 0,
         }
     }
 
@@ -217,12 +218,19 @@ pub struct RequestRecord {
     started: Instant,
     /// Messages of a `/v1` conversation left out to fit the context.
     messages_dropped: usize,
+    /// Tool definitions of a `/v1` request left out to fit the context.
+    tools_dropped: usize,
 }
 
 impl RequestRecord {
     /// Notes that the conversation was trimmed to fit (said on the log line when not zero).
     pub fn messages_dropped(&mut self, count: usize) {
         self.messages_dropped = count;
+    }
+
+    /// Notes that the offered tools were left out to fit (said on the log line when not zero).
+    pub fn tools_dropped(&mut self, count: usize) {
+        self.tools_dropped = count;
     }
 
     /// Counts the request and writes its one log line: id, endpoint, outcome, and for a finished
@@ -242,6 +250,7 @@ impl RequestRecord {
                     outcome = outcome.as_str(),
                     upstream_ms = summary.upstream_latency.map(|d| d.as_millis() as u64),
                     messages_dropped = (self.messages_dropped > 0).then_some(self.messages_dropped),
+                    tools_dropped = (self.tools_dropped > 0).then_some(self.tools_dropped),
                     queue_ms = summary.queue_wait.as_millis() as u64,
                     prompt_tokens = summary.prompt_tokens,
                     cached_tokens = summary.cached_tokens,

@@ -9,9 +9,9 @@
 // nothing is downloaded. Exits 0 when every check passed, 1 with the failed check otherwise.
 
 import { chromium } from "playwright-core";
-import { mkdtemp, mkdir, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import { launch } from "./chromium.mjs";
 
 const GENERATION_TIMEOUT_MS = 120_000;
 const QUICK_TIMEOUT_MS = 30_000;
@@ -25,7 +25,6 @@ if (!baseArg || !screenshotArg) {
 }
 const baseUrl = baseArg.replace(/\/+$/, "");
 const screenshotPath = path.resolve(screenshotArg);
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 class CheckFailed extends Error {}
 function check(condition, what) {
@@ -227,32 +226,15 @@ async function chatTab(page) {
 }
 
 async function main() {
-  const userDataDir = await mkdtemp(path.join(tmpdir(), "leafresh-page-test-"));
-  let context;
+  let browser;
   try {
-    context = await chromium.launchPersistentContext(userDataDir, {
-      executablePath,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-      ],
-      viewport: { width: 1100, height: 900 },
-      locale: "ko-KR",
-    });
+    browser = await launch(chromium, { prefix: "leafresh-page-test-", viewport: { width: 1100, height: 900 } });
   } catch (err) {
-    console.error(`FAIL: cannot launch Chromium at ${executablePath} (set CHROMIUM to override): ${err.message}`);
-    await rm(userDataDir, { recursive: true, force: true });
+    console.error("FAIL: " + err.message);
     return 1;
   }
   try {
-    const page = context.pages()[0] ?? (await context.newPage());
+    const page = browser.context.pages()[0] ?? (await browser.context.newPage());
     await run(page);
     console.log("PASS: test page works against " + baseUrl);
     return 0;
@@ -261,8 +243,7 @@ async function main() {
     else console.error("FAIL: " + (err.stack || err));
     return 1;
   } finally {
-    await context.close().catch(() => {});
-    await rm(userDataDir, { recursive: true, force: true });
+    await browser.close();
   }
 }
 

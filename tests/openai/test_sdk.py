@@ -674,3 +674,25 @@ def test_a_named_function_that_is_not_offered_is_refused(client):
         complete(client, user("a"), tools=TOOLS, max_tokens=4,
                  tool_choice={"type": "function", "function": {"name": "delete_everything"}})
     assert e.value.body["param"] == "tool_choice"
+
+
+def big_tools(n):
+    """`n` functions whose definitions alone outgrow the small server's context."""
+    return [{"type": "function", "function": {
+        "name": f"tool_{i}", "description": "Looks things up. " * 20,
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}
+        for i in range(n)]
+
+
+def test_tools_that_leave_no_room_are_left_out_with_auto(small_client):
+    r = small_client.chat.completions.create(model=ALIAS, messages=user("안녕"), tools=big_tools(8),
+                                             max_tokens=8, **GREEDY)
+    assert r.choices[0].message.content
+    assert r.usage.model_extra["tools_dropped"] == 8
+
+
+def test_tools_that_leave_no_room_are_refused_when_a_call_is_required(small_client):
+    with pytest.raises(openai.BadRequestError) as e:
+        small_client.chat.completions.create(model=ALIAS, messages=user("안녕"), tools=big_tools(8),
+                                             tool_choice="required", max_tokens=8, **GREEDY)
+    assert e.value.body["code"] == "context_length_exceeded"

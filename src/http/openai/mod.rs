@@ -16,7 +16,7 @@ use super::{stream, AppState};
 use crate::config::ContextOverflow;
 use crate::engine::{
     fit, ChatMessage, EngineError, Generation, GenerationEvent, GenerationEvents,
-    GenerationSummary, OutputConstraint, SamplingParams, ToolCall,
+    GenerationSummary, OutputConstraint, SamplingParams, ToolCall, ToolChoice, Tools,
 };
 use crate::metrics::{Outcome, RequestRecord};
 use request::{ChatRequest, OutputFormat, ValidChatRequest};
@@ -74,6 +74,7 @@ async fn chat_completions(
     let started = accept(&req, payload, &state).await;
     if let Ok(Started::Stream(meta, ..) | Started::Whole(meta, _)) = &started {
         record.messages_dropped(meta.messages_dropped);
+        record.tools_dropped(meta.tools_dropped);
     }
     match started {
         Ok(Started::Stream(meta, include_usage, events)) => {
@@ -122,30 +123,61 @@ async fn accept(
     }
     // Without max_tokens a reply could fill its whole slot, and the next turn would not fit.
     let max_tokens = valid.max_tokens.unwrap_or(state.default_max_tokens);
-    let (messages, dropped) = match state.context_overflow {
-        ContextOverflow::Trim => {
-            // Room for the answer, but never more than half the window: a long answer must
-            // not cost the whole conversation.
-            let reserve = max_tokens.min(state.engine.context_window() / 2);
-            fit::trim_oldest_turns(
-                &*state.engine,
-                valid.messages.clone(),
-                valid.tools.as_ref(),
-                reserve,
-            )
-            .await?
+    let mut tools = valid.tools.clone();
+    let (mut messages, mut dropped) = fit(state, &valid, tools.as_ref(), max_tokens).await?;
+    let mut tools_dropped = 0;
+    if let Some(offered) = tools.as_ref().filter(|t| t.choice == ToolChoice::Auto) {
+        // Tool definitions can be long (Open WebUI offers 36 by default): when they leave no
+        // room, answering in text beats refusing the message.
+        let reserve = reserve(state, max_tokens);
+        let prompt = state
+            .engine
+            .count_tokens(messages.clone(), tools.clone())
+            .await?;
+        if prompt + reserve > state.engine.context_window() {
+            tools_dropped = offered.functions.len();
+            tools = None;
+            (messages, dropped) = fit(state, &valid, None, max_tokens).await?;
         }
-        ContextOverflow::Error => (valid.messages.clone(), 0),
+    }
+    let generation = Generation {
+        tools,
+        ..generation(&valid, messages, max_tokens)
     };
-    let events = state
-        .engine
-        .submit(generation(&valid, messages, max_tokens))
-        .await?;
-    let meta = CompletionMeta::new(valid.model.clone(), dropped);
+    let events = state.engine.submit(generation).await?;
+    let meta = CompletionMeta::new(valid.model.clone(), dropped, tools_dropped);
     if valid.stream {
         Ok(Started::Stream(meta, valid.include_usage, events))
     } else {
         Ok(Started::Whole(meta, events))
+    }
+}
+
+/// Room kept for the answer when fitting a conversation: its `max_tokens`, but never more than
+/// half the window (a long answer must not cost the whole conversation).
+fn reserve(state: &AppState, max_tokens: usize) -> usize {
+    max_tokens.min(state.engine.context_window() / 2)
+}
+
+/// The conversation to send (trimmed with `--context-overflow trim`) and how many messages
+/// were left out.
+async fn fit(
+    state: &AppState,
+    valid: &ValidChatRequest,
+    tools: Option<&Tools>,
+    max_tokens: usize,
+) -> Result<(Vec<ChatMessage>, usize), EngineError> {
+    match state.context_overflow {
+        ContextOverflow::Trim => {
+            fit::trim_oldest_turns(
+                &*state.engine,
+                valid.messages.clone(),
+                tools,
+                reserve(state, max_tokens),
+            )
+            .await
+        }
+        ContextOverflow::Error => Ok((valid.messages.clone(), 0)),
     }
 }
 

@@ -55,6 +55,10 @@ pub struct Usage {
     /// not in OpenAI's API, absent when none were.
     #[serde(skip_serializing_if = "is_zero")]
     pub messages_dropped: usize,
+    /// Tool definitions left out because they did not fit the context with the conversation
+    /// (`tool_choice` `auto`); not in OpenAI's API, absent when none were.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tools_dropped: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -67,9 +71,10 @@ pub struct PromptTokensDetails {
 }
 
 impl Usage {
-    fn of(summary: &GenerationSummary, messages_dropped: usize) -> Self {
+    fn of(summary: &GenerationSummary, messages_dropped: usize, tools_dropped: usize) -> Self {
         Self {
             messages_dropped,
+            tools_dropped,
             prompt_tokens: summary.prompt_tokens,
             completion_tokens: summary.completion_tokens,
             total_tokens: summary.prompt_tokens + summary.completion_tokens,
@@ -99,15 +104,18 @@ pub struct CompletionMeta {
     model: String,
     /// Messages left out to fit the context.
     pub messages_dropped: usize,
+    /// Tool definitions left out to fit the context.
+    pub tools_dropped: usize,
 }
 
 impl CompletionMeta {
-    pub fn new(model: String, messages_dropped: usize) -> Self {
+    pub fn new(model: String, messages_dropped: usize, tools_dropped: usize) -> Self {
         Self {
             id: completion_id(),
             created: unix_seconds(),
             model,
             messages_dropped,
+            tools_dropped,
         }
     }
 
@@ -136,7 +144,7 @@ impl CompletionMeta {
                 "logprobs": null,
                 "finish_reason": summary.finish_reason.as_str(),
             })],
-            usage: Usage::of(summary, self.messages_dropped),
+            usage: Usage::of(summary, self.messages_dropped, self.tools_dropped),
         }
     }
 
@@ -205,8 +213,12 @@ impl CompletionMeta {
     /// With `stream_options.include_usage`: the last chunk, no choices, the usage.
     pub fn usage_chunk(&self, summary: &GenerationSummary) -> Value {
         let mut chunk = self.chunk(json!([]));
-        chunk["usage"] =
-            serde_json::to_value(Usage::of(summary, self.messages_dropped)).unwrap_or(Value::Null);
+        chunk["usage"] = serde_json::to_value(Usage::of(
+            summary,
+            self.messages_dropped,
+            self.tools_dropped,
+        ))
+        .unwrap_or(Value::Null);
         chunk
     }
 }
