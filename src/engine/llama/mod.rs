@@ -80,7 +80,12 @@ impl LlamaEngine {
             std::thread::Builder::new()
                 .name("llguidance-init".into())
                 .spawn(move || {
+                    let started = Instant::now();
                     guidance.get_or_init(|| Guidance::new(model).map_err(|e| e.to_string()));
+                    tracing::debug!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "output constraint compiler ready"
+                    );
                 })
                 .map_err(|e| EngineError::Backend(format!("cannot start a thread: {e}")))?;
         }

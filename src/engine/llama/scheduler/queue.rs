@@ -103,8 +103,10 @@ impl JobQueue {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(EngineError::Overloaded);
         }
-        // Room for every text piece plus the final event: the engine never blocks on a client.
-        let (events, receiver) = mpsc::channel(request.max_new_tokens + 2);
+        // Room for every event plus the final one, so the engine never blocks on a client: a step
+        // sends at most one text piece; tool calls send at most three events per call (arguments
+        // ending, the next call's start, its arguments beginning), and a call takes more tokens.
+        let (events, receiver) = mpsc::channel(2 * request.max_new_tokens + 2);
         if self
             .commands
             .send(Command::Generate(Box::new(Job { request, events })))
