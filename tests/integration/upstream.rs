@@ -445,6 +445,28 @@ fn tokenize_counts_chat_messages_as_a_completion_would() {
         "{counted}"
     );
     assert!(counted["max_model_len"].as_u64().unwrap() > 0);
+    // With tools offered, their list counts too, as in the completion.
+    let tools = json!([{"type": "function", "function": {"name": "now",
+        "description": "지금 시각", "parameters": {"type": "object", "properties": {}}}}]);
+    let with_tools: Value = client()
+        .post(service.url("/tokenize"))
+        .json(&json!({"model": "tiny-llama", "messages": messages, "tools": tools}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let answer: Value = client()
+        .post(service.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "tiny-llama", "max_tokens": 1, "messages": messages,
+                      "tools": tools}),
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(with_tools["count"], answer["usage"]["prompt_tokens"]);
+    assert!(with_tools["count"].as_u64() > counted["count"].as_u64());
     let refused = client()
         .post(service.url("/tokenize"))
         .json(&json!({"prompt": "no messages"}))

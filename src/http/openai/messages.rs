@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::tools;
-use crate::engine::{ChatMessage, Role};
+use crate::engine::{ChatMessage, Role, Tools};
 use crate::http::error::OpenAiError;
 
 pub fn messages(value: Option<Value>) -> Result<Vec<ChatMessage>, OpenAiError> {
@@ -132,8 +132,9 @@ fn text_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
     Ok(text)
 }
 
-/// The messages of a `/tokenize` body (`{"messages": [...]}`; other fields are ignored).
-pub fn tokenize_messages(body: &[u8]) -> Result<Vec<ChatMessage>, OpenAiError> {
+/// The messages of a `/tokenize` body (`{"messages": [...], "tools": [...]}`, as vLLM takes it;
+/// other fields are ignored), and the functions offered.
+pub fn tokenize_messages(body: &[u8]) -> Result<(Vec<ChatMessage>, Option<Tools>), OpenAiError> {
     let mut value: Value = serde_json::from_slice(body).map_err(|e| OpenAiError::from_json(&e))?;
     if !value.is_object() {
         return Err(OpenAiError::invalid(
@@ -142,7 +143,9 @@ pub fn tokenize_messages(body: &[u8]) -> Result<Vec<ChatMessage>, OpenAiError> {
         )
         .code("invalid_type"));
     }
-    messages(value.get_mut("messages").map(Value::take))
+    let mut take = |field: &str| value.get_mut(field).map(Value::take);
+    let tools = tools::offered(take("tools"), None, None)?;
+    Ok((messages(take("messages"))?, tools))
 }
 
 /// Names of the OpenAI API we do not serve (roles, content part types): quoted in an error when

@@ -41,7 +41,7 @@ async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     ))
 }
 
-/// vLLM's `POST /tokenize` for chat messages: `{"model", "messages"}` -> `{"count",
+/// vLLM's `POST /tokenize` for chat messages: `{"model", "messages", "tools"}` -> `{"count",
 /// "max_model_len"}`, so that a gateway in front of this service (upstream mode) counts prompts
 /// exactly. Token ids are not listed.
 async fn tokenize(
@@ -52,8 +52,8 @@ async fn tokenize(
     let counted = async {
         state.authorize(&req)?;
         let body = read_limited(&req, payload, state.max_body_bytes).await?;
-        let messages = messages::tokenize_messages(&body)?;
-        let count = state.engine.count_tokens(messages, None).await?;
+        let (messages, tools) = messages::tokenize_messages(&body)?;
+        let count = state.engine.count_tokens(messages, tools).await?;
         Ok::<_, OpenAiError>(count)
     };
     match counted.await {
