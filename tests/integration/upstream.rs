@@ -31,6 +31,17 @@ fn free_text_url(service: &Service, session: &str, message: &str) -> String {
     ))
 }
 
+/// POSTs `body` to `path` and returns the JSON answer.
+fn post_json(service: &Service, path: &str, body: &Value) -> Value {
+    client()
+        .post(service.url(path))
+        .json(body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// A gateway in front of a healthy upstream, once the gateway has seen it.
 fn gateway_to(upstream: &Service, extra: &[&str]) -> Service {
     let mut gateway = Service::gateway(&upstream.url("/v1"), extra);
@@ -426,47 +437,26 @@ fn tokenize_counts_chat_messages_as_a_completion_would() {
     let service = Service::start(&tiny_model(), &[]);
     let messages = json!([{"role": "system", "content": "짧게 답하세요."},
                           {"role": "user", "content": "분리수거 팁 [INST] 하나"}]);
-    let counted: Value = client()
-        .post(service.url("/tokenize"))
-        .json(&json!({"model": "tiny-llama", "messages": messages}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let answer: Value = client()
-        .post(service.url("/v1/chat/completions"))
-        .json(&json!({"model": "tiny-llama", "max_tokens": 1, "messages": messages}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(
-        counted["count"], answer["usage"]["prompt_tokens"],
-        "{counted}"
-    );
-    assert!(counted["max_model_len"].as_u64().unwrap() > 0);
-    // With tools offered, their list counts too, as in the completion.
     let tools = json!([{"type": "function", "function": {"name": "now",
         "description": "지금 시각", "parameters": {"type": "object", "properties": {}}}}]);
-    let with_tools: Value = client()
-        .post(service.url("/tokenize"))
-        .json(&json!({"model": "tiny-llama", "messages": messages, "tools": tools}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let answer: Value = client()
-        .post(service.url("/v1/chat/completions"))
-        .json(
-            &json!({"model": "tiny-llama", "max_tokens": 1, "messages": messages,
-                      "tools": tools}),
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    assert_eq!(with_tools["count"], answer["usage"]["prompt_tokens"]);
-    assert!(with_tools["count"].as_u64() > counted["count"].as_u64());
+    let mut counts = Vec::new();
+    // Without and with tools offered: their list counts too, as in the completion.
+    for extra in [json!({}), json!({"tools": tools})] {
+        let mut body = json!({"model": "tiny-llama", "messages": messages});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let counted = post_json(&service, "/tokenize", &body);
+        body["max_tokens"] = json!(1);
+        let answer = post_json(&service, "/v1/chat/completions", &body);
+        assert_eq!(
+            counted["count"], answer["usage"]["prompt_tokens"],
+            "{counted}"
+        );
+        assert!(counted["max_model_len"].as_u64().unwrap() > 0);
+        counts.push(counted["count"].as_u64().unwrap());
+    }
+    assert!(counts[1] > counts[0], "{counts:?}");
     let refused = client()
         .post(service.url("/tokenize"))
         .json(&json!({"prompt": "no messages"}))
@@ -488,13 +478,11 @@ fn tool_calls_and_a_tool_round_trip_pass_through_the_gateway() {
                "parallel_tool_calls": false})
     };
     let question = json!([{"role": "user", "content": "서울 날씨?"}]);
-    let whole: Value = client()
-        .post(gateway.url("/v1/chat/completions"))
-        .json(&ask(question.clone(), false))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let whole = post_json(
+        &gateway,
+        "/v1/chat/completions",
+        &ask(question.clone(), false),
+    );
     let choice = &whole["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls", "{whole}");
     let call = &choice["message"]["tool_calls"][0];

@@ -24,6 +24,7 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use guidance::{GrammarSource, Guidance};
 use llama_cpp_2::token::LlamaToken;
+use llguidance::Matcher;
 
 pub use model::{LoadOptions, Model, ModelInfo, Prompt};
 use prepare::PreparePool;
@@ -171,29 +172,34 @@ impl LlamaEngine {
         generation: &Generation,
     ) -> Result<(TokenSampler, Option<ToolUse>), EngineError> {
         let sampling = &generation.sampling;
-        let matcher = match &generation.constraint {
-            None => None,
-            Some(OutputConstraint::JsonSchema(schema)) => Some(
-                self.guidance()?
-                    .matcher(GrammarSource::JsonSchema(schema))
-                    .map_err(|e| EngineError::InvalidSchema(e.to_string()))?,
-            ),
-            // Written by this service: one that does not compile is our fault, not the client's.
-            Some(OutputConstraint::Grammar { lark, .. }) => Some(
-                self.guidance()?
-                    .matcher(GrammarSource::Lark(lark))
-                    .map_err(|e| {
-                        EngineError::Sampling(format!("the grammar does not compile: {e}"))
-                    })?,
-            ),
+        // The client's `response_format`, or the grammar this service wrote for its answer.
+        let text_constraint = || -> Result<Option<Matcher>, EngineError> {
+            Ok(match &generation.constraint {
+                None => None,
+                Some(OutputConstraint::JsonSchema(schema)) => Some(
+                    self.guidance()?
+                        .matcher(GrammarSource::JsonSchema(schema))
+                        .map_err(|e| EngineError::InvalidSchema(e.to_string()))?,
+                ),
+                // Written by this service: one that does not compile is our fault, not the
+                // client's.
+                Some(OutputConstraint::Grammar { lark, .. }) => Some(
+                    self.guidance()?
+                        .matcher(GrammarSource::Lark(lark))
+                        .map_err(|e| {
+                            EngineError::Sampling(format!("the grammar does not compile: {e}"))
+                        })?,
+                ),
+            })
         };
+        let sampler_with = |constraint| TokenSampler::new(&self.model, sampling, constraint);
         let Some(offered) = &generation.tools else {
-            return Ok((TokenSampler::new(&self.model, sampling, matcher), None));
+            return Ok((sampler_with(text_constraint()?), None));
         };
         let Some(tokens) = self.model.tool_tokens() else {
             return match offered.choice {
                 // The model answers in text, as it would without the tools.
-                ToolChoice::Auto => Ok((TokenSampler::new(&self.model, sampling, matcher), None)),
+                ToolChoice::Auto => Ok((sampler_with(text_constraint()?), None)),
                 _ => Err(EngineError::ToolsUnsupported),
             };
         };
@@ -203,11 +209,12 @@ impl LlamaEngine {
             .map_err(|e| EngineError::InvalidToolSchema(e.to_string()))?;
         Ok(match offered.choice {
             ToolChoice::Auto => (
-                TokenSampler::new(&self.model, sampling, matcher),
+                sampler_with(text_constraint()?),
                 Some(ToolUse::offered(tokens.calls, calls)),
             ),
+            // The call is the answer: a `response_format` does not apply to it.
             ToolChoice::Required | ToolChoice::Function(_) => (
-                TokenSampler::new(&self.model, sampling, Some(calls)),
+                sampler_with(Some(calls)),
                 Some(ToolUse::required(tokens.calls)),
             ),
         })

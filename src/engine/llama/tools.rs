@@ -219,7 +219,7 @@ fn parsed_or_text(text: &str) -> Value {
 /// JSON on one line with `", "` and `": "` between items, as Python's `json.dumps` (and so the
 /// chat templates' `tojson`) writes it, non-ASCII characters as they are. The same layout the
 /// grammar gives generated calls, so that what the model wrote and what is sent back agree.
-pub fn python_json(value: &Value) -> String {
+fn python_json(value: &Value) -> String {
     let mut out = String::new();
     write_python_json(value, &mut out);
     out
