@@ -96,6 +96,11 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_MODEL", default_value = DEFAULT_MODEL, value_name = "PATH")]
     pub model: PathBuf,
 
+    /// The chat template, instead of the model file's: a format llama.cpp knows by name
+    /// (chatml, gemma, mistral-v7, ...) or a Jinja file (default: the file's own, else mistral-v3).
+    #[arg(long, env = "LEAFRESH_CHAT_TEMPLATE", value_name = "NAME|FILE", value_parser = non_blank)]
+    pub chat_template: Option<String>,
+
     /// Address to listen on. 127.0.0.1 accepts only this machine; 0.0.0.0 accepts every network.
     #[arg(long, env = "LEAFRESH_HOST", default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -359,6 +364,7 @@ impl Config {
                 mlock: false,
                 mmap: true,
                 vocab_only: true,
+                chat_template: self.chat_template.clone(),
             })
     }
 
@@ -370,6 +376,7 @@ impl Config {
             mlock: self.mlock,
             mmap: !self.no_mmap,
             vocab_only: false,
+            chat_template: self.chat_template.clone(),
         }
     }
 

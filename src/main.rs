@@ -100,7 +100,7 @@ fn embedded_engine(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         gpu_layers = info.n_layer.min(config.n_gpu_layers),
         gpu_device = %info.gpu_device.as_deref().unwrap_or("none"),
         cache_types = %format_args!("{}/{}", config.cache_type_k.name(), config.cache_type_v.name()),
-        chat_template = info.template_source,
+        chat_template = %info.template_source,
         grammar = !config.no_grammar,
         fast_forward = !config.no_fast_forward,
         "model loaded"

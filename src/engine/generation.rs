@@ -121,13 +121,16 @@ pub struct SamplingParams {
     pub logit_bias: Vec<(i32, f32)>,
 }
 
+/// llama.cpp's defaults (`common_params_sampling`, what llama-server uses for a request that sets
+/// nothing): top-k 40 first, so that no step works over the whole vocabulary, then top-p 0.95,
+/// min-p 0.05, temperature 0.8.
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {
             temperature: 0.8,
             top_p: 0.95,
             top_k: 40,
-            min_p: 0.0,
+            min_p: 0.05,
             repeat_penalty: 1.0,
             frequency_penalty: 0.0,
             presence_penalty: 0.0,

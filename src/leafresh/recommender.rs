@@ -161,6 +161,8 @@ impl Recommender {
                 top_p: defaults.top_p,
                 top_k: defaults.top_k,
                 repeat_penalty: defaults.repeat_penalty,
+                // The original's chain had no min-p.
+                min_p: 0.0,
                 ..SamplingParams::default()
             },
             constraint,

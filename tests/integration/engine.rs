@@ -21,6 +21,7 @@ pub fn model() -> Model {
         mlock: false,
         mmap: true,
         vocab_only: false,
+        chat_template: None,
     })
     .expect("load the tiny model")
 }
@@ -190,7 +191,7 @@ fn the_assistant_turn_the_template_trims_is_located_where_it_was_written() {
     let found: Vec<&str> = rendered
         .contents
         .iter()
-        .map(|r| &rendered.text[r.clone()])
+        .map(|c| &rendered.text[c.range.clone()])
         .collect();
     assert_eq!(found, ["질문", "답변", "또"], "{rendered:?}");
 }

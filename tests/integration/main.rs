@@ -17,6 +17,7 @@ mod openai;
 mod openai_sdk;
 mod ops;
 mod prompt_cache;
+mod real_weights;
 mod recommend;
 mod scheduler;
 mod startup;

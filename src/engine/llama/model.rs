@@ -3,22 +3,21 @@
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token_type::LlamaTokenAttr;
 
+use super::chat_template::{ChatTemplate, ChosenTemplate};
+use super::replay::{PromptKey, Replays};
 use super::template::{self, Fragment, RenderedChat, SpecialText};
 use super::tools::{self, ToolTokens};
-use crate::engine::{ChatMessage, EngineError, Tools};
-
-/// Mistral's `[INST]` format, used when the GGUF carries no chat template (or one llama.cpp does not
-/// recognise). v3 is the format of Mistral-7B-Instruct v0.3, the default model.
-const FALLBACK_TEMPLATE: &str = "mistral-v3";
+use crate::engine::{ChatMessage, EngineError, Role, Tools};
 
 /// The smallest file that can hold a GGUF header (magic, version, tensor and metadata counts).
 const GGUF_HEADER_LEN: u64 = 24;
@@ -45,6 +44,8 @@ pub struct LoadOptions {
     /// Load only the vocabulary and the chat template, no weights (a few MB): enough to count
     /// prompt tokens for an upstream engine.
     pub vocab_only: bool,
+    /// The chat template to use instead of the file's: a name llama.cpp knows or a Jinja file.
+    pub chat_template: Option<String>,
 }
 
 /// What was loaded, for the start-up log and `/v1/models`.
@@ -54,8 +55,9 @@ pub struct ModelInfo {
     pub file_size: u64,
     pub n_layer: u32,
     pub n_params: u64,
-    /// Where the chat template came from: the GGUF itself or the built-in fallback.
-    pub template_source: &'static str,
+    /// Which chat template is used and where it came from (`--chat-template`, the GGUF itself,
+    /// or the fallback).
+    pub template_source: String,
     /// The GPU that holds the offloaded layers, when any are.
     pub gpu_device: Option<String>,
 }
@@ -63,7 +65,7 @@ pub struct ModelInfo {
 /// A loaded model with its chat template: turns conversations into prompt tokens.
 pub struct Model {
     llama: LlamaModel,
-    template: LlamaChatTemplate,
+    template: ChatTemplate,
     /// The control tokens (`[INST]`, `</s>`, ...) as the template's text spells them, longest
     /// first: only the template's own text is searched for them.
     specials: Vec<SpecialText<LlamaToken>>,
@@ -87,7 +89,10 @@ impl Model {
             .with_vocab_only(options.vocab_only);
         let llama = LlamaModel::load_from_file(backend()?, &path, &params)
             .map_err(|_| EngineError::ModelRejected { path: path.clone() })?;
-        let (template, template_source) = pick_template(&llama);
+        let ChosenTemplate {
+            template,
+            source: template_source,
+        } = ChatTemplate::choose(&llama, options.chat_template.as_deref())?;
         let info = ModelInfo {
             path,
             file_size,
@@ -126,56 +131,93 @@ impl Model {
     /// tokenizes it, BOS included. Only the template's own text can become control tokens: the
     /// contents are tokenized as plain text (see [`template`]).
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
-        self.prompt_replaying(messages, None, &|_| None)
+        self.prompt_with(messages, None, None)
     }
 
-    /// [`Model::prompt`], where a content that is an answer generated earlier (as `replay` knows
-    /// it) is given the tokens it was generated as, in place of the template's text around it
-    /// (the whitespace after the generation prompt) and its own tokenization: the prompt then
-    /// begins with exactly the cells the answer's slot holds. Generated tokens are never control
-    /// tokens (such answers are not remembered), so this adds no control token.
-    pub fn prompt_replaying(
+    /// [`Model::prompt`] with the functions offered to the model, and the earlier answers
+    /// `replays` knows given the tokens they were generated as (see [`Replays::splices`]): a
+    /// conversation's next prompt then begins with exactly the cells its previous turn left.
+    /// Generated tokens are never control tokens (such answers are not remembered), so this adds
+    /// no control token.
+    pub(crate) fn prompt_with(
         &self,
         messages: &[ChatMessage],
         tools: Option<&Tools>,
-        replay: &dyn Fn(&str) -> Option<Vec<LlamaToken>>,
+        replays: Option<&Replays>,
     ) -> Result<Prompt, EngineError> {
         let vocab = self.llama.vocab();
-        let fragments = match (&self.tool_tokens, tools::uses_tools(messages, tools)) {
-            (Some(tokens), true) => tools::render(messages, tools, tokens, vocab.eos()),
-            (None, true) => {
-                let chat = self.render(&tools::as_plain_messages(messages))?;
-                template::partition(&chat, &self.specials)
-            }
-            (_, false) => template::partition(&self.render(messages)?, &self.specials),
-        };
         let mut tokens = Vec::with_capacity(256);
         if vocab.should_add_bos() {
             tokens.push(vocab.bos());
         }
-        for fragment in fragments {
-            match fragment {
-                Fragment::Token(token) => tokens.push(token),
-                Fragment::Text(text) => match replay(text.trim_start()) {
-                    Some(generated) => tokens.extend(generated),
-                    None => tokens.extend(vocab.tokenize(text.as_bytes(), false, false)),
-                },
+        let mut after = None;
+        match (&self.tool_tokens, tools::uses_tools(messages, tools)) {
+            (Some(tool_tokens), true) => {
+                // Mistral's tool format: each earlier answer is a text piece of its own.
+                let fragments = tools::render(messages, tools, tool_tokens, vocab.eos());
+                for fragment in fragments {
+                    match fragment {
+                        Fragment::Text(text) => {
+                            match replays.and_then(|r| r.tokens_of(text.trim_start())) {
+                                Some(generated) => tokens.extend(generated),
+                                None => tokens.extend(self.tokenize_text(text.as_bytes())),
+                            }
+                        }
+                        Fragment::Token(token) => tokens.push(token),
+                    }
+                }
+            }
+            (_, uses_tools) => {
+                let plain;
+                let messages = if uses_tools {
+                    plain = tools::as_plain_messages(messages);
+                    &plain[..]
+                } else {
+                    messages
+                };
+                let chat = self.render(messages)?;
+                let answers: Vec<Range<usize>> = chat
+                    .contents
+                    .iter()
+                    .filter(|c| messages[c.message].role == Role::Assistant)
+                    .map(|c| c.range.clone())
+                    .collect();
+                let splices = replays.map_or_else(Vec::new, |r| r.splices(&chat.text, &answers));
+                let mut at = 0;
+                for splice in splices {
+                    self.tokenize_span(&chat, at..splice.replace.start, &mut tokens);
+                    tokens.extend(splice.tokens);
+                    at = splice.replace.end;
+                }
+                self.tokenize_span(&chat, at..chat.text.len(), &mut tokens);
+                after = replays.map(|r| r.key(&chat.text));
             }
         }
         if vocab.should_add_eos() {
             tokens.push(vocab.eos());
         }
-        Ok(Prompt { tokens })
+        Ok(Prompt { tokens, after })
     }
 
-    /// [`Model::prompt_replaying`], refused early when the contents alone cannot fit `context` tokens:
-    /// a 100,000-character message is answered before it is rendered or tokenized.
-    pub fn prompt_within(
+    /// Appends the tokens of `chat.text[span]`, tokenized on its own: control tokens only where
+    /// the template wrote them, the rest as plain text.
+    fn tokenize_span(&self, chat: &RenderedChat, span: Range<usize>, out: &mut Vec<LlamaToken>) {
+        for fragment in template::partition(chat, span, &self.specials) {
+            match fragment {
+                Fragment::Token(token) => out.push(token),
+                Fragment::Text(text) => out.extend(self.tokenize_text(text.as_bytes())),
+            }
+        }
+    }
+
+    /// [`Model::prompt_with`], refused early when the contents alone cannot fit `context`
+    /// tokens: a 100,000-character message is answered before it is rendered or tokenized.
+    pub(crate) fn prompt_within(
         &self,
         messages: &[ChatMessage],
         tools: Option<&Tools>,
         context: usize,
-        replay: &dyn Fn(&str) -> Option<Vec<LlamaToken>>,
+        replays: Option<&Replays>,
     ) -> Result<Prompt, EngineError> {
         let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
         let at_least = bytes.div_ceil(self.max_token_bytes);
@@ -187,7 +229,7 @@ impl Model {
                 context,
             });
         }
-        self.prompt_replaying(messages, tools, replay)
+        self.prompt_with(messages, tools, replays)
     }
 
     /// The chat template applied to `messages`, with the place of every content in the text.
@@ -197,7 +239,7 @@ impl Model {
             messages
                 .iter()
                 .enumerate()
-                .map(|(i, m)| (m, template::placeholder(i))),
+                .map(|(i, m)| (m, template::skeleton_content(i, &m.content))),
         )?;
         let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
         let contents = template::locate_contents(&text, &skeleton, &contents).ok_or_else(|| {
@@ -215,13 +257,8 @@ impl Model {
         &self,
         messages: impl Iterator<Item = (&'a ChatMessage, String)>,
     ) -> Result<String, EngineError> {
-        let chat = messages
-            .map(|(m, content)| LlamaChatMessage::new(m.role.as_str().to_owned(), content))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| EngineError::InvalidPrompt("a message contains a NUL character".into()))?;
-        self.llama
-            .apply_chat_template(&self.template, &chat, true)
-            .map_err(|e| EngineError::Template(format!("chat template failed: {e}")))
+        let chat: Vec<(&str, String)> = messages.map(|(m, c)| (m.role.as_str(), c)).collect();
+        self.template.apply(&self.llama, &chat, true)
     }
 
     /// The bytes of one token as the model spells it (may be part of a UTF-8 character).
@@ -255,6 +292,8 @@ impl Model {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prompt {
     pub(crate) tokens: Vec<LlamaToken>,
+    /// What its answer is remembered after, for the conversation's next prompt.
+    pub(crate) after: Option<PromptKey>,
 }
 
 impl Prompt {
@@ -365,27 +404,4 @@ fn check_gguf_file(path: &Path) -> Result<u64, EngineError> {
         });
     }
     Ok(meta.len())
-}
-
-/// The GGUF's own template when llama.cpp can apply it, else Mistral's format.
-fn pick_template(llama: &LlamaModel) -> (LlamaChatTemplate, &'static str) {
-    let probe = [
-        LlamaChatMessage::new("user".into(), "hi".into()).expect("no NUL in literal"),
-        LlamaChatMessage::new("assistant".into(), "hello".into()).expect("no NUL in literal"),
-        LlamaChatMessage::new("user".into(), "bye".into()).expect("no NUL in literal"),
-    ];
-    match llama.chat_template(None) {
-        Ok(template) if llama.apply_chat_template(&template, &probe, true).is_ok() => {
-            (template, "gguf")
-        }
-        Ok(_) => {
-            tracing::warn!("the model's chat template is not one llama.cpp can apply; using Mistral's [INST] format");
-            (fallback_template(), "fallback: mistral [INST]")
-        }
-        Err(_) => (fallback_template(), "fallback: mistral [INST]"),
-    }
-}
-
-fn fallback_template() -> LlamaChatTemplate {
-    LlamaChatTemplate::new(FALLBACK_TEMPLATE).expect("no NUL in literal")
 }

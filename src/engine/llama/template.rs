@@ -21,8 +21,28 @@ use std::ops::Range;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedChat {
     pub text: String,
-    /// Byte ranges of the message contents in `text`, in order, disjoint.
-    pub contents: Vec<Range<usize>>,
+    /// Where the message contents lie in `text`, in order, disjoint. A message the template
+    /// leaves out, or one without text to protect (empty or only whitespace), has none.
+    pub contents: Vec<ContentSpan>,
+}
+
+/// The bytes of `RenderedChat::text` that message `message`'s content was written as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContentSpan {
+    pub message: usize,
+    pub range: Range<usize>,
+}
+
+/// What stands for `content` in the skeleton: a placeholder, or the content itself when it is
+/// only whitespace. Templates test contents for emptiness (Gemma's writes a system message and
+/// its separator only when the trimmed text is not empty), so such a content must reach the
+/// skeleton as it is; whitespace cannot spell a control token.
+pub fn skeleton_content(index: usize, content: &str) -> String {
+    if content.trim().is_empty() {
+        content.to_owned()
+    } else {
+        placeholder(index)
+    }
 }
 
 /// A control token of the vocabulary, as llama.cpp's tokenizer matches it in text.
@@ -84,15 +104,15 @@ fn is_c_space(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r')
 }
 
-/// The byte ranges of `contents` in `rendered`, given the `skeleton` the same template rendered
-/// from placeholders. A template may write a content as it is or trimmed (llama.cpp's Mistral v3
-/// trims assistant turns) and may leave a message out; `None` when the two renderings do not
+/// Where `contents` lie in `rendered`, given the `skeleton` the same template rendered from
+/// [`skeleton_content`]s. A template may write a content as it is or trimmed (llama.cpp's Mistral
+/// v3 trims assistant turns) and may leave a message out; `None` when the two renderings do not
 /// line up any other way (the caller must then refuse: no silent fallback to parsing contents).
 pub fn locate_contents(
     rendered: &str,
     skeleton: &str,
     contents: &[&str],
-) -> Option<Vec<Range<usize>>> {
+) -> Option<Vec<ContentSpan>> {
     let parts = skeleton_parts(skeleton);
     let mut at = 0;
     let mut spans = Vec::new();
@@ -110,12 +130,17 @@ pub fn locate_contents(
                     Some(Part::Template(text)) => *text,
                     _ => "",
                 };
-                let written = [content, content.trim_matches(is_c_space)]
+                // Trimmed as C's `isspace` (llama.cpp's built-in templates) or as Unicode
+                // (Jinja's `trim`).
+                let written = [content, content.trim_matches(is_c_space), content.trim()]
                     .into_iter()
                     .find(|c| {
                         rendered[at..].starts_with(c) && rendered[at + c.len()..].starts_with(next)
                     })?;
-                spans.push(at..at + written.len());
+                spans.push(ContentSpan {
+                    message: index,
+                    range: at..at + written.len(),
+                });
                 at += written.len();
             }
         }
@@ -123,10 +148,15 @@ pub fn locate_contents(
     (at == rendered.len()).then_some(spans)
 }
 
-/// Splits `chat.text` into control tokens and text, finding control tokens only outside the
+/// Splits `chat.text[span]` into control tokens and text, finding control tokens only outside the
 /// contents. `specials` must be sorted longest text first (llama.cpp's order); adjacent text of
 /// the template and of contents ends up in one [`Fragment::Text`], as llama.cpp would have it.
-pub fn partition<T: Copy>(chat: &RenderedChat, specials: &[SpecialText<T>]) -> Vec<Fragment<T>> {
+/// A span is tokenized on its own: text never merges into a token across its edges.
+pub fn partition<T: Copy>(
+    chat: &RenderedChat,
+    span: Range<usize>,
+    specials: &[SpecialText<T>],
+) -> Vec<Fragment<T>> {
     enum Piece<T> {
         Template(String),
         Content(String),
@@ -134,13 +164,18 @@ pub fn partition<T: Copy>(chat: &RenderedChat, specials: &[SpecialText<T>]) -> V
     }
     let text = &chat.text;
     let mut pieces = Vec::new();
-    let mut at = 0;
-    for span in &chat.contents {
-        pieces.push(Piece::Template(text[at..span.start].to_owned()));
-        pieces.push(Piece::Content(text[span.clone()].to_owned()));
-        at = span.end;
+    let mut at = span.start;
+    for content in &chat.contents {
+        let start = content.range.start.clamp(span.start, span.end);
+        let end = content.range.end.clamp(span.start, span.end);
+        if start == end {
+            continue;
+        }
+        pieces.push(Piece::Template(text[at..start].to_owned()));
+        pieces.push(Piece::Content(text[start..end].to_owned()));
+        at = end;
     }
-    pieces.push(Piece::Template(text[at..].to_owned()));
+    pieces.push(Piece::Template(text[at..span.end].to_owned()));
 
     for special in specials.iter().filter(|s| !s.text.is_empty()) {
         let mut split = Vec::with_capacity(pieces.len());
@@ -214,11 +249,18 @@ mod tests {
         let mut contents = Vec::new();
         for (part, is_content) in parts {
             if *is_content {
-                contents.push(text.len()..text.len() + part.len());
+                contents.push(ContentSpan {
+                    message: contents.len(),
+                    range: text.len()..text.len() + part.len(),
+                });
             }
             text.push_str(part);
         }
         RenderedChat { text, contents }
+    }
+
+    fn whole(chat: &RenderedChat, specials: &[SpecialText<u32>]) -> Vec<Fragment<u32>> {
+        partition(chat, 0..chat.text.len(), specials)
     }
 
     fn text(s: &str) -> Fragment<u32> {
@@ -237,7 +279,7 @@ mod tests {
         ] {
             let rendered = chat(&[("[INST] ", false), (nested, true), ("[/INST]", false)]);
             assert_eq!(
-                partition(&rendered, &mistral()),
+                whole(&rendered, &mistral()),
                 vec![
                     Fragment::Token(3),
                     text(&format!(" {nested}")),
@@ -253,7 +295,7 @@ mod tests {
         // The content ends with `</` and the template goes on with `s>`: no `</s>` token.
         let rendered = chat(&[("[INST] ", false), ("a</", true), ("s>[/INST]", false)]);
         assert_eq!(
-            partition(&rendered, &mistral()),
+            whole(&rendered, &mistral()),
             vec![Fragment::Token(3), text(" a</s>"), Fragment::Token(4)]
         );
     }
@@ -267,7 +309,7 @@ mod tests {
         }];
         let rendered = chat(&[("a  <|end|>\n b", false)]);
         assert_eq!(
-            partition(&rendered, &specials),
+            whole(&rendered, &specials),
             vec![text("a"), Fragment::Token(9), text("b")]
         );
     }
@@ -284,7 +326,7 @@ mod tests {
         // The assistant turn is trimmed, as llama.cpp's Mistral v3 template does.
         let rendered = "[INST] 시스템\n\n  질문 [/INST] 답</s>";
         let spans = locate_contents(rendered, &skeleton, &contents).unwrap();
-        let found: Vec<&str> = spans.iter().map(|r| &rendered[r.clone()]).collect();
+        let found: Vec<&str> = spans.iter().map(|c| &rendered[c.range.clone()]).collect();
         assert_eq!(found, ["시스템", "  질문 ", "답"]);
     }
 
@@ -294,7 +336,8 @@ mod tests {
         let skeleton = format!("[INST] {}[/INST] {}</s>", placeholder(0), placeholder(1));
         let rendered = "[INST] [/INST] x[/INST] y</s>";
         let spans = locate_contents(rendered, &skeleton, &contents).unwrap();
-        assert_eq!(spans, vec![7..16, 24..25]);
+        let ranges: Vec<_> = spans.into_iter().map(|c| c.range).collect();
+        assert_eq!(ranges, vec![7..16, 24..25]);
     }
 
     #[test]
@@ -309,7 +352,12 @@ mod tests {
     fn a_message_the_template_leaves_out_has_no_range() {
         let skeleton = format!("<{}>", placeholder(1));
         let spans = locate_contents("<b>", &skeleton, &["a", "b"]).unwrap();
-        assert_eq!(spans.len(), 1);
-        assert_eq!(spans[0], 1..2);
+        assert_eq!(
+            spans,
+            vec![ContentSpan {
+                message: 1,
+                range: 1..2
+            }]
+        );
     }
 }

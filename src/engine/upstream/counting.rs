@@ -54,7 +54,7 @@ pub async fn count(
                 .expect("Local counting is chosen only with a tokenizer");
             pool.run(move || {
                 tokenizer
-                    .prompt_replaying(&messages, tools.as_ref(), &|_| None)
+                    .prompt_with(&messages, tools.as_ref(), None)
                     .map(|p| p.len())
             })
             .await

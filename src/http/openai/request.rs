@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::messages::messages;
 use super::tools;
-use crate::engine::{ChatMessage, Tools};
+use crate::engine::{ChatMessage, SamplingParams, Tools};
 use crate::http::error::OpenAiError;
 
 /// Most stop strings, as OpenAI allows.
@@ -111,18 +111,23 @@ impl ChatRequest {
         let seed = integer("seed", self.seed.as_ref(), i64::MIN, i64::MAX)?
             // llama.cpp takes a 32-bit seed; keep the low bits of whatever was sent.
             .map(|s| s as u32);
+        // A field the request leaves out gets llama.cpp's default, as llama-server and Ollama do
+        // (OpenAI's own defaults, no top-k and top-p 1, would sample over the whole vocabulary).
+        let defaults = SamplingParams::default();
         Ok(ValidChatRequest {
             model,
             messages,
             stream: boolean("stream", self.stream.as_ref())?.unwrap_or(false),
             include_usage: include_usage(self.stream_options.as_ref())?,
             max_tokens: max_tokens.map(|n| n as usize),
-            temperature: number("temperature", self.temperature.as_ref(), 0.0, 2.0)?.unwrap_or(1.0),
-            top_p: number("top_p", self.top_p.as_ref(), 0.0, 1.0)?.unwrap_or(1.0),
-            top_k: integer("top_k", self.top_k.as_ref(), 0, 1 << 20)?.unwrap_or(0) as i32,
-            min_p: number("min_p", self.min_p.as_ref(), 0.0, 1.0)?.unwrap_or(0.0),
+            temperature: number("temperature", self.temperature.as_ref(), 0.0, 2.0)?
+                .unwrap_or(defaults.temperature),
+            top_p: number("top_p", self.top_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.top_p),
+            top_k: integer("top_k", self.top_k.as_ref(), 0, 1 << 20)?
+                .map_or(defaults.top_k, |k| k as i32),
+            min_p: number("min_p", self.min_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.min_p),
             repeat_penalty: number("repeat_penalty", self.repeat_penalty.as_ref(), 0.01, 10.0)?
-                .unwrap_or(1.0),
+                .unwrap_or(defaults.repeat_penalty),
             presence_penalty: number(
                 "presence_penalty",
                 self.presence_penalty.as_ref(),

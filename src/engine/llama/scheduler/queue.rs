@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::sequence::Sequence;
 use super::slots::{self, Reuse};
 use super::Scheduler;
+use crate::engine::llama::replay::PromptKey;
 use crate::engine::llama::sampling::TokenSampler;
 use crate::engine::{EngineError, EngineStats, GenerationEvent, GenerationEvents};
 
@@ -25,6 +26,8 @@ use crate::engine::{EngineError, EngineStats, GenerationEvent, GenerationEvents}
 pub struct PreparedRequest {
     /// The prompt's tokens, then the `lead` tokens the answer's constraint forces first.
     pub prompt: Vec<LlamaToken>,
+    /// The prompt the answer is remembered after, for the conversation's next turn.
+    pub after: Option<PromptKey>,
     pub lead: usize,
     pub max_new_tokens: usize,
     pub sampler: TokenSampler,

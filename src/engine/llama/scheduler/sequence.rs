@@ -13,7 +13,7 @@ use super::tool_use::ToolUse;
 use super::Scheduler;
 use crate::engine::detok::{StopMatcher, Utf8Assembler};
 use crate::engine::llama::model::Model;
-use crate::engine::llama::replay::Replays;
+use crate::engine::llama::replay::{PromptKey, Replays};
 use crate::engine::llama::sampling::TokenSampler;
 use crate::engine::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
 
@@ -43,8 +43,10 @@ pub struct Sequence {
     utf8: Utf8Assembler,
     stop: StopMatcher,
     /// The answer as generated: its tokens and the text sent, to be replayed in the next turn's
-    /// prompt (`None` once it cannot be: a stop string cut it, or a special token was sampled).
+    /// prompt (`None` once it cannot be: a stop string cut it).
     answer: Option<(Vec<LlamaToken>, String)>,
+    /// The prompt it is remembered after.
+    after: Option<PromptKey>,
     /// Index of this sequence's logits in the batch just decoded.
     pub logits_index: Option<i32>,
     submitted: Instant,
@@ -73,6 +75,7 @@ impl Sequence {
             sampler: request.sampler,
             utf8: Utf8Assembler::new(),
             answer: request.stop.is_empty().then(Default::default),
+            after: request.after,
             stop: StopMatcher::new(request.stop),
             logits_index: None,
             submitted: request.submitted,
@@ -134,9 +137,8 @@ impl Sequence {
             self.generated += 1;
             model.token_bytes(token, piece);
             text.push_str(&self.utf8.push(piece));
-            if model.is_special(token) {
-                self.answer = None;
-            }
+            // A special token the model sampled stays in the replay: it is the model's own output
+            // (it gave the client no text), and the next turn's cells hold it.
             if let Some((answer, _)) = self.answer.as_mut() {
                 answer.push(token);
             }
@@ -151,6 +153,11 @@ impl Sequence {
             return None;
         }
         let (text, stopped) = self.stop.push(text);
+        if stopped {
+            // The tokens hold the stop string, the text the client got does not: they no longer
+            // stand for each other.
+            self.answer = None;
+        }
         if let Some((_, sent)) = self.answer.as_mut() {
             sent.push_str(&text);
         }
@@ -172,7 +179,7 @@ impl Sequence {
             let _ = self.events.try_send(GenerationEvent::Text(tail));
         }
         if let (Ok(_), Some((tokens, text))) = (&outcome, self.answer.take()) {
-            replays.remember(text, tokens);
+            replays.remember(&text, self.after, tokens);
         }
         let called = self.tools.as_ref().is_some_and(ToolUse::called);
         let event = match outcome {

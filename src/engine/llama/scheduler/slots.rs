@@ -24,19 +24,19 @@ pub enum Reuse {
     CopyFrom { donor: usize, n: usize },
 }
 
-/// The free slot whose cells share the longest prefix with `prompt`; among equals, the least
-/// recently used (its cache is the least likely to be wanted again). `None` when all are busy.
+/// The free slot a request goes to: the one whose cells the prompt continues whole (the previous
+/// turn of its conversation; the longest if several), else the least recently used, whose cells
+/// are the least likely to be wanted again. A prefix the prompt shares with any other slot is
+/// copied into the chosen one ([`plan_reuse`]), so a request never takes the slot of another
+/// conversation's last turn to reuse its instruction text while an idle one is there.
+/// `None` when all are busy.
 pub fn pick_slot(slots: &[SlotView<'_>], prompt: &[LlamaToken]) -> Option<usize> {
-    slots
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.free)
-        .max_by_key(|(_, s)| {
-            (
-                common_prefix(s.cells, prompt),
-                std::cmp::Reverse(s.last_used),
-            )
-        })
+    let free = || slots.iter().enumerate().filter(|(_, s)| s.free);
+    let continued = free()
+        .filter(|(_, s)| !s.cells.is_empty() && prompt.starts_with(s.cells))
+        .max_by_key(|(_, s)| (s.cells.len(), std::cmp::Reverse(s.last_used)));
+    continued
+        .or_else(|| free().min_by_key(|(_, s)| s.last_used))
         .map(|(id, _)| id)
 }
 
@@ -79,16 +79,31 @@ mod tests {
     }
 
     #[test]
-    fn the_free_slot_with_the_longest_match_is_picked() {
+    fn the_free_slot_whose_cells_the_prompt_continues_is_picked() {
         let (a, b, c) = (
             tokens(&[1, 2, 3]),
             tokens(&[1, 2, 9]),
             tokens(&[1, 2, 3, 4]),
         );
         let prompt = tokens(&[1, 2, 3, 4, 5]);
-        let slots = [view(true, &a, 1), view(true, &b, 2), view(false, &c, 3)];
-        // The busy slot matches more, but only a free one can take the request.
-        assert_eq!(pick_slot(&slots, &prompt), Some(0));
+        let slots = [view(true, &b, 1), view(true, &a, 2), view(false, &c, 3)];
+        // The busy slot is continued further, but only a free one can take the request.
+        assert_eq!(pick_slot(&slots, &prompt), Some(1));
+    }
+
+    #[test]
+    fn another_conversations_turn_is_not_taken_for_a_shared_beginning() {
+        // Slot 0 holds a finished turn that shares the instruction (1, 2) and more with the new
+        // prompt; slot 1 is idle. The prompt goes to slot 1 and copies the shared cells.
+        let turn = tokens(&[1, 2, 3, 7, 8]);
+        let idle = tokens(&[1, 2]);
+        let prompt = tokens(&[1, 2, 3, 4]);
+        let slots = [view(true, &turn, 5), view(true, &idle, 1)];
+        assert_eq!(pick_slot(&slots, &prompt), Some(1));
+        assert_eq!(
+            plan_reuse(&slots, 1, &prompt),
+            Reuse::CopyFrom { donor: 0, n: 3 }
+        );
     }
 
     #[test]

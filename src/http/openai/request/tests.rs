@@ -62,8 +62,19 @@ fn a_minimal_request_gets_the_defaults() {
     assert_eq!(valid.messages, vec![ChatMessage::user("안녕")]);
     assert!(!valid.stream);
     assert_eq!(valid.max_tokens, None);
-    assert_eq!(valid.temperature, 1.0);
     assert_eq!(valid.format, OutputFormat::Text);
+    // llama.cpp's sampler defaults: top-k narrows the vocabulary first.
+    assert_eq!(
+        (valid.temperature, valid.top_k, valid.top_p, valid.min_p),
+        (0.8, 40, 0.95, 0.05)
+    );
+    assert_eq!(valid.repeat_penalty, 1.0);
+}
+
+#[test]
+fn an_explicit_zero_top_k_is_kept() {
+    let valid = validate(with("top_k", json!(0))).unwrap();
+    assert_eq!(valid.top_k, 0);
 }
 
 #[test]
