@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::support::{
-    client, encode, get_events, logged_field, metric, slow_model, tiny_model, wait_for_metric,
-    Service, SseReader,
+    client, encode, get_events, leave_and_assert_the_request_ends, logged_field, metric,
+    slow_model, tiny_model, wait_for_metric, Service, SseReader,
 };
 
 fn base_info_url(service: &Service, location: &str, work_type: &str, category: &str) -> String {
@@ -110,15 +110,7 @@ fn after_a_client_disconnects_the_active_gauge_is_zero_within_two_seconds() {
         .unwrap();
     let mut reader = SseReader::new(response);
     assert_eq!(reader.next_event().unwrap().event, "challenge");
-    assert_eq!(metric(&service, "leafresh_requests_active"), 1.0);
-    drop(reader);
-    assert!(wait_for_metric(
-        &service,
-        "leafresh_requests_active",
-        0.0,
-        Duration::from_secs(2)
-    ));
-    assert!(service.wait_for_log("client left", 1, Duration::from_secs(2)));
+    leave_and_assert_the_request_ends(&service, reader);
 }
 
 #[test]

@@ -403,3 +403,17 @@ pub fn wait_for_metric(service: &Service, name: &str, value: f64, timeout: Durat
     }
     false
 }
+
+/// Leaves a stream that is still running (the only request in flight) and checks that the service
+/// ends its request within two seconds: the active gauge back to 0, the log saying the client left.
+pub fn leave_and_assert_the_request_ends<R: Read>(service: &Service, reader: SseReader<R>) {
+    assert_eq!(metric(service, "leafresh_requests_active"), 1.0);
+    drop(reader);
+    assert!(wait_for_metric(
+        service,
+        "leafresh_requests_active",
+        0.0,
+        Duration::from_secs(2)
+    ));
+    assert!(service.wait_for_log("client left", 1, Duration::from_secs(2)));
+}

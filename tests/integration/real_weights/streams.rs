@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{assert_readable, has_hangul, shared_prompt_prefix, start};
 use crate::recommend::{assert_recommendation_stream, base_info_url, free_text_url};
 use crate::support::{
-    client, get_events, logged_field, metric, real_model, wait_for_metric, SseReader,
+    client, get_events, leave_and_assert_the_request_ends, logged_field, real_model, SseReader,
     REAL_MODEL_TEMPLATE,
 };
 
@@ -108,15 +108,7 @@ fn a_client_that_leaves_frees_its_slot_at_once() {
     for _ in 0..3 {
         assert!(reader.next_event().is_some());
     }
-    assert_eq!(metric(&service, "leafresh_requests_active"), 1.0);
-    drop(reader);
-    assert!(wait_for_metric(
-        &service,
-        "leafresh_requests_active",
-        0.0,
-        Duration::from_secs(2)
-    ));
-    assert!(service.wait_for_log("client left", 1, Duration::from_secs(2)));
+    leave_and_assert_the_request_ends(&service, reader);
 }
 
 #[test]
