@@ -255,7 +255,9 @@ fn a_model_without_a_chat_template_falls_back_to_mistral_format() {
     let model = tiny_model_with("tiny-no-template.gguf", &spec);
     let service = Service::start(&model, &[]);
     assert!(
-        service.log().contains("fallback: mistral"),
+        service
+            .log()
+            .contains("chat_template=mistral-v3 (fallback: the model file has none)"),
         "{}",
         service.log()
     );
