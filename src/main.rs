@@ -123,6 +123,17 @@ fn upstream_engine(config: &Config, settings: UpstreamSettings) -> anyhow::Resul
         grammar = !config.no_grammar,
         "upstream mode: generation is delegated; no model is loaded here"
     );
+    match &tokenizer {
+        Some(_) => tracing::info!(
+            "prompts are rendered and tokenized here and sent as token ids (/v1/completions), \
+             so client text stays text on the upstream (to another instance of this service: \
+             chat requests, its engine keeps text as text itself)"
+        ),
+        None => tracing::warn!(
+            "without --tokenizer the upstream renders and tokenizes each prompt itself: its own \
+             tokenizer decides whether client text that spells a control token becomes one"
+        ),
+    }
     Ok(Arc::new(UpstreamEngine::start(settings, tokenizer)?))
 }
 

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use super::{ChatMessage, Engine, EngineError, Role, Tools};
+use super::{ChatMessage, CountedPrompt, Engine, EngineError, Role, Tools};
 
 /// The smallest `k` in `0..=n` whose `attempt(k)` fits, with what that attempt made; `n`'s when
 /// none fits. `attempt` must fit for every `k` above one that fits (monotone), as dropping more
@@ -38,17 +38,27 @@ where
     Ok((enough, made))
 }
 
+/// A conversation fitted to the context window.
+#[derive(Debug)]
+pub struct Fitted {
+    pub messages: Vec<ChatMessage>,
+    /// Messages left out, oldest first.
+    pub dropped: usize,
+    /// The prompt of `messages` (with the tools it was fitted with), counted.
+    pub counted: CountedPrompt,
+}
+
 /// The conversation without its oldest turns, so that its prompt leaves `reserve` tokens of the
-/// context window for the answer; and how many messages were dropped. A turn is a user message
-/// with everything up to the next user message (the answers to it); system messages and the last
-/// turn are always kept. When even that does not fit, the engine's own refusal says so at
-/// submission.
+/// context window for the answer; how many messages were dropped, and the kept prompt's count. A
+/// turn is a user message with everything up to the next user message (the answers to it);
+/// system messages and the last turn are always kept. When even that does not fit, the engine's
+/// own refusal says so at submission.
 pub async fn trim_oldest_turns(
     engine: &dyn Engine,
     messages: Vec<ChatMessage>,
     tools: Option<&Tools>,
     reserve: usize,
-) -> Result<(Vec<ChatMessage>, usize), EngineError> {
+) -> Result<Fitted, EngineError> {
     let window = engine.context_window();
     let turn_of = turns(&messages);
     let droppable = turn_of.iter().flatten().max().copied().unwrap_or(0);
@@ -60,11 +70,11 @@ pub async fn trim_oldest_turns(
             .map(|(m, _)| m.clone())
             .collect()
     };
-    let (dropped, kept) = fewest_to_drop(droppable, |dropped| {
+    let (dropped, (kept, counted)) = fewest_to_drop(droppable, |dropped| {
         let kept = keep(dropped);
         async move {
-            let tokens = engine.count_tokens(kept.clone(), tools.cloned()).await?;
-            Ok((tokens + reserve <= window, kept))
+            let counted = engine.count_tokens(kept.clone(), tools.cloned()).await?;
+            Ok((counted.tokens + reserve <= window, (kept, counted)))
         }
     })
     .await?;
@@ -72,7 +82,11 @@ pub async fn trim_oldest_turns(
     if dropped > 0 {
         tracing::debug!(dropped_messages, "conversation trimmed to fit the context");
     }
-    Ok((kept, dropped_messages))
+    Ok(Fitted {
+        messages: kept,
+        dropped: dropped_messages,
+        counted,
+    })
 }
 
 /// The turn each message belongs to (`None`: a system message, always kept). Messages before the

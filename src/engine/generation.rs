@@ -2,6 +2,9 @@
 //! (chat messages, sampling settings, an output constraint, a token limit) and a stream of
 //! [`GenerationEvent`]s ending with a [`GenerationSummary`] or an error.
 
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -29,6 +32,51 @@ pub struct Generation {
     pub session: Option<String>,
     /// Functions the model may call (`None`: it answers in text).
     pub tools: Option<Tools>,
+    /// What [`Engine::count_tokens`](super::Engine::count_tokens) made of exactly these
+    /// `messages` and `tools`, when the caller counted them: the engine then does not render and
+    /// tokenize them again.
+    pub counted: Option<CountedPrompt>,
+}
+
+/// A prompt an engine rendered and counted: its length, and the engine's own form of it (its
+/// tokens), opaque to everyone else, so that a request is prepared once however many steps
+/// (fitting, the tool-list check, submission) need its count.
+#[derive(Clone)]
+pub struct CountedPrompt {
+    pub tokens: usize,
+    prepared: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl CountedPrompt {
+    /// A count without a prompt to reuse (a remote count, a lower bound).
+    pub fn count(tokens: usize) -> Self {
+        Self {
+            tokens,
+            prepared: None,
+        }
+    }
+
+    /// A count with the engine's prompt, for its [`Engine::submit`](super::Engine::submit).
+    pub fn prepared<T: Any + Send + Sync>(tokens: usize, prompt: T) -> Self {
+        Self {
+            tokens,
+            prepared: Some(Arc::new(prompt)),
+        }
+    }
+
+    /// The engine's prompt, if this count came with one of type `T`.
+    pub fn prompt<T: Any>(&self) -> Option<&T> {
+        self.prepared.as_deref()?.downcast_ref()
+    }
+}
+
+impl fmt::Debug for CountedPrompt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountedPrompt")
+            .field("tokens", &self.tokens)
+            .field("prepared", &self.prepared.is_some())
+            .finish()
+    }
 }
 
 /// The functions offered to the model and whether it must call one.

@@ -23,8 +23,8 @@ use futures_util::future::BoxFuture;
 pub use chat::{ChatMessage, Role, ToolCall};
 pub use error::EngineError;
 pub use generation::{
-    EngineStats, FinishReason, Generation, GenerationEvent, GenerationEvents, GenerationSummary,
-    OutputConstraint, SamplingParams, ToolChoice, ToolFunction, Tools, WarmUp,
+    CountedPrompt, EngineStats, FinishReason, Generation, GenerationEvent, GenerationEvents,
+    GenerationSummary, OutputConstraint, SamplingParams, ToolChoice, ToolFunction, Tools, WarmUp,
 };
 
 /// A text-generation engine. Methods that may do CPU work (tokenizing, compiling a grammar) or
@@ -38,14 +38,15 @@ pub trait Engine: Send + Sync {
         generation: Generation,
     ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>>;
 
-    /// The number of prompt tokens `messages` (with `tools` offered) take, rendered as
-    /// [`Engine::submit`] would. For contents too long for any prompt to fit the context window,
-    /// an engine may answer a lower bound above the window instead of counting them all.
+    /// The prompt tokens `messages` (with `tools` offered) take, rendered as [`Engine::submit`]
+    /// would; given back in [`Generation::counted`], the prompt is not rendered again. For
+    /// contents too long for any prompt to fit the context window, an engine may answer a lower
+    /// bound above the window instead of counting them all.
     fn count_tokens(
         &self,
         messages: Vec<ChatMessage>,
         tools: Option<Tools>,
-    ) -> BoxFuture<'_, Result<usize, EngineError>>;
+    ) -> BoxFuture<'_, Result<CountedPrompt, EngineError>>;
 
     /// The context window of one request: its prompt plus its new tokens must fit in it.
     fn context_window(&self) -> usize;

@@ -5,6 +5,8 @@
 //! and says when a call begins and which text belongs to its arguments. It relies on JSON
 //! syntax only, not on the grammar that produced it.
 
+use super::GenerationEvent;
+
 /// What the list read so far says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolCallEvent {
@@ -50,6 +52,23 @@ enum Reading {
 impl ToolCallStream {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The generation events `piece` completes: a call's start (with a new id), its arguments.
+    pub fn generation_events(&mut self, piece: &str) -> Vec<GenerationEvent> {
+        self.push(piece)
+            .into_iter()
+            .map(|event| match event {
+                ToolCallEvent::Begin { index, name } => GenerationEvent::ToolCall {
+                    index,
+                    id: new_call_id(),
+                    name,
+                },
+                ToolCallEvent::Arguments { index, fragment } => {
+                    GenerationEvent::ToolArguments { index, fragment }
+                }
+            })
+            .collect()
     }
 
     /// The events `piece` completes.

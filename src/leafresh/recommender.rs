@@ -16,8 +16,8 @@ use super::prompt::{
 use super::sessions::{SessionStore, Turn};
 use super::topic::{ValidBaseInfo, ValidFreeText};
 use crate::engine::{
-    budget, fit, ChatMessage, Engine, EngineError, Generation, GenerationEvent, GenerationEvents,
-    GenerationSummary, OutputConstraint, SamplingParams,
+    budget, fit, ChatMessage, CountedPrompt, Engine, EngineError, Generation, GenerationEvent,
+    GenerationEvents, GenerationSummary, OutputConstraint, SamplingParams,
 };
 
 /// Why a recommendation could not be made.
@@ -57,15 +57,10 @@ impl Recommender {
     /// Starts a base-info recommendation. The session (if any) takes the request's category.
     pub async fn base_info(&self, valid: &ValidBaseInfo) -> Result<Recommendation, RecommendError> {
         let messages = base_info_messages(valid);
-        let prompt_tokens = self.engine.count_tokens(messages.clone(), None).await?;
+        let counted = self.engine.count_tokens(messages.clone(), None).await?;
         let defaults = &constants().generation_defaults.base_info;
         let events = self
-            .submit(
-                messages,
-                prompt_tokens,
-                defaults,
-                valid.session_id.as_deref(),
-            )
+            .submit(messages, counted, defaults, valid.session_id.as_deref())
             .await?;
         if let Some(id) = &valid.session_id {
             self.sessions.set_category(id, valid.category);
@@ -84,12 +79,10 @@ impl Recommender {
             .map(|id| self.sessions.history(id))
             .unwrap_or_default();
         let defaults = &constants().generation_defaults.free_text;
-        let (messages, prompt_tokens) = self
+        let (messages, counted) = self
             .fit_history(&history, &valid.message, category, defaults)
             .await?;
-        let events = self
-            .submit(messages, prompt_tokens, defaults, session)
-            .await?;
+        let events = self.submit(messages, counted, defaults, session).await?;
         let turn = self.turn_writer(
             valid.session_id.clone(),
             free_text_request(&valid.message, category),
@@ -98,22 +91,22 @@ impl Recommender {
     }
 
     /// The messages with the newest turns of the conversation that fit the context with room for
-    /// a full answer (the oldest go first), and their token count. (The original never trimmed,
-    /// until every prompt overflowed.)
+    /// a full answer (the oldest go first), and their prompt, counted. (The original never
+    /// trimmed, until every prompt overflowed.)
     async fn fit_history(
         &self,
         history: &[Turn],
         message: &str,
         category: &Category,
         defaults: &GenerationDefaults,
-    ) -> Result<(Vec<ChatMessage>, usize), RecommendError> {
+    ) -> Result<(Vec<ChatMessage>, CountedPrompt), RecommendError> {
         let room = self.engine.context_window();
         let answer = defaults.max_tokens as usize;
         let (dropped, fitted) = fit::fewest_to_drop(history.len(), |skip| {
             let messages = free_text_messages(&history[skip..], message, category);
             async move {
-                let tokens = self.engine.count_tokens(messages.clone(), None).await?;
-                Ok((tokens + answer <= room, (messages, tokens)))
+                let counted = self.engine.count_tokens(messages.clone(), None).await?;
+                Ok((counted.tokens + answer <= room, (messages, counted)))
             }
         })
         .await?;
@@ -132,12 +125,12 @@ impl Recommender {
     async fn submit(
         &self,
         messages: Vec<ChatMessage>,
-        prompt_tokens: usize,
+        counted: CountedPrompt,
         defaults: &GenerationDefaults,
         session: Option<&str>,
     ) -> Result<GenerationEvents, RecommendError> {
         let max_new_tokens = budget::max_new_tokens(
-            prompt_tokens,
+            counted.tokens,
             defaults.max_tokens as usize,
             self.engine.context_window(),
         )?;
@@ -171,6 +164,7 @@ impl Recommender {
             model: None,
             session: session.map(str::to_owned),
             tools: None,
+            counted: Some(counted),
         };
         Ok(self.engine.submit(generation).await?)
     }

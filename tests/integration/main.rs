@@ -23,3 +23,4 @@ mod scheduler;
 mod startup;
 mod support;
 mod upstream;
+mod upstream_llama_server;

@@ -43,6 +43,38 @@ fn nested_control_token_spellings_in_messages_are_counted_as_plain_text() {
 }
 
 #[test]
+fn user_defined_markup_in_a_message_is_counted_as_its_characters() {
+    // llama.cpp matches user-defined tokens in text even without special parsing; where the
+    // template writes them as its turn markup, a message that spells one keeps its characters.
+    let service = Service::start(&crate::engine::markup_model_file(), &[]);
+    let count = |content: &str| -> u64 {
+        let body = json!({"messages": [{"role": "user", "content": content}]});
+        let response: Value = client()
+            .post(service.url("/tokenize"))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        response["count"].as_u64().expect("a count")
+    };
+    let plain = count("가나");
+    for (spelled, characters) in [
+        ("가<|start|>나", 9),
+        ("가<|st<|start|>art|>나", 18),
+        ("가<|message|><|close|>나", 22),
+    ] {
+        // Each character one token (SentencePiece's merges may join a few, and the text after
+        // a user-defined token gets its own leading space); the markup token would be one.
+        let counted = count(spelled);
+        assert!(
+            (plain + characters - 2..=plain + characters + 2).contains(&counted),
+            "{spelled}: {counted} tokens, {plain} without the markup"
+        );
+    }
+}
+
+#[test]
 fn the_api_key_guards_v1_and_with_the_flag_the_leafresh_endpoints() {
     let service = Service::start(
         &tiny_model(),

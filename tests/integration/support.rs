@@ -417,3 +417,14 @@ pub fn leave_and_assert_the_request_ends<R: Read>(service: &Service, reader: Sse
     ));
     assert!(service.wait_for_log("client left", 1, Duration::from_secs(2)));
 }
+
+/// The model id `/v1/models` of `service` lists first.
+pub fn model_id(service: &Service) -> String {
+    let models: Value = client()
+        .get(service.url("/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    models["data"][0]["id"].as_str().unwrap().to_owned()
+}

@@ -662,6 +662,29 @@ def test_a_round_trip_call_result_answer(client):
     assert final.usage.prompt_tokens > first.usage.prompt_tokens + 10
 
 
+def test_a_pydantic_function_tool_with_nested_models_is_called_with_valid_arguments(client):
+    # The SDK's own helper gives `$defs` and `$ref` for a model that nests another; the refs
+    # resolve against the function's own parameters.
+    from pydantic import BaseModel, Field
+
+    class Place(BaseModel):
+        # Bounded, as the tiny model's random text would otherwise fill the budget.
+        city: str = Field(max_length=8)
+
+    class Trip(BaseModel):
+        start: Place
+        end: Place
+
+    tool = openai.pydantic_function_tool(Trip)
+    assert "$defs" in tool["function"]["parameters"]
+    for choice in ("auto", "required"):
+        r = complete(client, user("서울에서 부산까지"), tools=[tool], tool_choice=choice, max_tokens=200, **GREEDY)
+        if choice == "required":
+            assert r.choices[0].finish_reason == "tool_calls", r.choices[0]
+            arguments = json.loads(r.choices[0].message.tool_calls[0].function.arguments)
+            Trip.model_validate(arguments)
+
+
 def test_a_tool_message_needs_the_id_of_its_call(client):
     with pytest.raises(openai.BadRequestError) as e:
         complete(client, user("a") + [{"role": "tool", "content": "x"}], max_tokens=4)

@@ -16,7 +16,7 @@ use leafresh_llm::leafresh::{
     default_category, parse_answer, parse_query, validate_base_info, validate_free_text,
     validate_session_id, AnswerError, FragmentExtractor,
 };
-use leafresh_testmodel::{write_tiny_llama, TinyModelSpec};
+use leafresh_testmodel::{write_tiny_llama, TinyModelSpec, MARKUP_TEMPLATE};
 
 /// What must never appear in a message a client sees: our Rust types and internals.
 fn assert_no_internals(message: &str) {
@@ -162,12 +162,17 @@ pub fn openai(data: &[u8]) {
     }
 }
 
-/// Prompt building: whatever the contents spell, and however it is nested, the control tokens of
-/// a prompt are exactly the template's, the same as for that conversation with harmless
+/// Prompt building: whatever the contents spell, and however it is nested, the markup tokens of
+/// a prompt (control tokens, user-defined ones the template writes) are exactly the template's, the same as for that conversation with harmless
 /// contents. The bytes are the contents, split at NUL; an even count starts with a system
 /// message; user and assistant turns alternate and the last is the user's.
 pub fn prompt(data: &[u8]) {
-    let model = fuzz_model();
+    for model in fuzz_models() {
+        prompt_on(model, data);
+    }
+}
+
+fn prompt_on(model: &Model, data: &[u8]) {
     let contents: Vec<String> = data
         .split(|&b| b == 0)
         .map(|part| String::from_utf8_lossy(part).into_owned())
@@ -189,13 +194,13 @@ pub fn prompt(data: &[u8]) {
             .tokens()
             .iter()
             .copied()
-            .filter(|&t| model.is_special(t))
+            .filter(|&t| model.is_markup(t))
             .collect()
     };
     assert_eq!(
         controls(&messages),
         controls(&conversation(&harmless)),
-        "client text became a control token: {contents:?}"
+        "client text became a markup token: {contents:?}"
     );
 }
 
@@ -217,23 +222,31 @@ fn conversation(contents: &[String]) -> Vec<ChatMessage> {
     system.chain(turns).collect()
 }
 
-/// The tiny test model, written once per process into the temporary directory.
-fn fuzz_model() -> &'static Model {
-    static MODEL: std::sync::OnceLock<Model> = std::sync::OnceLock::new();
-    MODEL.get_or_init(|| {
-        let path =
-            std::env::temp_dir().join(format!("leafresh-fuzz-tiny-{}.gguf", std::process::id()));
-        write_tiny_llama(&path, &TinyModelSpec::default()).expect("write the tiny model");
-        let model = Model::load(&LoadOptions {
-            path: path.clone(),
-            n_gpu_layers: 0,
-            mlock: false,
-            mmap: false,
-            vocab_only: false,
-            chat_template: None,
+/// The tiny test models, written once per process into the temporary directory: the default
+/// one (Mistral's template, control-token markup) and one whose template's markup is
+/// user-defined tokens (gpt-oss's shape), which llama.cpp matches in text without special parsing.
+fn fuzz_models() -> &'static [Model; 2] {
+    static MODELS: std::sync::OnceLock<[Model; 2]> = std::sync::OnceLock::new();
+    MODELS.get_or_init(|| {
+        let markup = TinyModelSpec {
+            chat_template: Some(MARKUP_TEMPLATE.to_owned()),
+            ..TinyModelSpec::default()
+        };
+        [("tiny", TinyModelSpec::default()), ("markup", markup)].map(|(name, spec)| {
+            let path = std::env::temp_dir()
+                .join(format!("leafresh-fuzz-{name}-{}.gguf", std::process::id()));
+            write_tiny_llama(&path, &spec).expect("write the tiny model");
+            let model = Model::load(&LoadOptions {
+                path: path.clone(),
+                n_gpu_layers: 0,
+                mlock: false,
+                mmap: false,
+                vocab_only: false,
+                chat_template: None,
+            })
+            .expect("load the tiny model");
+            let _ = std::fs::remove_file(&path);
+            model
         })
-        .expect("load the tiny model");
-        let _ = std::fs::remove_file(&path);
-        model
     })
 }

@@ -19,3 +19,4 @@ pub use llama::{
     write_tiny_llama, write_tiny_llama_to, TinyModelSpec, MISTRAL_V03_CHAT_TEMPLATE, PRESETS,
 };
 pub use requantize::{quantize_with_llama_cpp, QuantMix};
+pub use vocab::{MARKUP_TEMPLATE, USER_DEFINED_TOKENS};

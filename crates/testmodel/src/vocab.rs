@@ -2,7 +2,7 @@
 //! "llama"`), with Mistral v0.3's special-token ids and byte fallback.
 //!
 //! Layout by id: `<unk>` `<s>` `</s>` `[INST]` `[/INST]` (0-4, as in Mistral v0.3), the 256 byte
-//! tokens `<0x00>`..`<0xFF>`, `▁`, `▁`-prefixed English words and Korean syllables, bare pieces
+//! tokens `<0x00>`..`<0xFF>`, the user-defined tokens ([`USER_DEFINED_TOKENS`]), `▁`, `▁`-prefixed English words and Korean syllables, bare pieces
 //! (JSON syntax, JSON keys, suffixes), the printable ASCII characters, then all 11,172 Hangul
 //! syllables U+AC00..U+D7A3. Hangul Compatibility Jamo (ㅅ, ㅂ) and emoji are deliberately absent,
 //! so they go through byte fallback and tests exercise UTF-8 split across tokens. The last five
@@ -43,7 +43,16 @@ pub const HANGUL_FIRST: char = '\u{AC00}';
 pub const HANGUL_LAST: char = '\u{D7A3}';
 
 /// Tokens in [`tiny_vocab`]: what the default test models have.
-pub const TINY_VOCAB_LEN: usize = 12_333;
+pub const TINY_VOCAB_LEN: usize = 12_337;
+/// User-defined tokens, which llama.cpp's tokenizer matches in text even with special-token
+/// parsing off (as gpt-oss's `<|start|>` and `<|message|>`, and Gemma's runs of newlines): three
+/// that [`MARKUP_TEMPLATE`] writes as its turn markup, and a run of newlines, which is plain text.
+pub const USER_DEFINED_TOKENS: [&str; 4] = ["<|start|>", "<|message|>", "<|close|>", "\n\n"];
+/// A chat template whose turn markup is user-defined tokens (gpt-oss's shape), for the tests that
+/// client text never becomes markup whatever the markup's token type.
+pub const MARKUP_TEMPLATE: &str = "{% for message in messages %}<|start|>{{ message['role'] }}\
+<|message|>{{ message['content'] }}<|close|>{% endfor %}\
+{% if add_generation_prompt %}<|start|>assistant<|message|>{% endif %}";
 /// Mistral v0.3's tool-calling control tokens, the last ids of every vocabulary built here.
 pub const TOOL_TOKENS: [&str; 5] = [
     "[TOOL_CALLS]",
@@ -68,6 +77,8 @@ pub enum TokenType {
     Unknown = 2,
     /// Special tokens: BOS, EOS, `[INST]`...; rendered only on request.
     Control = 3,
+    /// A piece the tokenizer matches before anything else, even without special parsing.
+    UserDefined = 4,
     /// A byte-fallback token `<0xNN>`.
     Byte = 6,
 }
@@ -245,8 +256,9 @@ pub fn max_vocab_len() -> usize {
     N_SPECIAL + extended_pieces().len() + TOOL_TOKENS.len()
 }
 
-/// `<unk>`, four control tokens and 256 byte tokens precede the normal pieces.
-const N_SPECIAL: usize = 5 + 256;
+/// `<unk>`, four control tokens, 256 byte tokens and the user-defined ones precede the normal
+/// pieces.
+const N_SPECIAL: usize = 5 + 256 + USER_DEFINED_TOKENS.len();
 
 /// Every normal piece [`sized_vocab`] may use, in id order.
 fn extended_pieces() -> Vec<String> {
@@ -312,6 +324,9 @@ fn build(normal: Vec<String>) -> Vocab {
     }
     for byte in 0..=255u8 {
         vocab.push(format!("<0x{byte:02X}>"), TokenType::Byte);
+    }
+    for piece in USER_DEFINED_TOKENS {
+        vocab.push(piece.into(), TokenType::UserDefined);
     }
     debug_assert_eq!(vocab.len(), N_SPECIAL);
     vocab.scores = vec![0.0; N_SPECIAL];
@@ -444,7 +459,7 @@ mod tests {
     #[test]
     fn scores_fall_with_the_id_among_normal_pieces() {
         let v = tiny_vocab();
-        let first_normal = (FIRST_BYTE_ID + 256) as usize;
+        let first_normal = (FIRST_BYTE_ID + 256) as usize + USER_DEFINED_TOKENS.len();
         assert_eq!(v.tokens()[first_normal], SPACE.to_string());
         let tools = v.len() - TOOL_TOKENS.len();
         assert!(v.scores()[first_normal..tools]

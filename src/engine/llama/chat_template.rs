@@ -43,6 +43,9 @@ pub struct JinjaTemplate {
 pub struct ChosenTemplate {
     pub template: ChatTemplate,
     pub source: String,
+    /// The template's own text, where its markup is looked for: its source when it has one (a
+    /// GGUF or Jinja template, every branch of it), and always a conversation it rendered.
+    pub own_text: String,
 }
 
 impl ChatTemplate {
@@ -61,27 +64,30 @@ impl ChatTemplate {
                 "the model file has no chat template; using Mistral's [INST] format ({FALLBACK}). \
                  For another model family set --chat-template (e.g. gemma, chatml, or a Jinja file)"
             );
-            return Ok(Self::fallback("the model file has none"));
+            return Ok(Self::fallback(llama, "the model file has none"));
         };
+        let text = own.to_str().unwrap_or_default().to_owned();
         let builtin = Self::Builtin(own.clone());
-        if builtin.renders(llama) {
+        if let Ok(probe) = builtin.probe(llama) {
             return Ok(ChosenTemplate {
                 template: builtin,
                 source: "the model file's (applied by llama.cpp)".into(),
+                own_text: text + &probe,
             });
         }
-        let text = own.to_str().unwrap_or_default().to_owned();
-        match JinjaTemplate::new(llama, text).map(|t| Self::Jinja(Box::new(t))) {
-            Ok(jinja) if jinja.renders(llama) => Ok(ChosenTemplate {
+        let jinja = JinjaTemplate::new(llama, text.clone()).map(|t| Self::Jinja(Box::new(t)));
+        match jinja.map(|j| (j.probe(llama), j)) {
+            Ok((Ok(probe), jinja)) => Ok(ChosenTemplate {
                 template: jinja,
                 source: "the model file's (Jinja)".into(),
+                own_text: text + &probe,
             }),
             _ => {
                 tracing::warn!(
                     "the model file's chat template cannot be applied; using Mistral's [INST] \
                      format ({FALLBACK}). Set --chat-template to choose another"
                 );
-                Ok(Self::fallback("the model file's cannot be applied"))
+                Ok(Self::fallback(llama, "the model file's cannot be applied"))
             }
         }
     }
@@ -90,9 +96,11 @@ impl ChatTemplate {
         let refused =
             |why: String| EngineError::Template(format!("--chat-template {requested}: {why}"));
         let path = Path::new(requested);
+        let mut own_text = String::new();
         let (template, source) = if path.is_file() {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| refused(format!("cannot be read ({e})")))?;
+            own_text.push_str(&text);
             let template = JinjaTemplate::new(llama, text).map_err(|e| {
                 refused(format!(
                     "is not a Jinja template that can be rendered ({e})"
@@ -110,26 +118,34 @@ impl ChatTemplate {
                 format!("{requested} (llama.cpp, --chat-template)"),
             )
         };
-        if !template.renders(llama) {
+        let Ok(probe) = template.probe(llama) else {
             return Err(refused(match template {
                 Self::Builtin(_) => format!(
                     "no such file, and not a template name llama.cpp knows ({KNOWN_NAMES}, ...)"
                 ),
                 Self::Jinja(_) => "the Jinja template cannot render a short conversation".into(),
             }));
-        }
-        Ok(ChosenTemplate { template, source })
+        };
+        own_text.push_str(&probe);
+        Ok(ChosenTemplate {
+            template,
+            source,
+            own_text,
+        })
     }
 
-    fn fallback(why: &str) -> ChosenTemplate {
+    fn fallback(llama: &LlamaModel, why: &str) -> ChosenTemplate {
+        let template = Self::Builtin(LlamaChatTemplate::new(FALLBACK).expect("no NUL in literal"));
         ChosenTemplate {
-            template: Self::Builtin(LlamaChatTemplate::new(FALLBACK).expect("no NUL in literal")),
+            own_text: template.probe(llama).unwrap_or_default(),
+            template,
             source: format!("{FALLBACK} (fallback: {why})"),
         }
     }
 
-    /// Whether it renders a system message, a user turn, an answer and the next user turn.
-    fn renders(&self, llama: &LlamaModel) -> bool {
+    /// A system message, a user turn, an answer and the next user turn, rendered: whether the
+    /// template works, and text of its own.
+    fn probe(&self, llama: &LlamaModel) -> Result<String, EngineError> {
         let probe = [
             ("system", "s"),
             ("user", "hi"),
@@ -137,7 +153,7 @@ impl ChatTemplate {
             ("user", "bye"),
         ]
         .map(|(role, content)| (role, content.to_owned()));
-        self.apply(llama, &probe, true).is_ok()
+        self.apply(llama, &probe, true)
     }
 
     /// `messages` (role, content) rendered, ending with the assistant's cue when `add_assistant`.

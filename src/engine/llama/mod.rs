@@ -9,12 +9,14 @@
 
 pub mod chat_template;
 pub mod guidance;
+mod markup;
 pub mod model;
 pub(crate) mod prepare;
 mod prompt_cache;
 pub(crate) mod replay;
 pub mod sampling;
 pub mod scheduler;
+mod schema_refs;
 pub mod template;
 pub mod tools;
 
@@ -37,8 +39,8 @@ pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
 use scheduler::{JobQueue, PreparedRequest};
 
 use super::{
-    budget, ChatMessage, Engine, EngineError, EngineStats, Generation, GenerationEvent,
-    GenerationEvents, OutputConstraint, SamplingParams, ToolChoice, Tools, WarmUp,
+    budget, ChatMessage, CountedPrompt, Engine, EngineError, EngineStats, Generation,
+    GenerationEvent, GenerationEvents, OutputConstraint, SamplingParams, ToolChoice, Tools, WarmUp,
 };
 
 /// llama.cpp embedded: a loaded model and the inference thread that serves it.
@@ -91,12 +93,13 @@ impl LlamaEngine {
                 })
                 .map_err(|e| EngineError::Backend(format!("cannot start a thread: {e}")))?;
         }
+        let queue_size = settings.queue_size;
         let (queue, slot_context, thread) =
             scheduler::start(Arc::clone(&model), settings, Arc::clone(&replays))?;
         let engine = Self {
             model,
             queue,
-            prepare: PreparePool::start(PREPARE_THREADS)?,
+            prepare: PreparePool::start(PREPARE_THREADS, queue_size)?,
             slot_context,
             model_ids: Vec::new(),
             prompt_cache,
@@ -124,12 +127,20 @@ impl LlamaEngine {
         generation: Generation,
         submitted: Instant,
     ) -> Result<PreparedRequest, EngineError> {
-        let prompt = self.model.prompt_within(
-            &generation.messages,
-            generation.tools.as_ref(),
-            self.slot_context,
-            Some(&self.replays),
-        )?;
+        // Counted before (fitting, the tool-list check): prepared then, not again.
+        let counted = generation
+            .counted
+            .as_ref()
+            .and_then(|c| c.prompt::<Prompt>());
+        let prompt = match counted {
+            Some(prompt) => prompt.clone(),
+            None => self.model.prompt_within(
+                &generation.messages,
+                generation.tools.as_ref(),
+                self.slot_context,
+                Some(&self.replays),
+            )?,
+        };
         if prompt.is_empty() {
             return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
         }
@@ -283,6 +294,7 @@ impl LlamaEngine {
                 model: None,
                 session: None,
                 tools: None,
+                counted: None,
             })
             .await?;
         loop {
@@ -351,7 +363,7 @@ impl Engine for LlamaEngine {
         &self,
         messages: Vec<ChatMessage>,
         tools: Option<Tools>,
-    ) -> BoxFuture<'_, Result<usize, EngineError>> {
+    ) -> BoxFuture<'_, Result<CountedPrompt, EngineError>> {
         let model = Arc::clone(&self.model);
         let replays = Arc::clone(&self.replays);
         let window = self.slot_context;
@@ -359,8 +371,10 @@ impl Engine for LlamaEngine {
             // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
             // already says they do not fit.
             match model.prompt_within(&messages, tools.as_ref(), window, Some(&replays)) {
-                Err(EngineError::PromptOverContext { at_least, .. }) => Ok(at_least),
-                prompt => prompt.map(|p| p.len()),
+                Err(EngineError::PromptOverContext { at_least, .. }) => {
+                    Ok(CountedPrompt::count(at_least))
+                }
+                prompt => prompt.map(|p| CountedPrompt::prepared(p.len(), p)),
             }
         }))
     }

@@ -11,11 +11,11 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use llama_cpp_2::token_type::LlamaTokenAttr;
 
 use super::chat_template::{ChatTemplate, ChosenTemplate};
+use super::markup::Markup;
 use super::replay::{PromptKey, Replays};
-use super::template::{self, Fragment, RenderedChat, SpecialText};
+use super::template::{self, Fragment, RenderedChat};
 use super::tools::{self, ToolTokens};
 use crate::engine::{ChatMessage, EngineError, Role, Tools};
 
@@ -66,9 +66,9 @@ pub struct ModelInfo {
 pub struct Model {
     llama: LlamaModel,
     template: ChatTemplate,
-    /// The control tokens (`[INST]`, `</s>`, ...) as the template's text spells them, longest
-    /// first: only the template's own text is searched for them.
-    specials: Vec<SpecialText<LlamaToken>>,
+    /// The template's markup tokens (`[INST]`, `</s>`, gpt-oss's user-defined `<|start|>`, ...):
+    /// only the template's own text is searched for them, and client text never becomes one.
+    markup: Markup,
     /// Mistral's tool-calling tokens, when the vocabulary has them.
     tool_tokens: Option<ToolTokens>,
     /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
@@ -92,6 +92,7 @@ impl Model {
         let ChosenTemplate {
             template,
             source: template_source,
+            own_text,
         } = ChatTemplate::choose(&llama, options.chat_template.as_deref())?;
         let info = ModelInfo {
             path,
@@ -101,13 +102,13 @@ impl Model {
             template_source,
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
-        let specials = special_texts(&llama);
-        let tool_tokens = ToolTokens::find(&specials);
+        let markup = Markup::find(&llama, &own_text);
+        let tool_tokens = ToolTokens::find(markup.specials().as_slice());
         let max_token_bytes = longest_token_bytes(&llama);
         Ok(Self {
             llama,
             template,
-            specials,
+            markup,
             tool_tokens,
             max_token_bytes,
             info,
@@ -137,8 +138,8 @@ impl Model {
     /// [`Model::prompt`] with the functions offered to the model, and the earlier answers
     /// `replays` knows given the tokens they were generated as (see [`Replays::splices`]): a
     /// conversation's next prompt then begins with exactly the cells its previous turn left.
-    /// Generated tokens are never control tokens (such answers are not remembered), so this adds
-    /// no control token.
+    /// Replayed tokens are the model's own answer after the same prompt (a special token it
+    /// sampled included); client text is never tokenized into markup.
     pub(crate) fn prompt_with(
         &self,
         messages: &[ChatMessage],
@@ -202,7 +203,7 @@ impl Model {
     /// Appends the tokens of `chat.text[span]`, tokenized on its own: control tokens only where
     /// the template wrote them, the rest as plain text.
     fn tokenize_span(&self, chat: &RenderedChat, span: Range<usize>, out: &mut Vec<LlamaToken>) {
-        for fragment in template::partition(chat, span, &self.specials) {
+        for fragment in template::partition(chat, span, self.markup.specials()) {
             match fragment {
                 Fragment::Token(token) => out.push(token),
                 Fragment::Text(text) => out.extend(self.tokenize_text(text.as_bytes())),
@@ -210,8 +211,9 @@ impl Model {
         }
     }
 
-    /// [`Model::prompt_with`], refused early when the contents alone cannot fit `context`
-    /// tokens: a 100,000-character message is answered before it is rendered or tokenized.
+    /// [`Model::prompt_with`], refused early when the client's texts alone cannot fit `context`
+    /// tokens: a 100,000-character message, or a 2 MB function description, is answered before
+    /// it is rendered or tokenized.
     pub(crate) fn prompt_within(
         &self,
         messages: &[ChatMessage],
@@ -219,7 +221,7 @@ impl Model {
         context: usize,
         replays: Option<&Replays>,
     ) -> Result<Prompt, EngineError> {
-        let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+        let bytes = self.client_text_bytes(messages, tools);
         let at_least = bytes.div_ceil(self.max_token_bytes);
         if at_least > context {
             return Err(EngineError::PromptOverContext {
@@ -230,6 +232,34 @@ impl Model {
             });
         }
         self.prompt_with(messages, tools, replays)
+    }
+
+    /// The bytes of client text the prompt of `messages` (with `tools`) holds at least: contents,
+    /// calls in the history, and the function list where the template writes one.
+    fn client_text_bytes(&self, messages: &[ChatMessage], tools: Option<&Tools>) -> usize {
+        let history: usize = messages
+            .iter()
+            .map(|m| {
+                let calls = m.tool_calls.iter();
+                m.content.len()
+                    + calls
+                        .map(|c| c.name.len() + c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        // Without tool tokens the function list is not part of the prompt.
+        let offered = match (&self.tool_tokens, tools) {
+            (Some(_), Some(tools)) => tools
+                .functions
+                .iter()
+                .map(|f| {
+                    let description = f.description.as_ref().map_or(0, String::len);
+                    f.name.len() + description + f.parameters.to_string().len()
+                })
+                .sum(),
+            _ => 0,
+        };
+        history + offered
     }
 
     /// The chat template applied to `messages`, with the place of every content in the text.
@@ -269,18 +299,17 @@ impl Model {
             .token_to_piece_into(token, out, false, None);
     }
 
-    /// `text` as plain text in the middle of a conversation: no BOS, no control tokens (the
+    /// `text` as plain text in the middle of a conversation: no BOS, no markup token (the
     /// tokenizer may still add SentencePiece's leading space).
     pub(crate) fn tokenize_text(&self, text: &[u8]) -> Vec<LlamaToken> {
-        self.llama.vocab().tokenize(text, false, false)
+        self.markup
+            .unmark(self.llama.vocab().tokenize(text, false, false))
     }
 
-    /// Whether `token` is one that only special-token parsing produces (control or unknown).
-    pub fn is_special(&self, token: LlamaToken) -> bool {
-        self.llama
-            .vocab()
-            .attr(token)
-            .intersects(LlamaTokenAttr::Control | LlamaTokenAttr::Unknown)
+    /// Whether `token` is markup of the chat template (a control token, or a user-defined one the
+    /// template writes): only the template's own text produces it in a prompt.
+    pub fn is_markup(&self, token: LlamaToken) -> bool {
+        self.markup.contains(&self.llama, token)
     }
 
     pub(crate) fn is_end_of_generation(&self, token: LlamaToken) -> bool {
@@ -310,30 +339,6 @@ impl Prompt {
     pub fn tokens(&self) -> &[LlamaToken] {
         &self.tokens
     }
-}
-
-/// Every token llama.cpp's tokenizer matches only with special parsing on (control and unknown
-/// tokens), as it matches them: by their text, longest first.
-fn special_texts(llama: &LlamaModel) -> Vec<SpecialText<LlamaToken>> {
-    let vocab = llama.vocab();
-    let mut specials: Vec<_> = vocab
-        .tokens()
-        .filter_map(|token| {
-            let attr = vocab.attr(token);
-            if !attr.intersects(LlamaTokenAttr::Control | LlamaTokenAttr::Unknown) {
-                return None;
-            }
-            let text = vocab.text(token)?.to_str().ok()?.to_owned();
-            Some(SpecialText {
-                text,
-                token,
-                lstrip: attr.contains(LlamaTokenAttr::LStrip),
-                rstrip: attr.contains(LlamaTokenAttr::RStrip),
-            })
-        })
-        .collect();
-    specials.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
-    specials
 }
 
 /// The longest text one token stands for, in bytes (at least 1).

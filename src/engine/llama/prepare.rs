@@ -2,9 +2,13 @@
 //! compiling grammars). Not the async workers, which would stop serving other clients meanwhile;
 //! not the inference thread, which would stall every running stream; and not the runtime's
 //! blocking pool, which grows a thread per concurrent request under a burst.
+//!
+//! Its queue is bounded like the slot queue: a request that finds it full is refused at once
+//! (503 with `Retry-After`), so that a burst of expensive requests cannot make every later one,
+//! cheap or not, wait behind them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -17,12 +21,13 @@ type Task = Box<dyn FnOnce() + Send>;
 /// The submitting side of the pool; cheap to clone. The threads end when every clone is gone.
 #[derive(Clone)]
 pub struct PreparePool {
-    tasks: Sender<Task>,
+    tasks: SyncSender<Task>,
 }
 
 impl PreparePool {
-    pub fn start(threads: usize) -> Result<Self, EngineError> {
-        let (tasks, queue) = mpsc::channel::<Task>();
+    /// `threads` workers, and room for `queue` tasks waiting for one.
+    pub fn start(threads: usize, queue: usize) -> Result<Self, EngineError> {
+        let (tasks, queue) = mpsc::sync_channel::<Task>(queue.max(1));
         let queue = Arc::new(Mutex::new(queue));
         for i in 0..threads.max(1) {
             let queue = Arc::clone(&queue);
@@ -34,7 +39,8 @@ impl PreparePool {
         Ok(Self { tasks })
     }
 
-    /// Runs `task` on the pool and waits for its result without blocking the caller's thread.
+    /// Runs `task` on the pool and waits for its result without blocking the caller's thread;
+    /// [`EngineError::Overloaded`] at once when the queue is full.
     pub async fn run<T: Send + 'static>(
         &self,
         task: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
@@ -43,7 +49,10 @@ impl PreparePool {
         let wrapped: Task = Box::new(move || {
             let _ = result_tx.send(catch_unwind(AssertUnwindSafe(task)));
         });
-        self.tasks.send(wrapped).map_err(|_| EngineError::Stopped)?;
+        self.tasks.try_send(wrapped).map_err(|e| match e {
+            TrySendError::Full(_) => EngineError::Overloaded,
+            TrySendError::Disconnected(_) => EngineError::Stopped,
+        })?;
         match result_rx.await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(EngineError::Internal(
@@ -74,7 +83,7 @@ mod tests {
 
     #[tokio::test]
     async fn tasks_run_on_the_pool_and_a_panic_is_an_error_not_a_dead_pool() {
-        let pool = PreparePool::start(1).unwrap();
+        let pool = PreparePool::start(1, 4).unwrap();
         let name = pool
             .run(|| Ok(thread::current().name().map(str::to_owned)))
             .await
@@ -85,5 +94,33 @@ mod tests {
             .await;
         assert!(matches!(panicked, Err(EngineError::Internal(_))));
         assert_eq!(pool.run(|| Ok(2 + 2)).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let pool = PreparePool::start(1, 1).unwrap();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        // A task that holds the thread, then tasks until the queue has no room.
+        pool.tasks
+            .try_send(Box::new(move || {
+                let _ = held.recv();
+            }))
+            .unwrap();
+        while pool.tasks.try_send(Box::new(|| {})).is_ok() {}
+        let refused = pool.run(|| Ok(())).await;
+        assert!(
+            matches!(refused, Err(EngineError::Overloaded)),
+            "{refused:?}"
+        );
+        release.send(()).unwrap();
+        // The queue drains, and the pool takes work again.
+        for _ in 0..200 {
+            if let Ok(one) = pool.run(|| Ok(1)).await {
+                assert_eq!(one, 1);
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the pool never took work again");
     }
 }

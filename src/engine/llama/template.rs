@@ -17,6 +17,8 @@
 
 use std::ops::Range;
 
+use aho_corasick::AhoCorasick;
+
 /// The rendered conversation and where each message's content lies in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedChat {
@@ -54,6 +56,45 @@ pub struct SpecialText<T> {
     pub lstrip: bool,
     /// Whitespace after the token is dropped (`RSTRIP`).
     pub rstrip: bool,
+}
+
+/// The markup tokens' texts, longest first (llama.cpp's order), with an automaton that finds in
+/// one pass which of them a text holds: a vocabulary may have thousands (Gemma: 6,249 control
+/// tokens) of which a template writes three, and a prompt has a piece per message.
+pub struct SpecialTexts<T> {
+    list: Vec<SpecialText<T>>,
+    finder: Option<AhoCorasick>,
+}
+
+impl<T> SpecialTexts<T> {
+    pub fn new(mut list: Vec<SpecialText<T>>) -> Self {
+        list.retain(|s| !s.text.is_empty());
+        list.sort_by_key(|s| std::cmp::Reverse(s.text.len()));
+        let finder = AhoCorasick::new(list.iter().map(|s| s.text.as_str())).ok();
+        Self { list, finder }
+    }
+
+    pub fn as_slice(&self) -> &[SpecialText<T>] {
+        &self.list
+    }
+
+    /// The texts that occur in any of `texts`, longest first; one pass over each.
+    fn present<'a>(&self, texts: impl Iterator<Item = &'a str>) -> Vec<&SpecialText<T>> {
+        let Some(finder) = &self.finder else {
+            return self.list.iter().collect();
+        };
+        let mut found = vec![false; self.list.len()];
+        for text in texts {
+            for hit in finder.find_overlapping_iter(text) {
+                found[hit.pattern().as_usize()] = true;
+            }
+        }
+        self.list
+            .iter()
+            .zip(found)
+            .filter_map(|(special, found)| found.then_some(special))
+            .collect()
+    }
 }
 
 /// A piece of the prompt: text to tokenize without special parsing, or a control token.
@@ -155,7 +196,7 @@ pub fn locate_contents(
 pub fn partition<T: Copy>(
     chat: &RenderedChat,
     span: Range<usize>,
-    specials: &[SpecialText<T>],
+    specials: &SpecialTexts<T>,
 ) -> Vec<Fragment<T>> {
     enum Piece<T> {
         Template(String),
@@ -177,7 +218,13 @@ pub fn partition<T: Copy>(
     }
     pieces.push(Piece::Template(text[at..span.end].to_owned()));
 
-    for special in specials.iter().filter(|s| !s.text.is_empty()) {
+    // llama.cpp's partition (each text in turn, longest first), over the texts that occur at all:
+    // linear in the text, whatever the vocabulary's size.
+    let present = specials.present(pieces.iter().filter_map(|p| match p {
+        Piece::Template(text) => Some(text.as_str()),
+        _ => None,
+    }));
+    for special in present {
         let mut split = Vec::with_capacity(pieces.len());
         for piece in pieces {
             let Piece::Template(mut rest) = piece else {
@@ -260,7 +307,11 @@ mod tests {
     }
 
     fn whole(chat: &RenderedChat, specials: &[SpecialText<u32>]) -> Vec<Fragment<u32>> {
-        partition(chat, 0..chat.text.len(), specials)
+        partition(
+            chat,
+            0..chat.text.len(),
+            &SpecialTexts::new(specials.to_vec()),
+        )
     }
 
     fn text(s: &str) -> Fragment<u32> {

@@ -13,8 +13,12 @@ use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Value};
 
 use super::guidance;
+use super::schema_refs;
 use super::template::{Fragment, SpecialText};
 use crate::engine::{ChatMessage, Role, ToolCall, ToolChoice, Tools};
+
+/// The text of `[TOOL_CALLS]`, the token a model of Mistral's format begins its calls with.
+pub const CALLS_TEXT: &str = "[TOOL_CALLS]";
 
 /// The control tokens of Mistral's tool format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +38,7 @@ impl ToolTokens {
     pub fn find(specials: &[SpecialText<LlamaToken>]) -> Option<Self> {
         let token = |text: &str| specials.iter().find(|s| s.text == text).map(|s| s.token);
         Some(Self {
-            calls: token("[TOOL_CALLS]")?,
+            calls: token(CALLS_TEXT)?,
             available: token("[AVAILABLE_TOOLS]")?,
             available_end: token("[/AVAILABLE_TOOLS]")?,
             results: token("[TOOL_RESULTS]")?,
@@ -70,26 +74,22 @@ pub fn render(
     let rest = &messages[system.len()..];
     let last_user = rest.iter().rposition(|m| m.role == Role::User);
     let mut out = Vec::new();
+    if last_user.is_none() && (!system.is_empty() || tools.is_some()) {
+        // No user turn to carry the system prompt and the function list (a conversation that
+        // opens with a call and its result): they get a turn of their own, never dropped.
+        instruction(&mut out, tools, t, &system.join("\n\n"));
+    }
     for (i, m) in rest.iter().enumerate() {
         match m.role {
             Role::User | Role::System => {
                 let last = Some(i) == last_user;
-                if let (true, Some(tools)) = (last, tools) {
-                    out.push(Fragment::Token(t.available));
-                    out.push(Fragment::Text(format!(" {}", available_tools(tools))));
-                    out.push(Fragment::Token(t.available_end));
-                }
-                let mut text = String::from(" ");
+                let mut text = String::new();
                 if last && !system.is_empty() {
                     text.push_str(&system.join("\n\n"));
                     text.push_str("\n\n");
                 }
                 text.push_str(&m.content);
-                out.extend([
-                    Fragment::Token(t.inst),
-                    Fragment::Text(text),
-                    Fragment::Token(t.inst_end),
-                ]);
+                instruction(&mut out, tools.filter(|_| last), t, &text);
             }
             Role::Assistant if !m.tool_calls.is_empty() => out.extend([
                 Fragment::Token(t.calls),
@@ -114,6 +114,25 @@ pub fn render(
         }
     }
     out
+}
+
+/// An instruction turn (`[INST] text[/INST]`), after the function list when `tools` is given.
+fn instruction(
+    out: &mut Vec<Fragment<LlamaToken>>,
+    tools: Option<&Tools>,
+    t: &ToolTokens,
+    text: &str,
+) {
+    if let Some(tools) = tools {
+        out.push(Fragment::Token(t.available));
+        out.push(Fragment::Text(format!(" {}", available_tools(tools))));
+        out.push(Fragment::Token(t.available_end));
+    }
+    out.extend([
+        Fragment::Token(t.inst),
+        Fragment::Text(format!(" {text}")),
+        Fragment::Token(t.inst_end),
+    ]);
 }
 
 /// For a chat template without tool tokens: calls become the assistant's text, results user
@@ -145,18 +164,32 @@ pub fn as_plain_messages(messages: &[ChatMessage]) -> Vec<ChatMessage> {
 /// list of calls of the offered functions, each with arguments valid for its schema; one call
 /// unless parallel calls are allowed; only the named function when one is.
 pub fn calls_grammar(tools: &Tools) -> String {
+    format!(
+        "start: \" \" calls\ncalls: %json {}\n",
+        guidance::schema_text(calls_schema(tools))
+    )
+}
+
+/// The JSON schema of the list of calls: objects of the offered functions' names and arguments
+/// valid for their schemas; one call unless parallel calls are allowed; only the named function
+/// when one is.
+pub fn calls_schema(tools: &Tools) -> Value {
+    // Each function's `$defs` move to the list's root, its `$ref`s rewritten to match.
+    let mut defs = serde_json::Map::new();
     let choices: Vec<Value> = tools
         .functions
         .iter()
-        .filter(|f| match &tools.choice {
+        .enumerate()
+        .filter(|(_, f)| match &tools.choice {
             ToolChoice::Function(name) => &f.name == name,
             _ => true,
         })
-        .map(|f| {
+        .map(|(i, f)| {
             let mut arguments = f.parameters.clone();
             if arguments.as_object().is_none_or(|o| o.is_empty()) {
                 arguments = json!({"type": "object"});
             }
+            let arguments = schema_refs::hoist(&format!("function{i}"), arguments, &mut defs);
             json!({
                 "type": "object",
                 "properties": {"name": {"const": f.name}, "arguments": arguments},
@@ -169,10 +202,10 @@ pub fn calls_grammar(tools: &Tools) -> String {
     if !tools.parallel {
         list["maxItems"] = json!(1);
     }
-    format!(
-        "start: \" \" calls\ncalls: %json {}\n",
-        guidance::schema_text(list)
-    )
+    if !defs.is_empty() {
+        list["$defs"] = Value::Object(defs);
+    }
+    list
 }
 
 /// The `[AVAILABLE_TOOLS]` list: OpenAI's function objects, as Mistral's template writes them.

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Upstream;
-use crate::engine::{ChatMessage, EngineError, Tools};
+use crate::engine::{ChatMessage, CountedPrompt, EngineError, Tools};
 
 /// How prompt tokens are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +31,34 @@ pub fn upper_bound(messages: &[ChatMessage]) -> usize {
         + TEMPLATE_TOKENS_PER_MESSAGE
 }
 
-/// The prompt tokens of `messages` on the upstream.
+/// The prompt tokens of `messages` on the upstream; counted locally, with the prompt's tokens.
 pub async fn count(
+    upstream: &Upstream,
+    counting: Option<Counting>,
+    model: &str,
+    messages: Vec<ChatMessage>,
+    tools: Option<Tools>,
+) -> Result<CountedPrompt, EngineError> {
+    if counting == Some(Counting::Local) {
+        let (tokenizer, pool) = upstream
+            .tokenizer
+            .clone()
+            .expect("Local counting is chosen only with a tokenizer");
+        return pool
+            .run(move || {
+                tokenizer
+                    .prompt_with(&messages, tools.as_ref(), None)
+                    .map(|p| CountedPrompt::prepared(p.len(), p))
+            })
+            .await;
+    }
+    remote_count(upstream, counting, model, messages, tools)
+        .await
+        .map(CountedPrompt::count)
+}
+
+/// The prompt tokens of `messages` as the upstream counts them (or an upper bound).
+async fn remote_count(
     upstream: &Upstream,
     counting: Option<Counting>,
     model: &str,
@@ -47,18 +73,7 @@ pub async fn count(
             Ok(upper_bound(&messages)
                 + offered.as_ref().map_or(0, |t| t["tools"].to_string().len()))
         }
-        Some(Counting::Local) => {
-            let (tokenizer, pool) = upstream
-                .tokenizer
-                .clone()
-                .expect("Local counting is chosen only with a tokenizer");
-            pool.run(move || {
-                tokenizer
-                    .prompt_with(&messages, tools.as_ref(), None)
-                    .map(|p| p.len())
-            })
-            .await
-        }
+        Some(Counting::Local) => unreachable!("counted locally in `count`"),
         Some(Counting::ChatTokenize) => {
             let mut body =
                 json!({"model": model, "messages": messages, "add_generation_prompt": true});

@@ -23,6 +23,10 @@ pub struct Discovered {
     /// The context window of one request, when the upstream says it.
     pub context: Option<usize>,
     pub counting: Option<Counting>,
+    /// Prompts go as token ids (`/v1/completions`): there is a local tokenizer, and the upstream
+    /// is not another instance of this service (whose embedded engine keeps client text as text
+    /// by itself, and which takes chat requests only).
+    pub token_prompts: bool,
 }
 
 /// Checks every this long while the upstream answers.
@@ -43,6 +47,7 @@ pub async fn watch(upstream: Arc<Upstream>) {
                         models = ?found.models,
                         context = ?found.context,
                         counting = ?found.counting,
+                        token_prompts = found.token_prompts,
                         "upstream engine reachable"
                     );
                 }
@@ -119,6 +124,9 @@ async fn discover(upstream: &Upstream) -> Result<Discovered, String> {
     } else {
         None
     };
+    let this_service = data
+        .iter()
+        .any(|m| m.get("owned_by").and_then(Value::as_str) == Some("leafresh-llm"));
     let mut models = ids;
     // The configured model first: it is the default.
     if let Some(position) = models.iter().position(|m| *m == model) {
@@ -128,6 +136,7 @@ async fn discover(upstream: &Upstream) -> Result<Discovered, String> {
         models,
         context,
         counting,
+        token_prompts: upstream.tokenizer.is_some() && !this_service,
     })
 }
 

@@ -15,6 +15,7 @@ mod discovery;
 mod relay;
 mod request;
 mod sse;
+mod tool_text;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -26,15 +27,17 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::llama::prepare::PreparePool;
-use super::llama::Model;
+use super::llama::tools::{calls_schema, CALLS_TEXT};
+use super::llama::{Model, Prompt};
 use super::{
-    budget, ChatMessage, Engine, EngineError, EngineStats, FinishReason, Generation,
-    GenerationEvents, GenerationSummary, Tools,
+    budget, ChatMessage, CountedPrompt, Engine, EngineError, EngineStats, FinishReason, Generation,
+    GenerationEvents, GenerationSummary, ToolChoice, Tools,
 };
 use admission::Admission;
 use discovery::Discovered;
 use relay::Relay;
-use request::{check_response, describe, request_body, unreachable};
+use request::{check_response, completion_body, describe, request_body, unreachable, ToolAnswer};
+use tool_text::ToolText;
 
 /// The header that carries the Leafresh session id, for routers with session affinity.
 pub const SESSION_HEADER: &str = "X-Session-Id";
@@ -96,7 +99,7 @@ impl UpstreamEngine {
         let base = settings.base_url.trim_end_matches('/').to_owned();
         let root = base.strip_suffix("/v1").unwrap_or(&base).to_owned();
         let tokenizer = match tokenizer {
-            Some(model) => Some((Arc::new(model), PreparePool::start(1)?)),
+            Some(model) => Some((Arc::new(model), PreparePool::start(1, settings.queue_size)?)),
             None => None,
         };
         let upstream = Arc::new(Upstream {
@@ -148,26 +151,43 @@ impl UpstreamEngine {
         let submitted = Instant::now();
         let upstream = &self.upstream;
         let model = self.model_for(generation.model.as_deref())?;
-        let counting = self.discovered().counting;
-        let prompt_tokens = counting::count(
-            upstream,
-            counting,
-            &model,
-            generation.messages.clone(),
-            generation.tools.clone(),
-        )
-        .await?;
+        let counted = match generation.counted.clone() {
+            Some(counted) => counted,
+            None => {
+                counting::count(
+                    upstream,
+                    self.discovered().counting,
+                    &model,
+                    generation.messages.clone(),
+                    generation.tools.clone(),
+                )
+                .await?
+            }
+        };
+        let prompt_tokens = counted.tokens;
         let max_new_tokens = budget::max_new_tokens(
             prompt_tokens,
             generation.max_tokens.unwrap_or(usize::MAX),
             self.context_window(),
         )?;
+        // With a local tokenizer the prompt goes as token ids (see `token_request`).
+        let token_prompt = counted
+            .prompt::<Prompt>()
+            .filter(|_| self.discovered().token_prompts);
+        let (path, body, tool_text) = match token_prompt {
+            Some(prompt) => self.token_request(&generation, &model, max_new_tokens, prompt)?,
+            None => (
+                "chat/completions",
+                request_body(&generation, &model, max_new_tokens),
+                None,
+            ),
+        };
         let permit = upstream.admission.enter().await?;
         let admitted = Instant::now();
         let mut request = upstream
             .client
-            .post(format!("{}/chat/completions", upstream.base))
-            .json(&request_body(&generation, &model, max_new_tokens));
+            .post(format!("{}/{path}", upstream.base))
+            .json(&body);
         if let Some(key) = &upstream.settings.api_key {
             request = request.header(AUTHORIZATION, format!("Bearer {key}"));
         }
@@ -206,12 +226,55 @@ impl UpstreamEngine {
                 upstream_latency: Some(latency),
             },
             submitted,
+            tool_text,
         };
         tokio::spawn(async move {
             relay.run(response).await;
             drop(permit);
         });
         Ok(receiver)
+    }
+}
+
+impl UpstreamEngine {
+    /// A `/v1/completions` request for a prompt the gateway rendered and tokenized with its own
+    /// copy of the model's vocabulary and template (`--tokenizer`): the upstream gets token ids,
+    /// so no client text can become a control token there, whatever its tokenizer would do with
+    /// text. Tool calls are then read from the answer's text here.
+    fn token_request(
+        &self,
+        generation: &Generation,
+        model: &str,
+        max_new_tokens: usize,
+        prompt: &Prompt,
+    ) -> Result<(&'static str, Value, Option<ToolText>), EngineError> {
+        let tokenizer = self
+            .upstream
+            .tokenizer
+            .as_ref()
+            .map(|(tokenizer, _)| tokenizer)
+            .ok_or_else(|| EngineError::Internal("a token prompt without a tokenizer".into()))?;
+        let mut ids: Vec<i32> = prompt.tokens().iter().map(|t| t.0).collect();
+        let calls = tokenizer.tool_tokens().map(|t| t.calls);
+        let (answer, tool_text) = match (&generation.tools, calls) {
+            (None, _) => (ToolAnswer::None, None),
+            (Some(tools), Some(_)) if tools.choice == ToolChoice::Auto => (
+                ToolAnswer::Offered {
+                    trigger: CALLS_TEXT.to_owned(),
+                },
+                Some(ToolText::offered(CALLS_TEXT)),
+            ),
+            (Some(tools), Some(calls)) => {
+                // A call is required: the answer begins with the calls token, placed here.
+                ids.push(calls.0);
+                let schema = calls_schema(tools);
+                (ToolAnswer::Calling { schema }, Some(ToolText::calling()))
+            }
+            (Some(tools), None) if tools.choice == ToolChoice::Auto => (ToolAnswer::None, None),
+            (Some(_), None) => return Err(EngineError::ToolsUnsupported),
+        };
+        let body = completion_body(generation, model, max_new_tokens, &ids, &answer);
+        Ok(("completions", body, tool_text))
     }
 }
 
@@ -273,7 +336,7 @@ impl Engine for UpstreamEngine {
         &self,
         messages: Vec<ChatMessage>,
         tools: Option<Tools>,
-    ) -> BoxFuture<'_, Result<usize, EngineError>> {
+    ) -> BoxFuture<'_, Result<CountedPrompt, EngineError>> {
         Box::pin(async move {
             let model = self.model_for(None)?;
             let counting = self.discovered().counting;

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::request::describe;
 use super::sse::{self, Chunk, EventReader};
+use super::tool_text::ToolText;
 use super::Upstream;
 use crate::engine::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
 
@@ -20,6 +21,8 @@ pub struct Relay {
     pub prompt_tokens: usize,
     pub summary: GenerationSummary,
     pub submitted: Instant,
+    /// Calls to read from the answer's text (a prompt the gateway rendered, with tools).
+    pub tool_text: Option<ToolText>,
 }
 
 impl Relay {
@@ -58,6 +61,16 @@ impl Relay {
         };
         let event = match outcome {
             Ok(()) => {
+                if let Some(tool_text) = self.tool_text.as_mut() {
+                    for event in tool_text.finish() {
+                        let _ = self.events.send(event).await;
+                    }
+                    if tool_text.called()
+                        && matches!(self.summary.finish_reason, FinishReason::Stop)
+                    {
+                        self.summary.finish_reason = FinishReason::ToolCalls;
+                    }
+                }
                 let now = Instant::now();
                 self.summary.total_time = now - self.submitted;
                 if self.summary.time_to_first_token.is_zero() {
@@ -91,8 +104,14 @@ impl Relay {
                             self.summary.time_to_first_token = self.submitted.elapsed();
                         }
                         self.summary.completion_tokens += 1;
-                        // A closed channel is seen at the next select.
-                        let _ = self.events.send(GenerationEvent::Text(text)).await;
+                        let events = match self.tool_text.as_mut() {
+                            Some(tool_text) => tool_text.push(&text),
+                            None => vec![GenerationEvent::Text(text)],
+                        };
+                        for event in events {
+                            // A closed channel is seen at the next select.
+                            let _ = self.events.send(event).await;
+                        }
                     }
                     match finish_reason.as_deref() {
                         Some("length") => self.summary.finish_reason = FinishReason::Length,

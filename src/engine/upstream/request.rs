@@ -5,13 +5,68 @@ use serde_json::{json, Value};
 
 use crate::engine::{EngineError, Generation, OutputConstraint};
 
-/// The OpenAI request body: the messages, the sampling settings (under both llama-server's and
-/// vLLM's names where they differ), the budget, and the constraint as `response_format`.
+/// The OpenAI chat request body: the messages, the sampling settings (under both llama-server's
+/// and vLLM's names where they differ), the budget, and the constraint as `response_format`.
 pub fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> Value {
+    let mut body = settings(generation, model, max_tokens);
+    body["messages"] = json!(generation.messages);
+    if let Some(tools) = &generation.tools {
+        if let (Value::Object(body), Value::Object(tools)) = (&mut body, tools.to_openai()) {
+            body.extend(tools);
+        }
+    }
+    if let Some(schema) = constraint_schema(generation) {
+        body["response_format"] = response_format(schema);
+    }
+    body
+}
+
+/// How a prompt of token ids is answered with respect to tools.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolAnswer {
+    /// Text only.
+    None,
+    /// The model may begin calls with this token (`auto`): the upstream must send it as text.
+    Offered { trigger: String },
+    /// The answer is calls (the trigger token ends the prompt): a list matching this schema.
+    Calling { schema: Value },
+}
+
+/// The `/v1/completions` body for a prompt the gateway rendered and tokenized itself: the prompt
+/// as token ids, so that no client text can become a control token upstream, whatever its
+/// tokenizer does with text. The same settings as a chat request; the constraint under vLLM's
+/// name (`response_format`) and llama-server's (`json_schema`, which its completions read).
+pub fn completion_body(
+    generation: &Generation,
+    model: &str,
+    max_tokens: usize,
+    prompt: &[i32],
+    tools: &ToolAnswer,
+) -> Value {
+    let mut body = settings(generation, model, max_tokens);
+    body["prompt"] = json!(prompt);
+    let schema = match tools {
+        ToolAnswer::Calling { schema } => Some(schema.clone()),
+        _ => constraint_schema(generation),
+    };
+    if let Some(schema) = schema {
+        body["response_format"] = response_format(schema.clone());
+        body["json_schema"] = schema;
+    }
+    if let ToolAnswer::Offered { trigger } = tools {
+        // llama-server renders a special token it is told to preserve; vLLM, when asked to.
+        body["preserved_tokens"] = json!([trigger]);
+        body["skip_special_tokens"] = json!(false);
+    }
+    body
+}
+
+/// What a chat and a completion request share: the model, streaming with usage, the budget, the
+/// sampling settings and the stop strings.
+fn settings(generation: &Generation, model: &str, max_tokens: usize) -> Value {
     let sampling = &generation.sampling;
     let mut body = json!({
         "model": model,
-        "messages": generation.messages,
         "stream": true,
         "stream_options": {"include_usage": true},
         "max_tokens": max_tokens,
@@ -35,26 +90,27 @@ pub fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> 
             .collect();
         body["logit_bias"] = Value::Object(biases);
     }
-    if let Some(tools) = &generation.tools {
-        if let (Value::Object(body), Value::Object(tools)) = (&mut body, tools.to_openai()) {
-            body.extend(tools);
-        }
-    }
     if !generation.stop.is_empty() {
         body["stop"] = json!(generation.stop);
     }
-    let schema = match &generation.constraint {
-        None => None,
-        Some(OutputConstraint::JsonSchema(schema)) => Some(schema),
-        Some(OutputConstraint::Grammar { json_schema, .. }) => Some(json_schema),
-    };
-    if let Some(schema) = schema.and_then(|s| serde_json::from_str::<Value>(s).ok()) {
-        body["response_format"] = json!({
-            "type": "json_schema",
-            "json_schema": {"name": "answer", "schema": schema, "strict": true},
-        });
-    }
     body
+}
+
+/// The JSON schema the answer must match, if any.
+fn constraint_schema(generation: &Generation) -> Option<Value> {
+    let schema = match &generation.constraint {
+        None => return None,
+        Some(OutputConstraint::JsonSchema(schema)) => schema,
+        Some(OutputConstraint::Grammar { json_schema, .. }) => json_schema,
+    };
+    serde_json::from_str(schema).ok()
+}
+
+fn response_format(schema: Value) -> Value {
+    json!({
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": schema, "strict": true},
+    })
 }
 
 /// A connection that failed before any answer.
@@ -122,6 +178,7 @@ mod tests {
 
     fn generation(constraint: Option<OutputConstraint>) -> Generation {
         Generation {
+            counted: None,
             messages: vec![ChatMessage::user("안녕")],
             sampling: SamplingParams {
                 seed: Some(7),
@@ -170,5 +227,33 @@ mod tests {
                 serde_json::from_str::<Value>(schema).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_token_prompt_goes_to_completions_with_the_constraint_under_both_names() {
+        let schema = r#"{"type":"object"}"#;
+        let generation = generation(Some(OutputConstraint::JsonSchema(schema.into())));
+        let body = completion_body(&generation, "m", 9, &[1, 3, 500, 4], &ToolAnswer::None);
+        assert_eq!(body["prompt"], json!([1, 3, 500, 4]));
+        assert!(body.get("messages").is_none());
+        assert_eq!(body["max_tokens"], 9);
+        assert_eq!(body["stop"], json!(["끝"]));
+        assert_eq!(body["json_schema"], json!({"type": "object"}));
+        assert_eq!(
+            body["response_format"]["json_schema"]["schema"],
+            body["json_schema"]
+        );
+
+        let offered = ToolAnswer::Offered {
+            trigger: "[TOOL_CALLS]".into(),
+        };
+        let body = completion_body(&generation, "m", 9, &[1], &offered);
+        assert_eq!(body["preserved_tokens"], json!(["[TOOL_CALLS]"]));
+        assert_eq!(body["skip_special_tokens"], false);
+        let calling = ToolAnswer::Calling {
+            schema: json!({"type": "array"}),
+        };
+        let body = completion_body(&generation, "m", 9, &[1], &calling);
+        assert_eq!(body["json_schema"], json!({"type": "array"}));
     }
 }

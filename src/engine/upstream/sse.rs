@@ -1,5 +1,6 @@
-//! Reading an upstream's `/v1/chat/completions` stream: server-sent events, each `data:` a
-//! `chat.completion.chunk`, ending with `data: [DONE]`. Pure: bytes in, typed chunks out.
+//! Reading an upstream's stream: server-sent events, each `data:` a `chat.completion.chunk`
+//! (`/v1/chat/completions`) or a `text_completion` chunk (`/v1/completions`, a prompt of token
+//! ids), ending with `data: [DONE]`. Pure: bytes in, typed chunks out.
 
 use serde_json::Value;
 
@@ -101,6 +102,7 @@ pub fn parse(data: &str) -> Result<Chunk, String> {
     if let Some(choice) = choice {
         let text = choice
             .pointer("/delta/content")
+            .or_else(|| choice.get("text"))
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
@@ -194,6 +196,19 @@ mod tests {
         );
         let error = r#"{"error":{"message":"boom","type":"server_error"}}"#;
         assert_eq!(parse(error).unwrap(), Chunk::Error("boom".into()));
+    }
+
+    #[test]
+    fn a_completion_chunk_is_text_too() {
+        let chunk = r#"{"object":"text_completion","choices":[{"index":0,"text":"나무","finish_reason":null}]}"#;
+        assert_eq!(
+            parse(chunk).unwrap(),
+            Chunk::Delta {
+                text: "나무".into(),
+                tool_calls: Vec::new(),
+                finish_reason: None
+            }
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::error::OpenAiError;
 use super::{stream, AppState};
 use crate::config::ContextOverflow;
 use crate::engine::{
-    fit, ChatMessage, EngineError, Generation, GenerationEvent, GenerationEvents,
+    fit, ChatMessage, CountedPrompt, EngineError, Generation, GenerationEvent, GenerationEvents,
     GenerationSummary, OutputConstraint, SamplingParams, ToolCall, ToolChoice, Tools,
 };
 use crate::metrics::{Outcome, RequestRecord};
@@ -53,8 +53,8 @@ async fn tokenize(
         state.authorize(&req)?;
         let body = read_limited(&req, payload, state.max_body_bytes).await?;
         let (messages, tools) = messages::tokenize_messages(&body)?;
-        let count = state.engine.count_tokens(messages, tools).await?;
-        Ok::<_, OpenAiError>(count)
+        let counted = state.engine.count_tokens(messages, tools).await?;
+        Ok::<_, OpenAiError>(counted.tokens)
     };
     match counted.await {
         Ok(count) => HttpResponse::Ok().json(serde_json::json!({
@@ -124,26 +124,36 @@ async fn accept(
     // Without max_tokens a reply could fill its whole slot, and the next turn would not fit.
     let max_tokens = valid.max_tokens.unwrap_or(state.default_max_tokens);
     let mut tools = valid.tools.clone();
-    let (mut messages, mut dropped) = fit(state, &valid, tools.as_ref(), max_tokens).await?;
+    // Rendered and counted once here; the count (and the engine's prompt) goes on to `submit`.
+    let mut fitted = fit(state, &valid, tools.as_ref(), max_tokens).await?;
     let mut tools_dropped = 0;
     if let Some(offered) = tools.as_ref().filter(|t| t.choice == ToolChoice::Auto) {
         // Tool definitions can be long (Open WebUI offers 36 by default): when they leave no
         // room, answering in text beats refusing the message.
         let reserve = reserve(state, max_tokens);
-        let prompt = state
-            .engine
-            .count_tokens(messages.clone(), tools.clone())
-            .await?;
-        if prompt + reserve > state.engine.context_window() {
+        let counted = match &fitted.counted {
+            Some(counted) => counted.clone(),
+            None => {
+                let counted = state
+                    .engine
+                    .count_tokens(fitted.messages.clone(), tools.clone())
+                    .await?;
+                fitted.counted = Some(counted.clone());
+                counted
+            }
+        };
+        if counted.tokens + reserve > state.engine.context_window() {
             tools_dropped = offered.functions.len();
             tools = None;
-            (messages, dropped) = fit(state, &valid, None, max_tokens).await?;
+            fitted = fit(state, &valid, None, max_tokens).await?;
         }
     }
     let generation = Generation {
         tools,
-        ..generation(&valid, messages, max_tokens)
+        counted: fitted.counted,
+        ..generation(&valid, fitted.messages, max_tokens)
     };
+    let dropped = fitted.dropped;
     let events = state.engine.submit(generation).await?;
     let meta = CompletionMeta::new(valid.model.clone(), dropped, tools_dropped);
     if valid.stream {
@@ -159,25 +169,40 @@ fn reserve(state: &AppState, max_tokens: usize) -> usize {
     max_tokens.min(state.engine.context_window() / 2)
 }
 
-/// The conversation to send (trimmed with `--context-overflow trim`) and how many messages
-/// were left out.
+/// The conversation to send (trimmed with `--context-overflow trim`), how many messages were
+/// left out, and its prompt's count where fitting made one.
+struct Fit {
+    messages: Vec<ChatMessage>,
+    dropped: usize,
+    counted: Option<CountedPrompt>,
+}
+
 async fn fit(
     state: &AppState,
     valid: &ValidChatRequest,
     tools: Option<&Tools>,
     max_tokens: usize,
-) -> Result<(Vec<ChatMessage>, usize), EngineError> {
+) -> Result<Fit, EngineError> {
     match state.context_overflow {
         ContextOverflow::Trim => {
-            fit::trim_oldest_turns(
+            let fitted = fit::trim_oldest_turns(
                 &*state.engine,
                 valid.messages.clone(),
                 tools,
                 reserve(state, max_tokens),
             )
-            .await
+            .await?;
+            Ok(Fit {
+                messages: fitted.messages,
+                dropped: fitted.dropped,
+                counted: Some(fitted.counted),
+            })
         }
-        ContextOverflow::Error => Ok((valid.messages.clone(), 0)),
+        ContextOverflow::Error => Ok(Fit {
+            messages: valid.messages.clone(),
+            dropped: 0,
+            counted: None,
+        }),
     }
 }
 
@@ -212,6 +237,7 @@ fn generation(
         model: Some(valid.model.clone()),
         session: None,
         tools: valid.tools.clone(),
+        counted: None,
     }
 }
 

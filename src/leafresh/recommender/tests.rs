@@ -57,9 +57,9 @@ impl Engine for ScriptedEngine {
         &self,
         messages: Vec<ChatMessage>,
         _tools: Option<crate::engine::Tools>,
-    ) -> BoxFuture<'_, Result<usize, EngineError>> {
+    ) -> BoxFuture<'_, Result<crate::engine::CountedPrompt, EngineError>> {
         *self.counts.lock().unwrap() += 1;
-        Box::pin(async move { Ok(tokens_of(&messages)) })
+        Box::pin(async move { Ok(crate::engine::CountedPrompt::count(tokens_of(&messages))) })
     }
 
     fn context_window(&self) -> usize {
@@ -261,6 +261,9 @@ async fn free_text_keeps_the_newest_turns_that_fit_and_counts_only_a_few_times()
         );
         // The whole conversation, a bisection over 20 turns, and at most one more.
         assert!(*engine.counts.lock().unwrap() <= 7, "context {context}");
+        // The count of the messages sent goes with them: the engine does not render them again.
+        let counted = engine.submitted()[0].counted.clone().expect("counted");
+        assert_eq!(counted.tokens, tokens(expected), "context {context}");
     }
 }
 

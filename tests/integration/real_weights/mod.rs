@@ -10,9 +10,8 @@ mod streams;
 
 use leafresh_llm::engine::llama::{LoadOptions, Model};
 use leafresh_llm::leafresh::{base_info_messages, validate_base_info, QueryParams};
-use serde_json::Value;
 
-use crate::support::{client, real_model, Service, REAL_MODEL_TEMPLATE};
+use crate::support::{real_model, Service, REAL_MODEL_TEMPLATE};
 
 /// The service on the real model with `extra` arguments.
 pub fn start(extra: &[&str]) -> Service {
@@ -21,16 +20,7 @@ pub fn start(extra: &[&str]) -> Service {
     Service::start(&real_model(), &args)
 }
 
-/// The model id `/v1/models` lists first.
-pub fn model_id(service: &Service) -> String {
-    let models: Value = client()
-        .get(service.url("/v1/models"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    models["data"][0]["id"].as_str().unwrap().to_owned()
-}
+pub use crate::support::model_id;
 
 /// The tokens every base-info prompt of `model` (with `template`) begins with: the chat
 /// template's opening and the instruction, up to where two requests differ.

@@ -5,7 +5,7 @@
 use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 
-use crate::engine::tool_calls::{new_call_id, ToolCallEvent, ToolCallStream};
+use crate::engine::tool_calls::ToolCallStream;
 use crate::engine::GenerationEvent;
 
 pub struct ToolUse {
@@ -64,20 +64,7 @@ impl ToolUse {
         let Some(stream) = self.calls.as_mut() else {
             return Vec::new();
         };
-        let events: Vec<GenerationEvent> = stream
-            .push(text)
-            .into_iter()
-            .map(|event| match event {
-                ToolCallEvent::Begin { index, name } => GenerationEvent::ToolCall {
-                    index,
-                    id: new_call_id(),
-                    name,
-                },
-                ToolCallEvent::Arguments { index, fragment } => {
-                    GenerationEvent::ToolArguments { index, fragment }
-                }
-            })
-            .collect();
+        let events = stream.generation_events(text);
         self.called += events
             .iter()
             .filter(|e| matches!(e, GenerationEvent::ToolCall { .. }))

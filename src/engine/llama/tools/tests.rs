@@ -101,6 +101,59 @@ fn a_plain_text_result_is_quoted_and_an_answer_trimmed() {
     );
 }
 
+#[test]
+fn without_a_user_turn_the_system_prompt_and_the_functions_get_a_turn_of_their_own() {
+    let call = ToolCall {
+        id: "abc123def".into(),
+        name: "now".into(),
+        arguments: "{}".into(),
+    };
+    let messages = vec![
+        ChatMessage::system("Be brief."),
+        ChatMessage {
+            tool_calls: vec![call],
+            ..ChatMessage::assistant("")
+        },
+        ChatMessage {
+            tool_call_id: Some("abc123def".into()),
+            ..ChatMessage::new(Role::Tool, "12:00")
+        },
+    ];
+    let tools = weather(ToolChoice::Auto, false);
+    let text = spelled(&render(&messages, Some(&tools), &tokens(), LlamaToken(2)));
+    assert!(text.starts_with("<6> [{\"type\": \"function\""), "{text}");
+    assert!(
+        text.contains("<7><3> Be brief.<4><5> [{\"name\": \"now\""),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("<8> {\"content\": \"12:00\", \"call_id\": \"abc123def\"}<9>"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_functions_nested_models_are_resolved_against_its_own_parameters() {
+    // What `openai.pydantic_function_tool` gives for a model that nests another.
+    let mut tools = weather(ToolChoice::Auto, false);
+    tools.functions[0].parameters = json!({
+        "$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
+                  "required": ["city"], "additionalProperties": false}},
+        "type": "object", "properties": {"place": {"$ref": "#/$defs/Place"}},
+        "required": ["place"], "additionalProperties": false
+    });
+    let grammar = calls_grammar(&tools);
+    assert!(accepts(
+        &grammar,
+        r#" [{"name": "get_weather", "arguments": {"place": {"city": "서울"}}}]"#
+    ));
+    assert!(!accepts(
+        &grammar,
+        r#" [{"name": "get_weather", "arguments": {"place": {"town": "서울"}}}]"#
+    ));
+    assert!(accepts(&grammar, r#" [{"name": "now", "arguments": {}}]"#));
+}
+
 use crate::test_support::lark_accepts as accepts;
 
 #[test]
