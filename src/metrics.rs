@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::engine::{EngineStats, GenerationSummary};
@@ -56,6 +56,9 @@ pub struct Metrics {
     queue_wait: Histogram,
     engine_errors_total: IntCounter,
     upstream_latency: Histogram,
+    decode_steps_total: IntCounter,
+    decode_seconds_total: Counter,
+    step_host_seconds_total: Counter,
 }
 
 /// Latency buckets in seconds: from a cached prompt on a GPU to a cold 7B prefill on 2 cores.
@@ -126,8 +129,27 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
         )
         .expect("valid metric");
+        let decode_steps_total = IntCounter::new(
+            "leafresh_decode_steps_total",
+            "Decode steps of the embedded engine",
+        )
+        .expect("valid metric");
+        let decode_seconds_total = Counter::new(
+            "leafresh_decode_seconds_total",
+            "Time of those steps inside llama_decode",
+        )
+        .expect("valid metric");
+        let step_host_seconds_total = Counter::new(
+            "leafresh_step_host_seconds_total",
+            "Time of those steps on the host around llama_decode (batch, sampling, constraints, \
+             streaming), while the hardware waits",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests_active.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(decode_steps_total.clone()),
+            Box::new(decode_seconds_total.clone()),
+            Box::new(step_host_seconds_total.clone()),
             Box::new(requests_queued.clone()),
             Box::new(requests_total.clone()),
             Box::new(prompt_tokens_total.clone()),
@@ -156,6 +178,9 @@ impl Metrics {
             queue_wait,
             engine_errors_total,
             upstream_latency,
+            decode_steps_total,
+            decode_seconds_total,
+            step_host_seconds_total,
         }
     }
 
@@ -202,6 +227,15 @@ impl Metrics {
         let seen = self.engine_errors_total.get();
         self.engine_errors_total
             .inc_by(stats.errors.saturating_sub(seen));
+        let seen = self.decode_steps_total.get();
+        self.decode_steps_total
+            .inc_by(stats.steps.steps.saturating_sub(seen));
+        for (counter, total) in [
+            (&self.decode_seconds_total, stats.steps.decode),
+            (&self.step_host_seconds_total, stats.steps.host),
+        ] {
+            counter.inc_by((total.as_secs_f64() - counter.get()).max(0.0));
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -304,6 +338,11 @@ mod tests {
             alive: true,
             engine: "llama.cpp",
             errors: 3,
+            steps: crate::engine::StepTimes {
+                steps: 10,
+                decode: Duration::from_millis(200),
+                host: Duration::from_millis(30),
+            },
         });
         for line in [
             "leafresh_requests_active 2",
@@ -316,6 +355,9 @@ mod tests {
             "leafresh_queue_wait_seconds_count 1",
             "leafresh_engine_errors_total 3",
             "leafresh_upstream_latency_seconds_count 1",
+            "leafresh_decode_steps_total 10",
+            "leafresh_decode_seconds_total 0.2",
+            "leafresh_step_host_seconds_total 0.03",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -275,6 +275,17 @@ pub struct EngineStats {
     pub engine: &'static str,
     /// Requests that failed inside the engine so far (decode errors, upstream faults).
     pub errors: u64,
+    /// Where the embedded engine's decode steps spent their time (zero for other engines).
+    pub steps: StepTimes,
+}
+
+/// Decode steps so far, and their time: in `llama_decode`, and on the host around it (building
+/// the batch, sampling, constraints, detokenizing, streaming), during which the hardware waits.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    pub steps: u64,
+    pub decode: Duration,
+    pub host: Duration,
 }
 
 /// How an engine readied a prompt prefix before serving ([`Engine::warm`](super::Engine::warm)).

@@ -24,7 +24,8 @@ pub use chat::{ChatMessage, Role, ToolCall};
 pub use error::EngineError;
 pub use generation::{
     CountedPrompt, EngineStats, FinishReason, Generation, GenerationEvent, GenerationEvents,
-    GenerationSummary, OutputConstraint, SamplingParams, ToolChoice, ToolFunction, Tools, WarmUp,
+    GenerationSummary, OutputConstraint, SamplingParams, StepTimes, ToolChoice, ToolFunction,
+    Tools, WarmUp,
 };
 
 /// A text-generation engine. Methods that may do CPU work (tokenizing, compiling a grammar) or

@@ -366,6 +366,7 @@ impl Engine for UpstreamEngine {
             alive: upstream.reachable.load(Ordering::Relaxed),
             engine: "upstream",
             errors: upstream.errors.load(Ordering::Relaxed),
+            steps: Default::default(),
         }
     }
 

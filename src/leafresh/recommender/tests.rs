@@ -77,6 +77,7 @@ impl Engine for ScriptedEngine {
             alive: true,
             engine: "scripted",
             errors: 0,
+            steps: Default::default(),
         }
     }
 

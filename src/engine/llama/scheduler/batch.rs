@@ -7,6 +7,9 @@
 //! staged, so a failed batch is undone and retried sequence by sequence, and only the sequence
 //! that fails on its own gets the error.
 
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
 use llama_cpp_2::token::LlamaToken;
 
 use super::sequence::Sequence;
@@ -40,14 +43,36 @@ pub enum Staged {
 
 impl Scheduler<'_> {
     /// Builds the next batch and decodes it; then every slot whose logits came back samples.
+    /// Counts the step's time in `llama_decode` and on the host around it (`EngineStats::steps`).
     pub(super) fn step(&mut self) {
-        if self.fill_batch() == 0 {
+        let started = Instant::now();
+        let tokens = self.fill_batch();
+        if tokens == 0 {
             return;
         }
-        match self.ctx.decode(&mut self.batch) {
+        let decoding = Instant::now();
+        let decoded = self.ctx.decode(&mut self.batch);
+        let sampling = Instant::now();
+        match decoded {
             Ok(()) => self.sample_all(),
             Err(e) => self.isolate_failure(EngineError::Decode(e.to_string())),
         }
+        let decode = sampling - decoding;
+        let host = (decoding - started) + sampling.elapsed();
+        let shared = self.shared;
+        shared.steps.fetch_add(1, Ordering::Relaxed);
+        shared
+            .decode_ns
+            .fetch_add(decode.as_nanos() as u64, Ordering::Relaxed);
+        shared
+            .host_ns
+            .fetch_add(host.as_nanos() as u64, Ordering::Relaxed);
+        tracing::trace!(
+            tokens,
+            decode_us = decode.as_micros() as u64,
+            host_us = host.as_micros() as u64,
+            "decode step"
+        );
     }
 
     /// Generating sequences first, then prompt chunks. Returns the number of tokens staged.

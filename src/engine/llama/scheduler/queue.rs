@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::token::LlamaToken;
 use std::path::PathBuf;
@@ -19,7 +19,7 @@ use super::slots::{self, Reuse};
 use super::Scheduler;
 use crate::engine::llama::replay::PromptKey;
 use crate::engine::llama::sampling::TokenSampler;
-use crate::engine::{EngineError, EngineStats, GenerationEvent, GenerationEvents};
+use crate::engine::{EngineError, EngineStats, GenerationEvent, GenerationEvents, StepTimes};
 
 /// A request ready for the inference thread: tokenized, sized, its sampler built (grammar
 /// compiled), so that the inference thread only decodes.
@@ -74,6 +74,10 @@ pub struct Shared {
     /// Sequences ended by a decode failure.
     pub errors: AtomicU64,
     pub queue_size: usize,
+    /// Decode steps, and nanoseconds in `llama_decode` and on the host around it.
+    pub steps: AtomicU64,
+    pub decode_ns: AtomicU64,
+    pub host_ns: AtomicU64,
 }
 
 impl Shared {
@@ -84,6 +88,9 @@ impl Shared {
             alive: AtomicBool::new(true),
             errors: AtomicU64::new(0),
             queue_size: queue_size.max(1),
+            steps: AtomicU64::new(0),
+            decode_ns: AtomicU64::new(0),
+            host_ns: AtomicU64::new(0),
         }
     }
 }
@@ -128,6 +135,11 @@ impl JobQueue {
             alive: self.shared.alive.load(Ordering::Relaxed),
             engine: "llama.cpp",
             errors: self.shared.errors.load(Ordering::Relaxed),
+            steps: StepTimes {
+                steps: self.shared.steps.load(Ordering::Relaxed),
+                decode: Duration::from_nanos(self.shared.decode_ns.load(Ordering::Relaxed)),
+                host: Duration::from_nanos(self.shared.host_ns.load(Ordering::Relaxed)),
+            },
         }
     }
 
