@@ -11,6 +11,7 @@ pub mod chat_template;
 pub mod guidance;
 mod markup;
 pub mod model;
+mod penalties;
 pub(crate) mod prepare;
 mod prompt_cache;
 pub(crate) mod replay;
