@@ -56,6 +56,17 @@ pub enum FlashAttention {
     Auto,
 }
 
+/// Whether the host work between two decode steps runs beside `llama_decode`, on a second thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepOverlap {
+    On,
+    Off,
+    /// On when layers are offloaded to a GPU: there the CPU waits while the GPU decodes. On the
+    /// CPU a second thread takes memory bandwidth and time from llama.cpp's own (measured in
+    /// BENCHMARKS.md).
+    Auto,
+}
+
 /// What `/v1` does with a conversation whose prompt does not fit the context window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ContextOverflow {
@@ -243,6 +254,11 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_NO_FAST_FORWARD")]
     pub no_fast_forward: bool,
 
+    /// Send a step's text and compute the next constraint masks on a second thread while
+    /// llama.cpp decodes: `auto` (with GPU offload), `on` or `off`. The tokens are the same.
+    #[arg(long, env = "LEAFRESH_STEP_OVERLAP", value_enum, default_value_t = StepOverlap::Auto)]
+    pub step_overlap: StepOverlap,
+
     /// Generate the Leafresh answers without the JSON grammar (for fine-tuned models that
     /// follow their own format; answers are then parsed and repaired leniently).
     #[arg(long, env = "LEAFRESH_NO_GRAMMAR")]
@@ -393,6 +409,11 @@ impl Config {
             cache_type_v: self.cache_type_v.engine(),
             prompt_cache_dir: self.prompt_cache_dir.clone(),
             fast_forward: !self.no_fast_forward,
+            step_overlap: match self.step_overlap {
+                StepOverlap::On => true,
+                StepOverlap::Off => false,
+                StepOverlap::Auto => self.n_gpu_layers > 0,
+            },
             flash_attention: match self.flash_attn {
                 FlashAttention::On => engine::llama::FlashAttention::On,
                 FlashAttention::Off => engine::llama::FlashAttention::Off,

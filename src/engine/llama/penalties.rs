@@ -45,27 +45,46 @@ impl LogitAdjustments {
     }
 
     /// Applies the biases, then the penalties, as llama.cpp's `logit_bias` and `penalties`
-    /// samplers do (a positive logit is divided by the repeat penalty, a negative one multiplied).
+    /// samplers do, to the candidates of the tokens they touch.
     pub fn apply(&self, candidates: &mut LlamaTokenDataArray) {
-        for &(token, bias) in &self.biases {
+        for token in self.touched() {
             if let Some(candidate) = find(candidates, token) {
-                candidate.set_logit(candidate.logit() + bias);
+                candidate.set_logit(self.adjusted(token, candidate.logit()));
             }
         }
-        for (&token, &count) in &self.counts {
-            let Some(candidate) = find(candidates, token) else {
-                continue;
-            };
-            let mut logit = candidate.logit();
+        candidates.sorted = false;
+    }
+
+    /// The tokens whose logit changes: biased, or in the penalty window. Sorted by id.
+    pub fn touched(&self) -> Vec<LlamaToken> {
+        let mut tokens: Vec<LlamaToken> = self
+            .biases
+            .iter()
+            .map(|&(token, _)| token)
+            .chain(self.counts.keys().copied())
+            .collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        tokens
+    }
+
+    /// `token`'s logit after the bias, then the penalties (a positive logit is divided by the
+    /// repeat penalty, a negative one multiplied).
+    pub fn adjusted(&self, token: LlamaToken, logit: f32) -> f32 {
+        let mut logit = self
+            .biases
+            .iter()
+            .filter(|&&(biased, _)| biased == token)
+            .fold(logit, |logit, &(_, bias)| logit + bias);
+        if let Some(&count) = self.counts.get(&token) {
             if logit <= 0.0 {
                 logit *= self.repeat;
             } else {
                 logit /= self.repeat;
             }
             logit -= count as f32 * self.frequency + self.presence;
-            candidate.set_logit(logit);
         }
-        candidates.sorted = false;
+        logit
     }
 
     /// Records a token of the answer (sampled or forced) in the penalty window.

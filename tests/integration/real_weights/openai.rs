@@ -183,3 +183,46 @@ fn a_stop_string_cuts_the_answer_where_it_begins() {
         assert_eq!(finish, "stop");
     }
 }
+
+/// The host work beside the decode (`--step-overlap on`: the text sent and the constraint's masks
+/// computed on a second thread) changes nothing a client gets: the same seeded answers, free and
+/// under a schema (where a refused token is sampled again with the mask computed ahead).
+#[test]
+fn the_step_overlap_gives_the_same_answers() {
+    let answers = |overlap: &str| -> Vec<Value> {
+        let service = start(&[
+            "--parallel",
+            "1",
+            "--threads",
+            "2",
+            "--step-overlap",
+            overlap,
+        ]);
+        let model = model_id(&service);
+        let mut answers = Vec::new();
+        for (seed, question) in QUESTIONS.iter().enumerate() {
+            let free = json!({
+                "model": model, "max_tokens": 48, "seed": seed, "repeat_penalty": 1.1,
+                "messages": [{"role": "user", "content": question}],
+            });
+            let constrained = json!({
+                "model": model, "max_tokens": 120, "seed": seed,
+                "messages": [{"role": "user", "content": format!("{question} 챌린지 하나를 JSON으로.")}],
+                "response_format": {"type": "json_schema",
+                    "json_schema": {"name": "challenge", "schema": schema()}},
+            });
+            for body in [free, constrained] {
+                let answer = reproducible_answer(&service, &body);
+                answers.push(answer["choices"][0]["message"]["content"].clone());
+            }
+        }
+        answers
+    };
+    let with = answers("on");
+    assert!(
+        with.iter()
+            .all(|a| a.as_str().is_some_and(|t| !t.is_empty())),
+        "{with:?}"
+    );
+    assert_eq!(with, answers("off"));
+}

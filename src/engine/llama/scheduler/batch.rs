@@ -3,17 +3,25 @@
 //! left (continuous batching): a newly admitted request starts while others stream, and a long
 //! prompt holds the others back for at most one chunk.
 //!
+//! With `--step-overlap` (by default where layers run on a GPU and the CPU would wait), a helper
+//! thread does the host work that does not decide the next token while `llama_decode` runs: the text of the tokens chosen at the last step goes
+//! out (UTF-8 assembly, stop strings, events) and constrained sequences' next masks are computed.
+//! The step's critical path is left with the batch, the decode and the sampling.
+//!
 //! llama.cpp reports a failed decode per batch, not per sequence. Every slot remembers what it
 //! staged, so a failed batch is undone and retried sequence by sequence, and only the sequence
 //! that fails on its own gets the error.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::token::LlamaToken;
 
 use super::sequence::Sequence;
+use super::stream::StreamEnd;
 use super::Scheduler;
+use crate::engine::llama::model::Model;
 use crate::engine::EngineError;
 
 /// One llama.cpp sequence: its cached cells and, when busy, the request it serves.
@@ -28,6 +36,27 @@ pub struct Slot {
     pub staged: Option<Staged>,
     /// A finished answer's last tokens, to be decoded into the cells when a step has room.
     pub tail: Vec<LlamaToken>,
+}
+
+/// The host work between two steps: each sequence's pending text sent, and with `masks_ahead` its
+/// next mask computed when its logits come out of this step. Returns the streams that ended.
+fn host_work(slots: &mut [Slot], model: &Model, masks_ahead: bool) -> Vec<(usize, StreamEnd)> {
+    let mut ends = Vec::new();
+    for (slot_id, slot) in slots.iter_mut().enumerate() {
+        let Some(seq) = slot.sequence.as_mut() else {
+            continue;
+        };
+        if let Some(end) = seq.stream.flush(model) {
+            ends.push((slot_id, end));
+            continue;
+        }
+        if masks_ahead && seq.needs_mask() {
+            if let Some(constraint) = seq.sampler.constraint_mut() {
+                constraint.prepare_mask();
+            }
+        }
+    }
+    ends
 }
 
 /// A slot's share of one decode step: its cells from this position on.
@@ -50,15 +79,13 @@ impl Scheduler<'_> {
         if tokens == 0 {
             return;
         }
-        let decoding = Instant::now();
-        let decoded = self.ctx.decode(&mut self.batch);
-        let sampling = Instant::now();
+        let (decoded, ends, decode) = self.decode_beside_host_work();
+        self.end_streams(&ends);
         match decoded {
             Ok(()) => self.sample_all(),
             Err(e) => self.isolate_failure(EngineError::Decode(e.to_string())),
         }
-        let decode = sampling - decoding;
-        let host = (decoding - started) + sampling.elapsed();
+        let host = started.elapsed().saturating_sub(decode);
         let shared = self.shared;
         shared.steps.fetch_add(1, Ordering::Relaxed);
         shared
@@ -73,6 +100,62 @@ impl Scheduler<'_> {
             host_us = host.as_micros() as u64,
             "decode step"
         );
+    }
+
+    /// Decodes the batch and sends the text chosen at the last step: beside the decode, on a
+    /// helper thread with `step_overlap` (which then also computes the masks this step's sampling
+    /// may need), else after it. Returns the decode's outcome, the streams that ended
+    /// (their sequences are ended before sampling: their staged token was decoded for nothing, no
+    /// more) and the time inside `llama_decode`.
+    fn decode_beside_host_work(
+        &mut self,
+    ) -> (
+        Result<(), llama_cpp_2::DecodeError>,
+        Vec<(usize, StreamEnd)>,
+        Duration,
+    ) {
+        let overlap = self.step_overlap;
+        let work = |seq: &Sequence| seq.stream.has_unsent() || (overlap && seq.needs_mask());
+        let has_work = self
+            .slots
+            .iter()
+            .filter_map(|s| s.sequence.as_ref())
+            .any(work);
+        if !overlap || !has_work {
+            let decoding = Instant::now();
+            let decoded = self.ctx.decode(&mut self.batch);
+            let decode = decoding.elapsed();
+            return (
+                decoded,
+                host_work(&mut self.slots, self.model, false),
+                decode,
+            );
+        }
+        let (ctx, batch, slots, model) =
+            (&mut self.ctx, &mut self.batch, &mut self.slots, self.model);
+        let (decoded, ends, decode) = thread::scope(|scope| {
+            let helper = thread::Builder::new()
+                .name("llama-step-host".into())
+                .spawn_scoped(scope, move || host_work(slots, model, true));
+            let decoding = Instant::now();
+            let decoded = ctx.decode(batch);
+            let decode = decoding.elapsed();
+            let ends = match helper {
+                Ok(helper) => Some(
+                    helper
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the step's helper thread");
+                    None
+                }
+            };
+            (decoded, ends, decode)
+        });
+        // No thread to be had: the same work, after the decode.
+        let ends = ends.unwrap_or_else(|| host_work(&mut self.slots, self.model, false));
+        (decoded, ends, decode)
     }
 
     /// Generating sequences first, then prompt chunks. Returns the number of tokens staged.

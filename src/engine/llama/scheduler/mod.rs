@@ -7,7 +7,9 @@
 //!   share the longest prefix with its prompt, or copies the cells of another slot that shares
 //!   more (the instruction text every Leafresh prompt begins with); only the rest is computed;
 //! - `batch`: batch building (continuous batching), decode, failure isolation;
-//! - `sequence`: per-token sampling and streaming, and the final event.
+//! - `sequence`: per-token sampling, and the final event;
+//! - `stream`: a sequence's text (UTF-8, stop strings, tool calls, events), sent while the next
+//!   step decodes.
 //!
 //! A dropped events receiver means the client left: its sequence is dropped at the next step,
 //! also while queued or during prompt processing.
@@ -18,6 +20,7 @@ pub mod faults;
 mod queue;
 mod sequence;
 mod slots;
+mod stream;
 pub(crate) mod tool_use;
 
 use std::collections::VecDeque;
@@ -64,6 +67,11 @@ pub struct EngineSettings {
     pub prompt_cache_dir: Option<std::path::PathBuf>,
     /// Feed the tokens an output constraint forces in one batch (grammar fast-forward).
     pub fast_forward: bool,
+    /// Run the host work between two steps (text out, constrained sequences' next masks) on a
+    /// second thread while `llama_decode` runs: a gain where the CPU waits for a GPU. Without it
+    /// the text goes out right after the decode, and a mask is computed only when a token is
+    /// refused.
+    pub step_overlap: bool,
     #[cfg(feature = "fault-injection")]
     pub faults: faults::Faults,
 }
@@ -187,8 +195,7 @@ struct Scheduler<'m> {
     batch: LlamaBatch<'static>,
     batch_size: usize,
     queue_timeout: Duration,
-    /// Scratch buffer for one token's bytes.
-    piece: Vec<u8>,
+    step_overlap: bool,
     admissions: u64,
     #[cfg(feature = "fault-injection")]
     faults: faults::Faults,
@@ -214,7 +221,7 @@ impl<'m> Scheduler<'m> {
             batch: LlamaBatch::new(batch_size, 1),
             batch_size,
             queue_timeout: settings.queue_timeout,
-            piece: Vec::with_capacity(16),
+            step_overlap: settings.step_overlap,
             admissions: 0,
             #[cfg(feature = "fault-injection")]
             faults: settings.faults.clone(),

@@ -1,17 +1,15 @@
-//! Per-token streaming: a request in a slot, sampling its next token from a decoded batch (and the
-//! tokens its constraint forces after it), turning token bytes into UTF-8 text pieces (stop
-//! strings held back), and its final event.
+//! A request in a slot: sampling its next token from a decoded batch (and the tokens its
+//! constraint forces after it), and its final event. Its text goes out through its
+//! [`TextStream`], between this step and the next.
 
 use std::time::Instant;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::mpsc;
 
 use super::queue::Job;
-use super::tool_use::ToolUse;
+use super::stream::{StreamEnd, TextStream};
 use super::Scheduler;
-use crate::engine::detok::{StopMatcher, Utf8Assembler};
 use crate::engine::llama::model::Model;
 use crate::engine::llama::replay::{PromptKey, Replays};
 use crate::engine::llama::sampling::TokenSampler;
@@ -19,7 +17,7 @@ use crate::engine::{EngineError, FinishReason, GenerationEvent, GenerationSummar
 
 /// A request in a slot.
 pub struct Sequence {
-    pub events: mpsc::Sender<GenerationEvent>,
+    pub stream: TextStream,
     /// The tokens to prefill: the prompt, then the answer's first tokens when its constraint
     /// forces them.
     pub prompt: Vec<LlamaToken>,
@@ -37,14 +35,9 @@ pub struct Sequence {
     lead: Vec<LlamaToken>,
     /// Tokens still to be fed: the one sampled last, and those its constraint forces after it.
     pub next_input: Vec<LlamaToken>,
-    /// Functions the model may or must call.
-    tools: Option<ToolUse>,
-    sampler: TokenSampler,
-    utf8: Utf8Assembler,
-    stop: StopMatcher,
-    /// The answer as generated: its tokens and the text sent, to be replayed in the next turn's
-    /// prompt (`None` once it cannot be: a stop string cut it).
-    answer: Option<(Vec<LlamaToken>, String)>,
+    pub sampler: TokenSampler,
+    /// The answer's tokens as generated, to be replayed in the next turn's prompt.
+    answer: Vec<LlamaToken>,
     /// The prompt it is remembered after.
     after: Option<PromptKey>,
     /// Index of this sequence's logits in the batch just decoded.
@@ -60,7 +53,7 @@ impl Sequence {
         let Job { request, events } = job;
         let prompt_len = request.prompt.len() - request.lead;
         Self {
-            events,
+            stream: TextStream::new(events, request.stop, request.tools),
             lead: request.prompt[prompt_len..].to_vec(),
             prompt: request.prompt,
             prompt_len,
@@ -71,12 +64,9 @@ impl Sequence {
             forced: 0,
             fast_forward: request.fast_forward,
             next_input: Vec::new(),
-            tools: request.tools,
             sampler: request.sampler,
-            utf8: Utf8Assembler::new(),
-            answer: request.stop.is_empty().then(Default::default),
+            answer: Vec::new(),
             after: request.after,
-            stop: StopMatcher::new(request.stop),
             logits_index: None,
             submitted: request.submitted,
             admitted: Instant::now(),
@@ -84,28 +74,29 @@ impl Sequence {
         }
     }
 
-    /// Samples the next token (if this step computed its logits), takes the tokens its constraint
-    /// forces after it, and streams their text.
-    fn advance(&mut self, ctx: &LlamaContext<'_>, model: &Model, piece: &mut Vec<u8>) -> Step {
-        let Some(index) = self.logits_index else {
-            return Step::Continue; // Still processing its prompt.
-        };
+    /// Samples the next token (if this step computed its logits) and takes the tokens its
+    /// constraint forces after it; their text is queued on the stream.
+    fn advance(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        model: &Model,
+    ) -> Option<Result<FinishReason, EngineError>> {
+        let index = self.logits_index?; // None: still processing its prompt.
         if !self.lead.is_empty() {
             let lead = std::mem::take(&mut self.lead);
             self.forced += lead.len();
-            if let Some(step) = self.emit(&lead, model, piece) {
-                return step;
-            }
+            self.generated += lead.len();
+            self.keep(&lead);
         }
-        let token = match self.sampler.sample(ctx, index) {
+        let token = match self.sampler.sample(ctx.get_logits_ith(index)) {
             Ok(token) => token,
-            Err(e) => return Step::Finish(Err(e)),
+            Err(e) => return Some(Err(e)),
         };
         self.first_token.get_or_insert_with(Instant::now);
         if model.is_end_of_generation(token) {
-            return Step::Finish(Ok(FinishReason::Stop));
+            return Some(Ok(FinishReason::Stop));
         }
-        if let Some(grammar) = self.tools.as_mut().and_then(|t| t.begins(token)) {
+        if let Some(grammar) = self.stream.tools.as_mut().and_then(|t| t.begins(token)) {
             self.sampler.constrain(grammar);
         }
         let mut fed = vec![token];
@@ -114,78 +105,49 @@ impl Sequence {
         }
         fed.truncate(self.max_new_tokens.saturating_sub(self.generated));
         self.forced += fed.len().saturating_sub(1);
-        if let Some(step) = self.emit(&fed, model, piece) {
-            return step;
-        }
+        self.generated += fed.len();
+        self.keep(&fed);
         self.next_input = fed;
         if self.fast_forward && self.sampler.constraint_complete() {
             // Only the end of generation is left: the client need not wait for a decode step to
             // sample it.
-            return Step::Finish(Ok(FinishReason::Stop));
+            return Some(Ok(FinishReason::Stop));
         }
-        if self.generated >= self.max_new_tokens {
-            return Step::Finish(Ok(FinishReason::Length));
-        }
-        Step::Continue
+        (self.generated >= self.max_new_tokens).then_some(Ok(FinishReason::Length))
     }
 
-    /// Counts `tokens` as generated, remembers them for replay and sends their text. Returns how
-    /// the sequence ends if it does (a stop string, a client gone).
-    fn emit(&mut self, tokens: &[LlamaToken], model: &Model, piece: &mut Vec<u8>) -> Option<Step> {
-        let mut text = String::new();
-        for &token in tokens {
-            self.generated += 1;
-            model.token_bytes(token, piece);
-            text.push_str(&self.utf8.push(piece));
-            // A special token the model sampled stays in the replay: it is the model's own output
-            // (it gave the client no text), and the next turn's cells hold it.
-            if let Some((answer, _)) = self.answer.as_mut() {
-                answer.push(token);
-            }
-        }
-        if let Some(tools) = self.tools.as_mut().filter(|t| t.is_calling()) {
-            // Calls are not text: no stop string applies to them.
-            for event in tools.events(&text) {
-                if self.events.try_send(event).is_err() {
-                    return Some(Step::ClientGone);
-                }
-            }
-            return None;
-        }
-        let (text, stopped) = self.stop.push(text);
-        if stopped {
-            // The tokens hold the stop string, the text the client got does not: they no longer
-            // stand for each other.
-            self.answer = None;
-        }
-        if let Some((_, sent)) = self.answer.as_mut() {
-            sent.push_str(&text);
-        }
-        if !text.is_empty() && self.events.try_send(GenerationEvent::Text(text)).is_err() {
-            return Some(Step::ClientGone);
-        }
-        stopped.then_some(Step::Finish(Ok(FinishReason::Stop)))
+    /// Whether this step computes its logits under a constraint: its next mask can be computed
+    /// while the step decodes.
+    pub fn needs_mask(&self) -> bool {
+        self.logits_index.is_some() && self.sampler.is_constrained()
     }
 
-    /// Sends what the stop matcher and the UTF-8 assembler still hold, then the final event; a
-    /// complete answer is remembered for replay.
-    fn finish(mut self, outcome: Result<FinishReason, EngineError>, replays: &Replays) {
-        let (mut tail, _) = self.stop.push(self.utf8.finish());
-        tail.push_str(&self.stop.finish());
-        if let Some((_, sent)) = self.answer.as_mut() {
-            sent.push_str(&tail);
+    /// Remembers `tokens` of the answer for replay and queues their text.
+    fn keep(&mut self, tokens: &[LlamaToken]) {
+        // A special token the model sampled stays in the replay: it is the model's own output
+        // (it gave the client no text), and the next turn's cells hold it.
+        self.answer.extend_from_slice(tokens);
+        self.stream.push(tokens);
+    }
+
+    /// Sends the text not sent yet, then the final event; a complete answer is remembered for
+    /// replay.
+    fn finish(
+        mut self,
+        outcome: Result<FinishReason, EngineError>,
+        model: &Model,
+        replays: &Replays,
+    ) {
+        let stopped = self.stream.close(model);
+        if let (Ok(_), Some(text)) = (&outcome, self.stream.sent.take()) {
+            replays.remember(&text, self.after, std::mem::take(&mut self.answer));
         }
-        if !tail.is_empty() {
-            let _ = self.events.try_send(GenerationEvent::Text(tail));
-        }
-        if let (Ok(_), Some((tokens, text))) = (&outcome, self.answer.take()) {
-            replays.remember(&text, self.after, tokens);
-        }
-        let called = self.tools.as_ref().is_some_and(ToolUse::called);
         let event = match outcome {
             Ok(finish_reason) => {
                 let finish_reason = match finish_reason {
-                    FinishReason::Stop if called => FinishReason::ToolCalls,
+                    FinishReason::Stop if self.stream.called() => FinishReason::ToolCalls,
+                    // The answer's last text reached a stop string before its length ran out.
+                    FinishReason::Length if stopped => FinishReason::Stop,
                     other => other,
                 };
                 let now = Instant::now();
@@ -203,15 +165,8 @@ impl Sequence {
             }
             Err(e) => GenerationEvent::Failed(e),
         };
-        let _ = self.events.try_send(event);
+        let _ = self.stream.events.try_send(event);
     }
-}
-
-/// What a sequence does after a decode step.
-enum Step {
-    Continue,
-    Finish(Result<FinishReason, EngineError>),
-    ClientGone,
 }
 
 impl Scheduler<'_> {
@@ -221,16 +176,25 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Samples a slot's next token from the batch just decoded and streams its text.
+    /// Samples a slot's next token from the batch just decoded.
     pub(super) fn sample(&mut self, slot_id: usize) {
         self.slots[slot_id].staged = None;
         let Some(seq) = self.slots[slot_id].sequence.as_mut() else {
             return;
         };
-        match seq.advance(&self.ctx, self.model, &mut self.piece) {
-            Step::Continue => {}
-            Step::Finish(outcome) => self.finish(slot_id, outcome),
-            Step::ClientGone => self.leave(slot_id),
+        if let Some(outcome) = seq.advance(&self.ctx, self.model) {
+            self.finish(slot_id, outcome);
+        }
+    }
+
+    /// Ends the sequences whose stream ended while the step was decoded: a stop string reached,
+    /// or a client gone.
+    pub(super) fn end_streams(&mut self, ends: &[(usize, StreamEnd)]) {
+        for &(slot_id, end) in ends {
+            match end {
+                StreamEnd::Stopped => self.finish(slot_id, Ok(FinishReason::Stop)),
+                StreamEnd::ClientGone => self.leave(slot_id),
+            }
         }
     }
 
@@ -240,7 +204,7 @@ impl Scheduler<'_> {
             let gone = self.slots[slot_id]
                 .sequence
                 .as_ref()
-                .is_some_and(|s| s.events.is_closed());
+                .is_some_and(|s| s.stream.events.is_closed());
             if gone {
                 self.leave(slot_id);
             }
@@ -269,7 +233,7 @@ impl Scheduler<'_> {
             if outcome.is_ok() && seq.next_input.len() <= self.batch_size {
                 slot.tail = std::mem::take(&mut seq.next_input);
             }
-            seq.finish(outcome, self.replays);
+            seq.finish(outcome, self.model, self.replays);
         }
     }
 }
