@@ -38,14 +38,6 @@ impl CacheType {
             CacheType::Q4_0 => "q4_0",
         }
     }
-
-    fn engine(self) -> engine::llama::KvCacheType {
-        match self {
-            CacheType::F16 => engine::llama::KvCacheType::F16,
-            CacheType::Q8_0 => engine::llama::KvCacheType::Q8_0,
-            CacheType::Q4_0 => engine::llama::KvCacheType::Q4_0,
-        }
-    }
 }
 
 /// Flash attention setting, as llama.cpp's `--flash-attn`.
@@ -367,64 +359,6 @@ impl Config {
             self.queue_size as usize,
             self.queue_timeout(),
         ))
-    }
-
-    /// The `--tokenizer` vocabulary to load (no weights), in upstream mode.
-    pub fn tokenizer_options(&self) -> Option<engine::llama::LoadOptions> {
-        self.upstream
-            .tokenizer
-            .as_ref()
-            .map(|path| engine::llama::LoadOptions {
-                path: path.clone(),
-                n_gpu_layers: 0,
-                mlock: false,
-                mmap: true,
-                vocab_only: true,
-                chat_template: self.chat_template.clone(),
-            })
-    }
-
-    /// How to open the model file.
-    pub fn load_options(&self) -> engine::llama::LoadOptions {
-        engine::llama::LoadOptions {
-            path: self.model.clone(),
-            n_gpu_layers: self.n_gpu_layers,
-            mlock: self.mlock,
-            mmap: !self.no_mmap,
-            vocab_only: false,
-            chat_template: self.chat_template.clone(),
-        }
-    }
-
-    /// The engine's context and scheduler settings.
-    pub fn engine_settings(&self) -> engine::llama::EngineSettings {
-        engine::llama::EngineSettings {
-            ctx_size: self.ctx_size,
-            parallel: self.parallel,
-            batch_size: self.batch_size,
-            threads: self.threads() as i32,
-            queue_size: self.queue_size as usize,
-            queue_timeout: self.queue_timeout(),
-            cache_type_k: self.cache_type_k.engine(),
-            cache_type_v: self.cache_type_v.engine(),
-            prompt_cache_dir: self.prompt_cache_dir.clone(),
-            fast_forward: !self.no_fast_forward,
-            step_overlap: match self.step_overlap {
-                StepOverlap::On => true,
-                StepOverlap::Off => false,
-                StepOverlap::Auto => self.n_gpu_layers > 0,
-            },
-            flash_attention: match self.flash_attn {
-                FlashAttention::On => engine::llama::FlashAttention::On,
-                FlashAttention::Off => engine::llama::FlashAttention::Off,
-                FlashAttention::Auto => engine::llama::FlashAttention::Auto,
-            },
-            #[cfg(feature = "fault-injection")]
-            faults: engine::llama::scheduler::faults::Faults::new(
-                self.debug_panic_at_step,
-                self.debug_corrupt_token_when_batched,
-            ),
-        }
     }
 
     /// The ids clients may name as `model`: the model file's name without `.gguf`, and the alias.

@@ -9,8 +9,11 @@
 // The one `unsafe` block of the project (quantizing test models) lives in crates/testmodel.
 #![forbid(unsafe_code)]
 
+pub mod chat_completions;
 pub mod config;
-pub mod engine;
+/// The engine seam and its engines, a crate of their own (`crates/engine`).
+pub use leafresh_engine as engine;
+pub mod engines;
 pub mod http;
 pub mod leafresh;
 pub mod lifecycle;

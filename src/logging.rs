@@ -23,5 +23,5 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
     }
-    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
+    crate::engine::llama::send_logs_to_tracing();
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::body::BodyError;
-use crate::engine::EngineError;
+use crate::engine::{EngineError, ErrorKind};
 use crate::leafresh::{AnswerError, QueryError, RecommendError, Rejection};
 use crate::metrics::Outcome;
 
@@ -85,12 +85,8 @@ impl LeafreshError {
             LeafreshError::Query(_) | LeafreshError::NoRoomForAnswer { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            LeafreshError::Engine(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
-            LeafreshError::Engine(e) if e.is_bad_gateway() => StatusCode::BAD_GATEWAY,
-            LeafreshError::Engine(e) if e.is_client_error() => StatusCode::BAD_REQUEST,
-            LeafreshError::Engine(_) | LeafreshError::Unparseable(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            LeafreshError::Engine(e) => engine_status(e),
+            LeafreshError::Unparseable(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -142,7 +138,7 @@ impl LeafreshError {
     /// error sent, so this is where faults are logged.
     pub fn envelope(&self) -> Envelope<Value> {
         if self.is_fault() {
-            tracing::error!(error = %self, "request failed");
+            log_fault(self);
         }
         Envelope::new(self.status().as_u16(), self.client_message(), self.data())
     }
@@ -154,12 +150,33 @@ impl ResponseError for LeafreshError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status());
-        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
-        }
-        response.json(self.envelope())
+        response(self.status()).json(self.envelope())
     }
+}
+
+/// The one mapping of an engine error to an HTTP status, for both APIs.
+pub fn engine_status(error: &EngineError) -> StatusCode {
+    match error.kind() {
+        ErrorKind::Client => StatusCode::BAD_REQUEST,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+        ErrorKind::Server => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error response with `status`: a busy server says when to retry (both APIs).
+fn response(status: StatusCode) -> actix_web::HttpResponseBuilder {
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
+    }
+    response
+}
+
+/// A server fault, logged with its detail (the client sees a plain sentence): the one place
+/// both APIs log them.
+fn log_fault(error: &dyn std::fmt::Display) {
+    tracing::error!(error = %error, "request failed");
 }
 
 /// The Korean sentence for an engine error a Leafresh client can see (busy, stopping, too long).
@@ -301,79 +318,61 @@ fn capitalized(text: &str) -> String {
 }
 
 impl From<EngineError> for OpenAiError {
+    /// The status is [`engine_status`]'s; this adds OpenAI's type, parameter and code.
     fn from(error: EngineError) -> Self {
-        let (status, kind, code, message) = match &error {
-            EngineError::PromptTooLong { .. } | EngineError::PromptOverContext { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                Some("context_length_exceeded"),
+        let status = engine_status(&error);
+        let client = |code| (None, code, error.to_string());
+        let (param, code, message) = match (error.kind(), &error) {
+            (_, EngineError::PromptTooLong { .. } | EngineError::PromptOverContext { .. }) => {
+                client(Some("context_length_exceeded"))
+            }
+            // The client's `response_format` (the only schema a client can send).
+            (_, EngineError::InvalidSchema(_)) => (
+                Some("response_format.json_schema.schema"),
+                None,
                 error.to_string(),
             ),
-            // The client's `response_format` (the only schema a client can send).
-            EngineError::InvalidSchema(_) => {
-                return OpenAiError::invalid(
-                    "response_format.json_schema.schema",
-                    error.to_string(),
-                )
+            (_, EngineError::InvalidToolSchema(_)) => {
+                (Some("tools"), Some("invalid_value"), error.to_string())
             }
-            EngineError::InvalidToolSchema(_) => {
-                return OpenAiError::invalid("tools", error.to_string()).code("invalid_value")
-            }
-            EngineError::ToolsUnsupported => {
-                return OpenAiError::invalid("tool_choice", error.to_string()).code("invalid_value")
-            }
+            (_, EngineError::ToolsUnsupported) => (
+                Some("tool_choice"),
+                Some("invalid_value"),
+                error.to_string(),
+            ),
             // The upstream's own words: vLLM and llama-server both say "context" for an overlong
             // prompt, which OpenAI codes as context_length_exceeded.
-            EngineError::UpstreamRejected { message, .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
+            (_, EngineError::UpstreamRejected { message, .. }) => client(
                 message
                     .contains("context")
                     .then_some("context_length_exceeded"),
-                error.to_string(),
             ),
-            e if e.is_client_error() => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                matches!(e, EngineError::InvalidPrompt(_)).then_some("invalid_value"),
-                error.to_string(),
-            ),
-            EngineError::UpstreamUnavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                Some("upstream_unavailable"),
-                error.to_string(),
-            ),
-            e if e.is_unavailable() => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                Some("overloaded"),
-                error.to_string(),
-            ),
-            e if e.is_bad_gateway() => {
-                tracing::error!(%error, "request failed");
+            (_, EngineError::InvalidPrompt(_)) => client(Some("invalid_value")),
+            (ErrorKind::Client, _) => client(None),
+            (_, EngineError::UpstreamUnavailable(_)) => client(Some("upstream_unavailable")),
+            (ErrorKind::Unavailable, _) => client(Some("overloaded")),
+            (ErrorKind::BadGateway, _) => {
+                log_fault(&error);
                 (
-                    StatusCode::BAD_GATEWAY,
-                    "server_error",
+                    None,
                     Some("upstream_error"),
                     "the upstream engine failed; see the server log".to_string(),
                 )
             }
-            _ => {
-                tracing::error!(%error, "request failed");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "server_error",
-                    None,
-                    "internal error while generating".to_string(),
-                )
+            (ErrorKind::Server, _) => {
+                log_fault(&error);
+                (None, None, "internal error while generating".to_string())
             }
         };
         Self {
             status,
             message,
-            kind,
-            param: None,
+            kind: if status.is_client_error() {
+                "invalid_request_error"
+            } else {
+                "server_error"
+            },
+            param: param.map(str::to_owned),
             code,
         }
     }
@@ -385,11 +384,7 @@ impl ResponseError for OpenAiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            response.insert_header(("Retry-After", RETRY_AFTER_SECONDS.to_string()));
-        }
-        response.json(self.body())
+        response(self.status).json(self.body())
     }
 }
 

@@ -1,12 +1,9 @@
 //! The application factory in-process: the same `http::app` `main` serves, on the real engine
 //! and the tiny model, driven by `actix_web::test` without a port or a child process.
 
-use std::sync::Arc;
-
 use actix_web::{test, web};
 use clap::Parser;
 use leafresh_llm::config::Config;
-use leafresh_llm::engine::llama::{LlamaEngine, Model};
 use leafresh_llm::http::{self, AppState};
 
 use crate::support::{encode, tiny_model};
@@ -24,10 +21,8 @@ fn state() -> web::Data<AppState> {
         "1",
     ])
     .unwrap();
-    let model = Model::load(&config.load_options()).unwrap();
-    let (engine, _thread) = LlamaEngine::start(Arc::new(model), config.engine_settings()).unwrap();
-    let engine = engine.with_model_ids(config.model_ids());
-    web::Data::new(AppState::new(Arc::new(engine), &config))
+    let engine = leafresh_llm::engines::embedded(&config).unwrap();
+    web::Data::new(AppState::new(engine, &config))
 }
 
 #[actix_web::test]

@@ -1,5 +1,6 @@
 //! Test helpers: the tiny generated model, the real service binary on a free port, and a small
-//! SSE reader. Everything runs the actual llama.cpp engine; nothing is mocked.
+//! SSE reader. Everything runs the actual llama.cpp engine; the one stand-in is the upstream
+//! (`upstream.rs`), for faults a real engine cannot be made to show (a stalled or garbled stream).
 
 #![allow(dead_code)]
 

@@ -13,10 +13,10 @@ use actix_web_lab::sse;
 use super::body::read_limited;
 use super::error::OpenAiError;
 use super::{stream, AppState};
-use crate::config::ContextOverflow;
+use crate::chat_completions;
 use crate::engine::{
-    fit, ChatMessage, CountedPrompt, EngineError, Generation, GenerationEvent, GenerationEvents,
-    GenerationSummary, OutputConstraint, SamplingParams, ToolCall, ToolChoice, Tools,
+    EngineError, Generation, GenerationEvent, GenerationEvents, GenerationSummary,
+    OutputConstraint, SamplingParams, ToolCall,
 };
 use crate::metrics::{Outcome, RequestRecord};
 use request::{ChatRequest, OutputFormat, ValidChatRequest};
@@ -123,103 +123,34 @@ async fn accept(
     }
     // Without max_tokens a reply could fill its whole slot, and the next turn would not fit.
     let max_tokens = valid.max_tokens.unwrap_or(state.default_max_tokens);
-    let mut tools = valid.tools.clone();
-    // Rendered and counted once here; the count (and the engine's prompt) goes on to `submit`.
-    let mut fitted = fit(state, &valid, tools.as_ref(), max_tokens).await?;
-    let mut tools_dropped = 0;
-    if let Some(offered) = tools.as_ref().filter(|t| t.choice == ToolChoice::Auto) {
-        // Tool definitions can be long (Open WebUI offers 36 by default): when they leave no
-        // room, answering in text beats refusing the message.
-        let reserve = reserve(state, max_tokens);
-        let counted = match &fitted.counted {
-            Some(counted) => counted.clone(),
-            None => {
-                let counted = state
-                    .engine
-                    .count_tokens(fitted.messages.clone(), tools.clone())
-                    .await?;
-                fitted.counted = Some(counted.clone());
-                counted
-            }
-        };
-        if counted.tokens + reserve > state.engine.context_window() {
-            tools_dropped = offered.functions.len();
-            tools = None;
-            fitted = fit(state, &valid, None, max_tokens).await?;
-        }
-    }
-    let generation = Generation {
-        tools,
-        counted: fitted.counted,
-        ..generation(&valid, fitted.messages, max_tokens)
-    };
-    let dropped = fitted.dropped;
-    let events = state.engine.submit(generation).await?;
-    let meta = CompletionMeta::new(valid.model.clone(), dropped, tools_dropped);
+    let started = chat_completions::start(
+        &*state.engine,
+        state.context_overflow,
+        generation(&valid, max_tokens),
+    )
+    .await?;
+    let meta = CompletionMeta::new(
+        valid.model.clone(),
+        started.messages_dropped,
+        started.tools_dropped,
+    );
     if valid.stream {
-        Ok(Started::Stream(meta, valid.include_usage, events))
+        Ok(Started::Stream(meta, valid.include_usage, started.events))
     } else {
-        Ok(Started::Whole(meta, events))
+        Ok(Started::Whole(meta, started.events))
     }
 }
 
-/// Room kept for the answer when fitting a conversation: its `max_tokens`, but never more than
-/// half the window (a long answer must not cost the whole conversation).
-fn reserve(state: &AppState, max_tokens: usize) -> usize {
-    max_tokens.min(state.engine.context_window() / 2)
-}
-
-/// The conversation to send (trimmed with `--context-overflow trim`), how many messages were
-/// left out, and its prompt's count where fitting made one.
-struct Fit {
-    messages: Vec<ChatMessage>,
-    dropped: usize,
-    counted: Option<CountedPrompt>,
-}
-
-async fn fit(
-    state: &AppState,
-    valid: &ValidChatRequest,
-    tools: Option<&Tools>,
-    max_tokens: usize,
-) -> Result<Fit, EngineError> {
-    match state.context_overflow {
-        ContextOverflow::Trim => {
-            let fitted = fit::trim_oldest_turns(
-                &*state.engine,
-                valid.messages.clone(),
-                tools,
-                reserve(state, max_tokens),
-            )
-            .await?;
-            Ok(Fit {
-                messages: fitted.messages,
-                dropped: fitted.dropped,
-                counted: Some(fitted.counted),
-            })
-        }
-        ContextOverflow::Error => Ok(Fit {
-            messages: valid.messages.clone(),
-            dropped: 0,
-            counted: None,
-        }),
-    }
-}
-
-/// The request as the engine takes it: `messages` (the conversation, maybe trimmed), at most
-/// `max_tokens` new tokens (the room the context leaves caps it further).
-fn generation(
-    valid: &ValidChatRequest,
-    messages: Vec<ChatMessage>,
-    max_tokens: usize,
-) -> Generation {
+/// The request as the engine takes it: the whole conversation (the chat-completions flow fits
+/// it), at most `max_tokens` new tokens (the room the context leaves caps it further).
+fn generation(valid: &ValidChatRequest, max_tokens: usize) -> Generation {
     let constraint = match &valid.format {
         OutputFormat::Text => None,
         OutputFormat::JsonObject => Some(r#"{"type": "object"}"#.to_owned()),
         OutputFormat::JsonSchema(schema) => Some(schema.to_string()),
     };
     Generation {
-        messages,
+        messages: valid.messages.clone(),
         sampling: SamplingParams {
             temperature: valid.temperature,
             top_p: valid.top_p,

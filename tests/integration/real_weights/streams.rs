@@ -82,7 +82,13 @@ fn several_streams_at_once_each_close_with_their_own_category() {
             handle.join().unwrap();
         }
     });
-    // They ran together: a later request found the first ones running.
+    // They ran together: a later request found the first ones running. (A request's log line
+    // comes as its stream ends, maybe just after the client read `close`.)
+    service.wait_for_log(
+        "endpoint=\"base-info\"",
+        4,
+        std::time::Duration::from_secs(10),
+    );
     let log = service.log();
     let queued = logged_field(&log, "base-info", "queue_ms");
     assert_eq!(queued.len(), 4, "{log}");

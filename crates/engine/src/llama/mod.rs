@@ -1,0 +1,401 @@
+//! The embedded engine: llama.cpp in this process. `model` opens the GGUF and turns conversations
+//! into prompt tokens (`template` keeps client text from becoming control tokens); `scheduler`
+//! owns the one inference thread; `sampling` builds each request's sampler chain; `guidance`
+//! compiles output constraints (and says which tokens they force).
+//!
+//! [`LlamaEngine::submit`] does a request's CPU work (rendering, tokenizing, compiling its
+//! grammar) on the `prepare` pool, neither on an async worker nor on the inference thread, which
+//! would stall every running stream while a grammar compiles.
+
+pub mod chat_template;
+pub mod guidance;
+mod markup;
+pub mod model;
+mod penalties;
+mod prompt_cache;
+pub(crate) mod replay;
+pub mod sampling;
+pub mod scheduler;
+mod schema_refs;
+pub mod template;
+pub mod tools;
+
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use guidance::{GrammarSource, Guidance};
+use llama_cpp_2::token::LlamaToken;
+use llguidance::Matcher;
+
+use crate::prepare::PreparePool;
+pub use model::{send_logs_to_tracing, LoadOptions, Model, ModelInfo, Prompt};
+use prompt_cache::PromptCache;
+use replay::Replays;
+use sampling::TokenSampler;
+use scheduler::tool_use::ToolUse;
+pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
+use scheduler::{JobQueue, PreparedRequest};
+
+use super::{
+    budget, ChatMessage, CountedPrompt, Engine, EngineError, EngineStats, Generation,
+    GenerationEvent, GenerationEvents, OutputConstraint, SamplingParams, ToolChoice, Tools, WarmUp,
+};
+
+/// llama.cpp embedded: a loaded model and the inference thread that serves it.
+#[derive(Clone)]
+pub struct LlamaEngine {
+    model: Arc<Model>,
+    queue: JobQueue,
+    prepare: PreparePool,
+    slot_context: usize,
+    model_ids: Vec<String>,
+    /// Where the warmed prefix is kept between starts (`--prompt-cache-dir`).
+    prompt_cache: Option<PromptCache>,
+    /// Recent answers' tokens, replayed when a conversation sends an answer back.
+    replays: Arc<Replays>,
+    /// The constraint compiler, built in the background at start (it walks the vocabulary).
+    guidance: Arc<OnceLock<Result<Guidance, String>>>,
+    /// Feed the tokens a constraint forces in one batch (`--no-fast-forward` turns it off).
+    fast_forward: bool,
+}
+
+/// Threads that prepare requests: tokenizing takes about a millisecond, and two let one long
+/// grammar compile not hold up the next request.
+const PREPARE_THREADS: usize = 2;
+
+impl LlamaEngine {
+    /// Starts the inference thread on `model`. The join handle yields `true` if it panicked.
+    pub fn start(
+        model: Arc<Model>,
+        settings: EngineSettings,
+    ) -> Result<(Self, JoinHandle<bool>), EngineError> {
+        let prompt_cache = settings
+            .prompt_cache_dir
+            .clone()
+            .map(|dir| PromptCache::new(dir, model.info(), &settings));
+        let replays = Arc::new(Replays::default());
+        let fast_forward = settings.fast_forward;
+        let guidance = Arc::new(OnceLock::new());
+        {
+            // Ready long before the first constrained request, without delaying the start.
+            let (guidance, model) = (Arc::clone(&guidance), Arc::clone(&model));
+            std::thread::Builder::new()
+                .name("llguidance-init".into())
+                .spawn(move || {
+                    let started = Instant::now();
+                    guidance.get_or_init(|| Guidance::new(model).map_err(|e| e.to_string()));
+                    tracing::debug!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "output constraint compiler ready"
+                    );
+                })
+                .map_err(|e| EngineError::Backend(format!("cannot start a thread: {e}")))?;
+        }
+        let queue_size = settings.queue_size;
+        let (queue, slot_context, thread) =
+            scheduler::start(Arc::clone(&model), settings, Arc::clone(&replays))?;
+        let engine = Self {
+            model,
+            queue,
+            prepare: PreparePool::start(PREPARE_THREADS, queue_size)?,
+            slot_context,
+            model_ids: Vec::new(),
+            prompt_cache,
+            replays,
+            guidance,
+            fast_forward,
+        };
+        Ok((engine, thread))
+    }
+
+    /// The ids clients may name for this model (the file's name, an alias).
+    pub fn with_model_ids(mut self, ids: Vec<String>) -> Self {
+        self.model_ids = ids;
+        self
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Everything a request needs before the inference thread sees it. CPU-bound: run it on a
+    /// blocking thread.
+    fn prepare(
+        &self,
+        generation: Generation,
+        submitted: Instant,
+    ) -> Result<PreparedRequest, EngineError> {
+        // Counted before (fitting, the tool-list check): prepared then, not again.
+        let counted = generation
+            .counted
+            .as_ref()
+            .and_then(|c| c.prompt::<Prompt>());
+        let prompt = match counted {
+            Some(prompt) => prompt.clone(),
+            None => self.model.prompt_within(
+                &generation.messages,
+                generation.tools.as_ref(),
+                self.slot_context,
+                Some(&self.replays),
+            )?,
+        };
+        if prompt.is_empty() {
+            return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
+        }
+        let max_new_tokens = budget::max_new_tokens(
+            prompt.len(),
+            generation.max_tokens.unwrap_or(usize::MAX),
+            self.slot_context,
+        )?;
+        let (mut sampler, tools) = self.sampler(&generation)?;
+        let after = prompt.after;
+        let mut tokens = prompt.tokens;
+        // The answer's forced start (`{"recommend": "`; `[TOOL_CALLS]` when a call is required)
+        // is prefilled with the prompt: it is cached with it too, since every answer of that
+        // shape starts the same way.
+        let mut lead = match (&tools, self.model.tool_tokens()) {
+            (Some(t), Some(tokens)) if t.is_calling() => vec![tokens.calls],
+            _ => Vec::new(),
+        };
+        if self.fast_forward {
+            lead.extend(sampler.forced());
+        }
+        lead.truncate(max_new_tokens);
+        let lead_len = lead.len();
+        tokens.extend(lead);
+        Ok(PreparedRequest {
+            prompt: tokens,
+            after,
+            lead: lead_len,
+            max_new_tokens,
+            sampler,
+            stop: generation.stop,
+            fast_forward: self.fast_forward,
+            tools,
+            submitted,
+        })
+    }
+
+    /// The request's sampler, its constraint compiled once (here, not on the inference thread),
+    /// and its tool calling.
+    fn sampler(
+        &self,
+        generation: &Generation,
+    ) -> Result<(TokenSampler, Option<ToolUse>), EngineError> {
+        let sampling = &generation.sampling;
+        // The client's `response_format`, or the grammar this service wrote for its answer.
+        let text_constraint = || -> Result<Option<Matcher>, EngineError> {
+            Ok(match &generation.constraint {
+                None => None,
+                Some(OutputConstraint::JsonSchema(schema)) => Some(
+                    self.guidance()?
+                        .matcher(GrammarSource::JsonSchema(schema))
+                        .map_err(|e| EngineError::InvalidSchema(e.to_string()))?,
+                ),
+                // Written by this service: one that does not compile is our fault, not the
+                // client's.
+                Some(OutputConstraint::Grammar { lark, .. }) => Some(
+                    self.guidance()?
+                        .matcher(GrammarSource::Lark(lark))
+                        .map_err(|e| {
+                            EngineError::Sampling(format!("the grammar does not compile: {e}"))
+                        })?,
+                ),
+            })
+        };
+        let sampler_with = |constraint| TokenSampler::new(&self.model, sampling, constraint);
+        let Some(offered) = &generation.tools else {
+            return Ok((sampler_with(text_constraint()?), None));
+        };
+        let Some(tokens) = self.model.tool_tokens() else {
+            return match offered.choice {
+                // The model answers in text, as it would without the tools.
+                ToolChoice::Auto => Ok((sampler_with(text_constraint()?), None)),
+                _ => Err(EngineError::ToolsUnsupported),
+            };
+        };
+        let calls = self
+            .guidance()?
+            .matcher(GrammarSource::Lark(&tools::calls_grammar(offered)))
+            .map_err(|e| EngineError::InvalidToolSchema(e.to_string()))?;
+        Ok(match offered.choice {
+            ToolChoice::Auto => (
+                sampler_with(text_constraint()?),
+                Some(ToolUse::offered(tokens.calls, calls)),
+            ),
+            // The call is the answer: a `response_format` does not apply to it.
+            ToolChoice::Required | ToolChoice::Function(_) => (
+                sampler_with(Some(calls)),
+                Some(ToolUse::required(tokens.calls)),
+            ),
+        })
+    }
+
+    /// The constraint compiler; waits for the start-up thread if it is still building it.
+    fn guidance(&self) -> Result<&Guidance, EngineError> {
+        self.guidance
+            .get_or_init(|| Guidance::new(Arc::clone(&self.model)).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| EngineError::Sampling(format!("the constraint compiler failed: {e}")))
+    }
+}
+
+impl LlamaEngine {
+    /// [`Engine::warm`]: load the prefix from the prompt cache, else compute it (a generation of
+    /// one token leaves the prompt's cells in its slot) and save it.
+    async fn warm_prefix(&self, messages: Vec<ChatMessage>) -> Result<WarmUp, EngineError> {
+        let model = Arc::clone(&self.model);
+        let rendered = messages.clone();
+        let tokens = self
+            .prepare
+            .run(move || model.prompt(&rendered).map(|p| p.tokens))
+            .await?;
+        let path = self
+            .prompt_cache
+            .as_ref()
+            .map(|cache| cache.path_for(&tokens));
+        if let Some(path) = &path {
+            if path.is_file() {
+                let sealed = path.clone();
+                let checked = self
+                    .prepare
+                    .run(move || Ok(prompt_cache::check_seal(&sealed)))
+                    .await?;
+                let restored = match checked {
+                    Ok(()) => self.queue.restore(path.clone(), tokens.clone()).await,
+                    Err(why) => Err(why),
+                };
+                match restored {
+                    Ok(()) => {
+                        return Ok(WarmUp::Loaded {
+                            tokens: tokens.len(),
+                        })
+                    }
+                    Err(why) => tracing::warn!(
+                        file = %path.display(),
+                        %why,
+                        "prompt cache file not used; computing the prefix again"
+                    ),
+                }
+            }
+        }
+        let mut events = self
+            .submit(Generation {
+                messages,
+                sampling: SamplingParams {
+                    temperature: 0.0,
+                    ..SamplingParams::default()
+                },
+                constraint: None,
+                max_tokens: Some(1),
+                stop: Vec::new(),
+                model: None,
+                session: None,
+                tools: None,
+                counted: None,
+            })
+            .await?;
+        loop {
+            match events.recv().await {
+                Some(GenerationEvent::Done(_)) => break,
+                Some(GenerationEvent::Failed(e)) => return Err(e),
+                Some(_) => {}
+                None => return Err(EngineError::Stopped),
+            }
+        }
+        if let (Some(cache), Some(path)) = (&self.prompt_cache, &path) {
+            self.save_prefix(cache, path, tokens.clone()).await;
+        }
+        Ok(WarmUp::Computed {
+            tokens: tokens.len(),
+        })
+    }
+
+    /// Writes the prefix under a temporary name, then renames it into place. A failure is logged,
+    /// never fatal: the service runs without the file.
+    async fn save_prefix(
+        &self,
+        cache: &PromptCache,
+        path: &std::path::Path,
+        tokens: Vec<LlamaToken>,
+    ) {
+        let temporary = PromptCache::temporary(path);
+        let saved = async {
+            cache.prepare(path).map_err(|e| e.to_string())?;
+            let bytes = self.queue.save(temporary.clone(), tokens).await?;
+            std::fs::rename(&temporary, path).map_err(|e| e.to_string())?;
+            prompt_cache::seal(path).map_err(|e| e.to_string())?;
+            Ok::<_, String>(bytes)
+        };
+        match saved.await {
+            Ok(bytes) => tracing::info!(
+                file = %path.display(),
+                size_mib = bytes / (1024 * 1024),
+                "prompt prefix saved for the next start"
+            ),
+            Err(why) => {
+                let _ = std::fs::remove_file(&temporary);
+                tracing::warn!(file = %path.display(), %why, "could not save the prompt prefix");
+            }
+        }
+    }
+}
+
+impl Engine for LlamaEngine {
+    fn submit(
+        &self,
+        generation: Generation,
+    ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>> {
+        let submitted = Instant::now();
+        let engine = self.clone();
+        Box::pin(async move {
+            let request = self
+                .prepare
+                .run(move || engine.prepare(generation, submitted))
+                .await?;
+            self.queue.push(request)
+        })
+    }
+
+    fn count_tokens(
+        &self,
+        messages: Vec<ChatMessage>,
+        tools: Option<Tools>,
+    ) -> BoxFuture<'_, Result<CountedPrompt, EngineError>> {
+        let model = Arc::clone(&self.model);
+        let replays = Arc::clone(&self.replays);
+        let window = self.slot_context;
+        Box::pin(self.prepare.run(move || {
+            // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
+            // already says they do not fit.
+            match model.prompt_within(&messages, tools.as_ref(), window, Some(&replays)) {
+                Err(EngineError::PromptOverContext { at_least, .. }) => {
+                    Ok(CountedPrompt::count(at_least))
+                }
+                prompt => prompt.map(|p| CountedPrompt::prepared(p.len(), p)),
+            }
+        }))
+    }
+
+    fn context_window(&self) -> usize {
+        self.slot_context
+    }
+
+    fn model_ids(&self) -> Vec<String> {
+        self.model_ids.clone()
+    }
+
+    fn stats(&self) -> EngineStats {
+        self.queue.stats()
+    }
+
+    fn abort_all(&self, error: EngineError) {
+        self.queue.abort_all(error);
+    }
+
+    fn warm(&self, messages: Vec<ChatMessage>) -> BoxFuture<'_, Result<WarmUp, EngineError>> {
+        Box::pin(self.warm_prefix(messages))
+    }
+}

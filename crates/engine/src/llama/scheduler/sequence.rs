@@ -1,0 +1,239 @@
+//! A request in a slot: sampling its next token from a decoded batch (and the tokens its
+//! constraint forces after it), and its final event. Its text goes out through its
+//! [`TextStream`], between this step and the next.
+
+use std::time::Instant;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::token::LlamaToken;
+
+use super::queue::Job;
+use super::stream::{StreamEnd, TextStream};
+use super::Scheduler;
+use crate::llama::model::Model;
+use crate::llama::replay::{PromptKey, Replays};
+use crate::llama::sampling::TokenSampler;
+use crate::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
+
+/// A request in a slot.
+pub struct Sequence {
+    pub stream: TextStream,
+    /// The tokens to prefill: the prompt, then the answer's first tokens when its constraint
+    /// forces them.
+    pub prompt: Vec<LlamaToken>,
+    /// How many of `prompt` are the prompt itself.
+    prompt_len: usize,
+    /// Prompt tokens in the KV cache (cached or computed).
+    pub prefilled: usize,
+    cached: usize,
+    max_new_tokens: usize,
+    generated: usize,
+    /// Answer tokens fed by fast-forward rather than sampled.
+    forced: usize,
+    fast_forward: bool,
+    /// The forced start of the answer, prefilled with the prompt, its text still to be sent.
+    lead: Vec<LlamaToken>,
+    /// Tokens still to be fed: the one sampled last, and those its constraint forces after it.
+    pub next_input: Vec<LlamaToken>,
+    pub sampler: TokenSampler,
+    /// The answer's tokens as generated, to be replayed in the next turn's prompt.
+    answer: Vec<LlamaToken>,
+    /// The prompt it is remembered after.
+    after: Option<PromptKey>,
+    /// Index of this sequence's logits in the batch just decoded.
+    pub logits_index: Option<i32>,
+    submitted: Instant,
+    admitted: Instant,
+    first_token: Option<Instant>,
+}
+
+impl Sequence {
+    /// A job admitted with its first `cached` prompt tokens already in the slot's cells.
+    pub fn new(job: Job, cached: usize) -> Self {
+        let Job { request, events } = job;
+        let prompt_len = request.prompt.len() - request.lead;
+        Self {
+            stream: TextStream::new(events, request.stop, request.tools),
+            lead: request.prompt[prompt_len..].to_vec(),
+            prompt: request.prompt,
+            prompt_len,
+            prefilled: cached,
+            cached,
+            max_new_tokens: request.max_new_tokens,
+            generated: 0,
+            forced: 0,
+            fast_forward: request.fast_forward,
+            next_input: Vec::new(),
+            sampler: request.sampler,
+            answer: Vec::new(),
+            after: request.after,
+            logits_index: None,
+            submitted: request.submitted,
+            admitted: Instant::now(),
+            first_token: None,
+        }
+    }
+
+    /// Samples the next token (if this step computed its logits) and takes the tokens its
+    /// constraint forces after it; their text is queued on the stream.
+    fn advance(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        model: &Model,
+    ) -> Option<Result<FinishReason, EngineError>> {
+        let index = self.logits_index?; // None: still processing its prompt.
+        if !self.lead.is_empty() {
+            let lead = std::mem::take(&mut self.lead);
+            self.forced += lead.len();
+            self.generated += lead.len();
+            self.keep(&lead);
+        }
+        let token = match self.sampler.sample(ctx.get_logits_ith(index)) {
+            Ok(token) => token,
+            Err(e) => return Some(Err(e)),
+        };
+        self.first_token.get_or_insert_with(Instant::now);
+        if model.is_end_of_generation(token) {
+            return Some(Ok(FinishReason::Stop));
+        }
+        if let Some(grammar) = self.stream.tools.as_mut().and_then(|t| t.begins(token)) {
+            self.sampler.constrain(grammar);
+        }
+        let mut fed = vec![token];
+        if self.fast_forward {
+            fed.extend(self.sampler.forced());
+        }
+        fed.truncate(self.max_new_tokens.saturating_sub(self.generated));
+        self.forced += fed.len().saturating_sub(1);
+        self.generated += fed.len();
+        self.keep(&fed);
+        self.next_input = fed;
+        if self.fast_forward && self.sampler.constraint_complete() {
+            // Only the end of generation is left: the client need not wait for a decode step to
+            // sample it.
+            return Some(Ok(FinishReason::Stop));
+        }
+        (self.generated >= self.max_new_tokens).then_some(Ok(FinishReason::Length))
+    }
+
+    /// Whether this step computes its logits under a constraint: its next mask can be computed
+    /// while the step decodes.
+    pub fn needs_mask(&self) -> bool {
+        self.logits_index.is_some() && self.sampler.is_constrained()
+    }
+
+    /// Remembers `tokens` of the answer for replay and queues their text.
+    fn keep(&mut self, tokens: &[LlamaToken]) {
+        // A special token the model sampled stays in the replay: it is the model's own output
+        // (it gave the client no text), and the next turn's cells hold it.
+        self.answer.extend_from_slice(tokens);
+        self.stream.push(tokens);
+    }
+
+    /// Sends the text not sent yet, then the final event; a complete answer is remembered for
+    /// replay.
+    fn finish(
+        mut self,
+        outcome: Result<FinishReason, EngineError>,
+        model: &Model,
+        replays: &Replays,
+    ) {
+        let stopped = self.stream.close(model);
+        if let (Ok(_), Some(text)) = (&outcome, self.stream.sent.take()) {
+            replays.remember(&text, self.after, std::mem::take(&mut self.answer));
+        }
+        let event = match outcome {
+            Ok(finish_reason) => {
+                let finish_reason = match finish_reason {
+                    FinishReason::Stop if self.stream.called() => FinishReason::ToolCalls,
+                    // The answer's last text reached a stop string before its length ran out.
+                    FinishReason::Length if stopped => FinishReason::Stop,
+                    other => other,
+                };
+                let now = Instant::now();
+                GenerationEvent::Done(GenerationSummary {
+                    finish_reason,
+                    prompt_tokens: self.prompt_len,
+                    cached_tokens: self.cached.min(self.prompt_len),
+                    completion_tokens: self.generated,
+                    forced_tokens: self.forced,
+                    queue_wait: self.admitted - self.submitted,
+                    time_to_first_token: self.first_token.unwrap_or(now) - self.submitted,
+                    total_time: now - self.submitted,
+                    upstream_latency: None,
+                })
+            }
+            Err(e) => GenerationEvent::Failed(e),
+        };
+        let _ = self.stream.events.try_send(event);
+    }
+}
+
+impl Scheduler<'_> {
+    pub(super) fn sample_all(&mut self) {
+        for slot_id in 0..self.slots.len() {
+            self.sample(slot_id);
+        }
+    }
+
+    /// Samples a slot's next token from the batch just decoded.
+    pub(super) fn sample(&mut self, slot_id: usize) {
+        self.slots[slot_id].staged = None;
+        let Some(seq) = self.slots[slot_id].sequence.as_mut() else {
+            return;
+        };
+        if let Some(outcome) = seq.advance(&self.ctx, self.model) {
+            self.finish(slot_id, outcome);
+        }
+    }
+
+    /// Ends the sequences whose stream ended while the step was decoded: a stop string reached,
+    /// or a client gone.
+    pub(super) fn end_streams(&mut self, ends: &[(usize, StreamEnd)]) {
+        for &(slot_id, end) in ends {
+            match end {
+                StreamEnd::Stopped => self.finish(slot_id, Ok(FinishReason::Stop)),
+                StreamEnd::ClientGone => self.leave(slot_id),
+            }
+        }
+    }
+
+    /// Frees the slots whose client has gone.
+    pub(super) fn drop_abandoned(&mut self) {
+        for slot_id in 0..self.slots.len() {
+            let gone = self.slots[slot_id]
+                .sequence
+                .as_ref()
+                .is_some_and(|s| s.stream.events.is_closed());
+            if gone {
+                self.leave(slot_id);
+            }
+        }
+    }
+
+    /// Frees the slot of a sequence whose client has gone, saying how far it had come.
+    fn leave(&mut self, slot_id: usize) {
+        if let Some(seq) = self.slots[slot_id].sequence.take() {
+            tracing::info!(
+                slot_id,
+                prompt_tokens = seq.prompt_len,
+                prefilled = seq.prefilled,
+                generated = seq.generated,
+                "client left; generation stopped"
+            );
+        }
+    }
+
+    /// Sends the final event and frees the slot (its cells stay cached). The answer's last tokens,
+    /// not decoded yet, are decoded after the final event when a step has room, so that the next
+    /// turn of the conversation finds the whole answer cached.
+    pub(super) fn finish(&mut self, slot_id: usize, outcome: Result<FinishReason, EngineError>) {
+        let slot = &mut self.slots[slot_id];
+        if let Some(mut seq) = slot.sequence.take() {
+            if outcome.is_ok() && seq.next_input.len() <= self.batch_size {
+                slot.tail = std::mem::take(&mut seq.next_input);
+            }
+            seq.finish(outcome, self.model, self.replays);
+        }
+    }
+}

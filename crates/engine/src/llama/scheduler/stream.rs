@@ -1,0 +1,115 @@
+//! The text side of a sequence: the bytes of the tokens it chose turned into UTF-8 text (a
+//! Korean character split across tokens waits for its last byte), stop strings held back and cut,
+//! tool calls read, and the events sent. None of it decides the next token, so the scheduler does
+//! it while `llama_decode` computes the next step (see `batch`), off the step's critical path.
+
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::tool_use::ToolUse;
+use crate::detok::{StopMatcher, Utf8Assembler};
+use crate::llama::model::Model;
+use crate::GenerationEvent;
+
+pub struct TextStream {
+    pub events: mpsc::Sender<GenerationEvent>,
+    /// Tokens chosen whose text is not sent yet.
+    unsent: Vec<LlamaToken>,
+    utf8: Utf8Assembler,
+    stop: StopMatcher,
+    /// Functions the model may or must call.
+    pub tools: Option<ToolUse>,
+    /// The text sent, for the answer's replay in the next turn (`None` once a stop string cut
+    /// it: its tokens then hold text the client never got).
+    pub sent: Option<String>,
+    /// Scratch buffer for one token's bytes.
+    piece: Vec<u8>,
+}
+
+/// Why a stream ends before its sequence decides to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// A stop string was reached.
+    Stopped,
+    /// The client is gone.
+    ClientGone,
+}
+
+impl TextStream {
+    pub fn new(
+        events: mpsc::Sender<GenerationEvent>,
+        stop: Vec<String>,
+        tools: Option<ToolUse>,
+    ) -> Self {
+        Self {
+            events,
+            unsent: Vec::new(),
+            utf8: Utf8Assembler::new(),
+            sent: stop.is_empty().then(String::new),
+            stop: StopMatcher::new(stop),
+            tools,
+            piece: Vec::with_capacity(16),
+        }
+    }
+
+    /// Queues the text of `tokens` (chosen, or forced by the constraint).
+    pub fn push(&mut self, tokens: &[LlamaToken]) {
+        self.unsent.extend_from_slice(tokens);
+    }
+
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
+    }
+
+    /// Sends the text of the queued tokens. Returns how the stream ends if it does.
+    pub fn flush(&mut self, model: &Model) -> Option<StreamEnd> {
+        if self.unsent.is_empty() {
+            return None;
+        }
+        let mut text = String::new();
+        for token in self.unsent.drain(..) {
+            model.token_bytes(token, &mut self.piece);
+            text.push_str(&self.utf8.push(&self.piece));
+        }
+        if let Some(tools) = self.tools.as_mut().filter(|t| t.is_calling()) {
+            // Calls are not text: no stop string applies to them.
+            for event in tools.events(&text) {
+                if self.events.try_send(event).is_err() {
+                    return Some(StreamEnd::ClientGone);
+                }
+            }
+            return None;
+        }
+        let (text, stopped) = self.stop.push(text);
+        if stopped {
+            self.sent = None;
+        }
+        if let Some(sent) = self.sent.as_mut() {
+            sent.push_str(&text);
+        }
+        if !text.is_empty() && self.events.try_send(GenerationEvent::Text(text)).is_err() {
+            return Some(StreamEnd::ClientGone);
+        }
+        stopped.then_some(StreamEnd::Stopped)
+    }
+
+    /// Sends everything still queued or held back: the end of the answer, before its final
+    /// event. Returns whether a stop string came in that text.
+    pub fn close(&mut self, model: &Model) -> bool {
+        let stopped = self.flush(model) == Some(StreamEnd::Stopped);
+        let (mut tail, _) = self.stop.push(self.utf8.finish());
+        tail.push_str(&self.stop.finish());
+        if let Some(sent) = self.sent.as_mut() {
+            sent.push_str(&tail);
+        }
+        if !tail.is_empty() {
+            let _ = self.events.try_send(GenerationEvent::Text(tail));
+        }
+        stopped
+    }
+
+    /// Whether the answer called a function.
+    pub fn called(&self) -> bool {
+        self.tools.as_ref().is_some_and(ToolUse::called)
+    }
+}

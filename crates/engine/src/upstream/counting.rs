@@ -1,0 +1,139 @@
+//! Counting prompt tokens for an upstream, so that the token budget still respects the context
+//! window and free-text history is trimmed as with the embedded engine.
+
+use serde_json::{json, Value};
+
+use super::Upstream;
+use crate::{ChatMessage, CountedPrompt, EngineError, Tools};
+
+/// How prompt tokens are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counting {
+    /// The model's own vocabulary and template, loaded here (`--tokenizer FILE.gguf`).
+    Local,
+    /// `POST /tokenize` with the chat messages: vLLM, and this service.
+    ChatTokenize,
+    /// llama-server: `POST /apply-template` renders the messages, `POST /tokenize` counts them.
+    ApplyTemplate,
+}
+
+/// Tokens allowed for each message's chat-template text when nothing can count exactly.
+const TEMPLATE_TOKENS_PER_MESSAGE: usize = 8;
+
+/// An upper bound for an upstream that cannot count: one token per byte of content (byte
+/// fallback never needs more) plus the template's text. Budgets come out smaller than they could
+/// be, never too large.
+pub fn upper_bound(messages: &[ChatMessage]) -> usize {
+    messages
+        .iter()
+        .map(|m| m.content.len() + TEMPLATE_TOKENS_PER_MESSAGE)
+        .sum::<usize>()
+        + TEMPLATE_TOKENS_PER_MESSAGE
+}
+
+/// The prompt tokens of `messages` on the upstream; counted locally, with the prompt's tokens.
+pub async fn count(
+    upstream: &Upstream,
+    counting: Option<Counting>,
+    model: &str,
+    messages: Vec<ChatMessage>,
+    tools: Option<Tools>,
+) -> Result<CountedPrompt, EngineError> {
+    if counting == Some(Counting::Local) {
+        let (tokenizer, pool) = upstream
+            .tokenizer
+            .clone()
+            .expect("Local counting is chosen only with a tokenizer");
+        return pool
+            .run(move || {
+                tokenizer
+                    .prompt_with(&messages, tools.as_ref(), None)
+                    .map(|p| CountedPrompt::prepared(p.len(), p))
+            })
+            .await;
+    }
+    remote_count(upstream, counting, model, messages, tools)
+        .await
+        .map(CountedPrompt::count)
+}
+
+/// The prompt tokens of `messages` as the upstream counts them (or an upper bound).
+async fn remote_count(
+    upstream: &Upstream,
+    counting: Option<Counting>,
+    model: &str,
+    messages: Vec<ChatMessage>,
+    tools: Option<Tools>,
+) -> Result<usize, EngineError> {
+    let unavailable = |why: String| EngineError::UpstreamUnavailable(why);
+    // The offered functions, as the request carries them.
+    let offered = tools.as_ref().map(Tools::to_openai);
+    match counting {
+        None => {
+            Ok(upper_bound(&messages)
+                + offered.as_ref().map_or(0, |t| t["tools"].to_string().len()))
+        }
+        Some(Counting::Local) => unreachable!("counted locally in `count`"),
+        Some(Counting::ChatTokenize) => {
+            let mut body =
+                json!({"model": model, "messages": messages, "add_generation_prompt": true});
+            if let Some(offered) = &offered {
+                body["tools"] = offered["tools"].clone();
+            }
+            let answer = upstream
+                .post_json(&format!("{}/tokenize", upstream.root), &body)
+                .await
+                .map_err(unavailable)?;
+            answer
+                .get("count")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .ok_or_else(|| EngineError::UpstreamFailed("/tokenize gave no count".into()))
+        }
+        Some(Counting::ApplyTemplate) => {
+            let rendered = upstream
+                .post_json(
+                    &format!("{}/apply-template", upstream.root),
+                    &match &offered {
+                        Some(offered) => json!({"messages": messages, "tools": offered["tools"]}),
+                        None => json!({"messages": messages}),
+                    },
+                )
+                .await
+                .map_err(unavailable)?;
+            let prompt = rendered
+                .get("prompt")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    EngineError::UpstreamFailed("/apply-template gave no prompt".into())
+                })?;
+            let tokens = upstream
+                .post_json(
+                    &format!("{}/tokenize", upstream.root),
+                    &json!({"content": prompt, "add_special": true}),
+                )
+                .await
+                .map_err(unavailable)?;
+            tokens
+                .get("tokens")
+                .and_then(Value::as_array)
+                .map(Vec::len)
+                .ok_or_else(|| EngineError::UpstreamFailed("/tokenize gave no tokens".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upper_bound_never_undercounts_korean() {
+        // One Hangul syllable is 3 bytes and at most 3 byte-fallback tokens.
+        let messages = [ChatMessage::user("가나다라"), ChatMessage::assistant("ok")];
+        assert_eq!(
+            upper_bound(&messages),
+            12 + 2 + 3 * TEMPLATE_TOKENS_PER_MESSAGE
+        );
+    }
+}
