@@ -4,9 +4,10 @@
 //! prompt holds the others back for at most one chunk.
 //!
 //! With `--step-overlap` (by default where layers run on a GPU and the CPU would wait), a helper
-//! thread does the host work that does not decide the next token while `llama_decode` runs: the text of the tokens chosen at the last step goes
-//! out (UTF-8 assembly, stop strings, events) and constrained sequences' next masks are computed.
-//! The step's critical path is left with the batch, the decode and the sampling.
+//! thread does the host work that does not decide the next token while `llama_decode` runs: the
+//! text of the tokens chosen at the last step goes out (UTF-8 assembly, stop strings, events) and
+//! constrained sequences' next masks are computed. Without it the text goes out right after the
+//! sampling, before the next batch is built, so that no client waits a step for it.
 //!
 //! llama.cpp reports a failed decode per batch, not per sequence. Every slot remembers what it
 //! staged, so a failed batch is undone and retried sequence by sequence, and only the sequence
@@ -85,6 +86,10 @@ impl Scheduler<'_> {
             Ok(()) => self.sample_all(),
             Err(e) => self.isolate_failure(EngineError::Decode(e.to_string())),
         }
+        if !self.step_overlap {
+            let ends = host_work(&mut self.slots, self.model, false);
+            self.end_streams(&ends);
+        }
         let host = started.elapsed().saturating_sub(decode);
         let shared = self.shared;
         shared.steps.fetch_add(1, Ordering::Relaxed);
@@ -102,11 +107,10 @@ impl Scheduler<'_> {
         );
     }
 
-    /// Decodes the batch and sends the text chosen at the last step: beside the decode, on a
-    /// helper thread with `step_overlap` (which then also computes the masks this step's sampling
-    /// may need), else after it. Returns the decode's outcome, the streams that ended
-    /// (their sequences are ended before sampling: their staged token was decoded for nothing, no
-    /// more) and the time inside `llama_decode`.
+    /// Decodes the batch; with `step_overlap`, a helper thread sends the text chosen at the last
+    /// step and computes the masks this step's sampling may need meanwhile. Returns the decode's
+    /// outcome, the streams that ended (their sequences are ended before sampling: their staged
+    /// token was decoded for nothing, no more) and the time inside `llama_decode`.
     fn decode_beside_host_work(
         &mut self,
     ) -> (
@@ -114,22 +118,12 @@ impl Scheduler<'_> {
         Vec<(usize, StreamEnd)>,
         Duration,
     ) {
-        let overlap = self.step_overlap;
-        let work = |seq: &Sequence| seq.stream.has_unsent() || (overlap && seq.needs_mask());
-        let has_work = self
-            .slots
-            .iter()
-            .filter_map(|s| s.sequence.as_ref())
-            .any(work);
-        if !overlap || !has_work {
+        let work = |seq: &Sequence| seq.stream.has_unsent() || seq.needs_mask();
+        let sequences = || self.slots.iter().filter_map(|s| s.sequence.as_ref());
+        if !self.step_overlap || !sequences().any(work) {
             let decoding = Instant::now();
             let decoded = self.ctx.decode(&mut self.batch);
-            let decode = decoding.elapsed();
-            return (
-                decoded,
-                host_work(&mut self.slots, self.model, false),
-                decode,
-            );
+            return (decoded, Vec::new(), decoding.elapsed());
         }
         let (ctx, batch, slots, model) =
             (&mut self.ctx, &mut self.batch, &mut self.slots, self.model);

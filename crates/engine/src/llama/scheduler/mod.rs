@@ -8,8 +8,8 @@
 //!   more (the instruction text every Leafresh prompt begins with); only the rest is computed;
 //! - `batch`: batch building (continuous batching), decode, failure isolation;
 //! - `sequence`: per-token sampling, and the final event;
-//! - `stream`: a sequence's text (UTF-8, stop strings, tool calls, events), sent while the next
-//!   step decodes.
+//! - `stream`: a sequence's text (UTF-8, stop strings, tool calls, events), sent after sampling or
+//!   while the next step decodes.
 //!
 //! A dropped events receiver means the client left: its sequence is dropped at the next step,
 //! also while queued or during prompt processing.
@@ -69,7 +69,7 @@ pub struct EngineSettings {
     pub fast_forward: bool,
     /// Run the host work between two steps (text out, constrained sequences' next masks) on a
     /// second thread while `llama_decode` runs: a gain where the CPU waits for a GPU. Without it
-    /// the text goes out right after the decode, and a mask is computed only when a token is
+    /// the text goes out right after the sampling, and a mask is computed only when a token is
     /// refused.
     pub step_overlap: bool,
     #[cfg(feature = "fault-injection")]

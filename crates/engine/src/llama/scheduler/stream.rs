@@ -1,7 +1,8 @@
 //! The text side of a sequence: the bytes of the tokens it chose turned into UTF-8 text (a
 //! Korean character split across tokens waits for its last byte), stop strings held back and cut,
-//! tool calls read, and the events sent. None of it decides the next token, so the scheduler does
-//! it while `llama_decode` computes the next step (see `batch`), off the step's critical path.
+//! tool calls read, and the events sent. None of it decides the next token: the scheduler does it
+//! right after sampling, or with `--step-overlap` while `llama_decode` computes the next step
+//! (see `batch`).
 
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
