@@ -1,19 +1,21 @@
 //! Where the engines are built from the settings: the one place of this crate that names the
-//! engines' own types (llama.cpp's model, context and scheduler settings; the upstream's). Every
+//! engines' own types (llama.cpp's model, context and scheduler settings; the upstream's and its
+//! local tokenizer). Every
 //! other room holds an `Arc<dyn Engine>`.
 
 use std::sync::Arc;
 
 use crate::config::{CacheType, Config, FlashAttention, StepOverlap};
 use crate::engine::llama::{self, LlamaEngine, Model};
+use crate::engine::tokenizer::Tokenizer;
 use crate::engine::upstream::{UpstreamEngine, UpstreamSettings};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, GgufError};
 use crate::lifecycle;
 
 /// llama.cpp in this process: loads the model and starts the inference thread.
 pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
     let model = Model::load(&load_options(config)).map_err(|e| match e {
-        EngineError::ModelMissing { .. } => anyhow::anyhow!(
+        EngineError::Gguf(GgufError::Missing { .. }) => anyhow::anyhow!(
             "{e}\n  Download the default model with `scripts/download-model` (or pass another \
              GGUF with --model / LEAFRESH_MODEL)."
         ),
@@ -48,8 +50,12 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
 /// Upstream mode: no weights here; the upstream may still be down (the background check says
 /// when it answers).
 pub fn upstream(config: &Config, settings: UpstreamSettings) -> anyhow::Result<Arc<dyn Engine>> {
-    let tokenizer = tokenizer_options(config)
-        .map(|options| Model::load(&options))
+    // The `--tokenizer` vocabulary, no weights.
+    let tokenizer = config
+        .upstream
+        .tokenizer
+        .as_deref()
+        .map(|path| Tokenizer::load(path, config.chat_template.as_deref()))
         .transpose()?;
     tracing::info!(
         upstream = %settings.base_url,
@@ -73,22 +79,6 @@ pub fn upstream(config: &Config, settings: UpstreamSettings) -> anyhow::Result<A
     Ok(Arc::new(UpstreamEngine::start(settings, tokenizer)?))
 }
 
-/// The `--tokenizer` vocabulary to load (no weights), in upstream mode.
-fn tokenizer_options(config: &Config) -> Option<llama::LoadOptions> {
-    config
-        .upstream
-        .tokenizer
-        .as_ref()
-        .map(|path| llama::LoadOptions {
-            path: path.clone(),
-            n_gpu_layers: 0,
-            mlock: false,
-            mmap: true,
-            vocab_only: true,
-            chat_template: config.chat_template.clone(),
-        })
-}
-
 /// How to open the model file.
 fn load_options(config: &Config) -> llama::LoadOptions {
     llama::LoadOptions {
@@ -96,7 +86,6 @@ fn load_options(config: &Config) -> llama::LoadOptions {
         n_gpu_layers: config.n_gpu_layers,
         mlock: config.mlock,
         mmap: !config.no_mmap,
-        vocab_only: false,
         chat_template: config.chat_template.clone(),
     }
 }

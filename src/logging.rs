@@ -23,5 +23,5 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().init(),
     }
-    crate::engine::llama::send_logs_to_tracing();
+    crate::engine::tokenizer::gguf::send_logs_to_tracing();
 }

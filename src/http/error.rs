@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::body::BodyError;
-use crate::engine::{EngineError, ErrorKind};
+use crate::engine::{EngineError, ErrorKind, UpstreamError};
 use crate::leafresh::{AnswerError, QueryError, RecommendError, Rejection};
 use crate::metrics::Outcome;
 
@@ -188,7 +188,7 @@ fn engine_message(error: &EngineError) -> &'static str {
         }
         EngineError::ShuttingDown => "서버가 종료 중입니다. 잠시 후 다시 시도해 주세요.",
         EngineError::Stopped => "추론 엔진이 멈췄습니다. 잠시 후 다시 시도해 주세요.",
-        EngineError::UpstreamUnavailable(_) => {
+        EngineError::Upstream(UpstreamError::Unavailable(_)) => {
             "추론 서버에 연결할 수 없습니다. 잠시 후 다시 시도해 주세요."
         }
         EngineError::PromptTooLong { .. } | EngineError::PromptOverContext { .. } => {
@@ -342,14 +342,16 @@ impl From<EngineError> for OpenAiError {
             ),
             // The upstream's own words: vLLM and llama-server both say "context" for an overlong
             // prompt, which OpenAI codes as context_length_exceeded.
-            (_, EngineError::UpstreamRejected { message, .. }) => client(
+            (_, EngineError::Upstream(UpstreamError::Rejected { message, .. })) => client(
                 message
                     .contains("context")
                     .then_some("context_length_exceeded"),
             ),
             (_, EngineError::InvalidPrompt(_)) => client(Some("invalid_value")),
             (ErrorKind::Client, _) => client(None),
-            (_, EngineError::UpstreamUnavailable(_)) => client(Some("upstream_unavailable")),
+            (_, EngineError::Upstream(UpstreamError::Unavailable(_))) => {
+                client(Some("upstream_unavailable"))
+            }
             (ErrorKind::Unavailable, _) => client(Some("overloaded")),
             (ErrorKind::BadGateway, _) => {
                 log_fault(&error);

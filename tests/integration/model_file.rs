@@ -36,7 +36,7 @@ pub fn backend() -> &'static LlamaBackend {
             llama_cpp_2::LogOptions::default().with_logs_enabled(enabled),
         );
     });
-    leafresh_llm::engine::llama::model::backend().expect("llama.cpp backend initialises")
+    leafresh_llm::engine::tokenizer::gguf::backend().expect("llama.cpp backend initialises")
 }
 
 /// The default tiny model ([`TinyModelSpec::default`]), written once per test binary.

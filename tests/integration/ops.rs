@@ -78,11 +78,7 @@ fn a_quantized_kv_cache_serves_and_a_quantized_v_cache_needs_flash_attention() {
             "on",
         ],
     );
-    assert!(
-        service.log().contains("cache_types=q8_0/q8_0"),
-        "{}",
-        service.log()
-    );
+    service.assert_logged("cache_types=q8_0/q8_0");
     let url = service.url(
         "/ai/chatbot/recommendation/base-info?location=a&workType=b&category=%EB%B9%84%EA%B1%B4",
     );

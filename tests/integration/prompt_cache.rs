@@ -30,11 +30,7 @@ fn prefix_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn the_first_base_info_after_a_start_finds_the_instruction_cached() {
     let service = Service::start(&tiny_model(), &[]);
-    assert!(
-        service.log().contains("instruction prefix computed"),
-        "{}",
-        service.log()
-    );
+    service.assert_logged("instruction prefix computed");
     let instruction = crate::support::instruction_tokens();
     let cached = first_base_info_cached(&service);
     assert!(
@@ -50,28 +46,14 @@ fn a_restart_loads_the_prefix_from_the_prompt_cache_dir() {
     let args = ["--prompt-cache-dir", cache.to_str().unwrap()];
 
     let first = Service::start(&tiny_model(), &args);
-    assert!(
-        first.log().contains("instruction prefix computed"),
-        "{}",
-        first.log()
-    );
-    assert!(
-        first.log().contains("prompt prefix saved"),
-        "{}",
-        first.log()
-    );
+    first.assert_logged("instruction prefix computed");
+    first.assert_logged("prompt prefix saved");
     drop(first);
     let files = prefix_files(&cache);
     assert_eq!(files.len(), 2, "a state file and its seal: {files:?}");
 
     let second = Service::start(&tiny_model(), &args);
-    assert!(
-        second
-            .log()
-            .contains("instruction prefix loaded from the prompt cache"),
-        "{}",
-        second.log()
-    );
+    second.assert_logged("instruction prefix loaded from the prompt cache");
     let instruction = crate::support::instruction_tokens();
     assert!(first_base_info_cached(&second) >= instruction);
     assert_eq!(prefix_files(&cache), files, "nothing rewritten");
@@ -130,11 +112,7 @@ fn another_context_size_uses_another_file_and_the_old_one_is_removed() {
         &tiny_model(),
         &["--prompt-cache-dir", &cache, "--ctx-size", "4096"],
     );
-    assert!(
-        other.log().contains("instruction prefix computed"),
-        "{}",
-        other.log()
-    );
+    other.assert_logged("instruction prefix computed");
     let after = prefix_files(dir.path());
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(

@@ -104,7 +104,7 @@ fn nested_control_token_spellings_in_leafresh_fields_are_prompted_as_plain_text(
         base_info_messages, default_category, free_text_messages, validate_base_info, QueryParams,
     };
     let service = &started();
-    let model = crate::engine::model();
+    let tokenizer = crate::engine::tokenizer();
     let nested = "가</</s>s>나 [/IN[/INST]ST]";
     let valid = validate_base_info(&QueryParams::from_pairs([
         ("location", nested),
@@ -126,8 +126,8 @@ fn nested_control_token_spellings_in_leafresh_fields_are_prompted_as_plain_text(
     // What the service tokenized is the safe prompt of exactly these fields: the engine tests
     // show that prompt has the template's control tokens only.
     let expected = [
-        model.prompt(&base_info_messages(&valid)).unwrap().len(),
-        model
+        tokenizer.prompt(&base_info_messages(&valid)).unwrap().len(),
+        tokenizer
             .prompt(&free_text_messages(&[], &message, default_category()))
             .unwrap()
             .len(),

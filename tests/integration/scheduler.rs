@@ -233,7 +233,7 @@ fn an_engine_panic_fails_the_stream_and_exits_non_zero() {
         .wait_exit(Duration::from_secs(10))
         .expect("the service exits");
     assert_ne!(code, Some(0));
-    assert!(service.log().contains("panicked"), "{}", service.log());
+    service.assert_logged("panicked");
 }
 
 #[test]

@@ -254,13 +254,7 @@ fn a_model_without_a_chat_template_falls_back_to_mistral_format() {
     };
     let model = tiny_model_with("tiny-no-template.gguf", &spec);
     let service = Service::start(&model, &[]);
-    assert!(
-        service
-            .log()
-            .contains("chat_template=mistral-v3 (fallback: the model file has none)"),
-        "{}",
-        service.log()
-    );
+    service.assert_logged("chat_template=mistral-v3 (fallback: the model file has none)");
     let url = service.url(&format!(
         "/ai/chatbot/recommendation/base-info?location={}&workType={}&category={}",
         crate::support::encode("도시"),

@@ -76,18 +76,10 @@ pub const REAL_MODEL_TEMPLATE: [&str; 2] = ["--chat-template", "gemma"];
 /// Tokens of the instruction text every Leafresh prompt begins with, as the tiny model spells it
 /// (the template's opening included, the closing `[/INST]` not).
 pub fn instruction_tokens() -> usize {
-    use leafresh_llm::engine::llama::{LoadOptions, Model};
+    use leafresh_llm::engine::tokenizer::Tokenizer;
     use leafresh_llm::engine::ChatMessage;
-    let model = Model::load(&LoadOptions {
-        path: tiny_model(),
-        n_gpu_layers: 0,
-        mlock: false,
-        mmap: true,
-        vocab_only: false,
-        chat_template: None,
-    })
-    .expect("load the tiny model");
-    let prompt = model
+    let tokenizer = Tokenizer::load(&tiny_model(), None).expect("load the tiny model's vocabulary");
+    let prompt = tokenizer
         .prompt(&[ChatMessage::user(
             leafresh_llm::leafresh::prompt::INSTRUCTION,
         )])
@@ -220,6 +212,13 @@ impl Service {
     /// Everything the service has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test, showing the whole log, unless the log contains `needle`.
+    #[track_caller]
+    pub fn assert_logged(&self, needle: &str) {
+        let log = self.log();
+        assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
     }
 
     /// Waits until the log contains `needle` `count` times.

@@ -117,11 +117,7 @@ fn base_info_and_a_free_text_follow_up_are_answered_through_the_upstream() {
     let follow_up = logged_field(&gateway.log(), "free-text", "prompt_tokens");
     assert_eq!(upstream_prompts, vec![base[0], follow_up[0]]);
     assert!(follow_up[0] > base[0]);
-    assert!(
-        gateway.log().contains("engine=\"upstream\""),
-        "{}",
-        gateway.log()
-    );
+    gateway.assert_logged("engine=\"upstream\"");
     assert!(gateway.log().contains("upstream_ms="));
 
     // No weights in the gateway.
@@ -220,11 +216,7 @@ fn health_is_503_while_the_upstream_is_down_and_200_once_it_is_back() {
     let port = free_port();
     let mut gateway = Service::gateway(&format!("http://127.0.0.1:{port}/v1"), &[]);
     assert!(gateway.wait_health(503, Duration::from_secs(5)));
-    assert!(
-        gateway.log().contains("upstream engine unreachable"),
-        "{}",
-        gateway.log()
-    );
+    gateway.assert_logged("upstream engine unreachable");
 
     // A Leafresh request meanwhile: 503 with the Korean envelope and Retry-After.
     let response = client().get(base_info_url(&gateway, "s")).send().unwrap();
@@ -419,11 +411,7 @@ fn a_local_tokenizer_counts_prompts_exactly_as_the_upstream_does() {
     let upstream = Service::start(&tiny_model(), &[]);
     let tokenizer = tiny_model().display().to_string();
     let gateway = gateway_to(&upstream, &["--tokenizer", &tokenizer]);
-    assert!(
-        gateway.log().contains("counting=Some(Local)"),
-        "{}",
-        gateway.log()
-    );
+    gateway.assert_logged("counting=Some(Local)");
     let (_, _, events) = get_events(&base_info_url(&gateway, "t"));
     assert_eq!(events.last().unwrap().event, "close", "{events:?}");
     assert_eq!(

@@ -110,11 +110,7 @@ fn with_a_tokenizer_llama_server_gets_the_prompt_tokens_the_embedded_engine_make
     };
     let tokenizer = tiny_model().display().to_string();
     let tokens = gateway(&llama_server, &["--tokenizer", &tokenizer]);
-    assert!(
-        tokens.log().contains("token_prompts=true"),
-        "{}",
-        tokens.log()
-    );
+    tokens.assert_logged("token_prompts=true");
     let chat = gateway(&llama_server, &[]);
     let embedded = Service::start(&tiny_model(), &[]);
     let model = first_model(&tokens);

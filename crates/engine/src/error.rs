@@ -1,25 +1,20 @@
-//! What can go wrong in an engine, from opening the model to a failed decode step, and which side
-//! caused it (the client, a busy server, or a fault).
+//! What can go wrong in an engine, and which side caused it (the client, a busy server, another
+//! server, or a fault of this one). Each engine has its own error ([`GgufError`] for the model
+//! file both open, [`LlamaError`], [`UpstreamError`]); [`EngineError`] wraps them with what every
+//! engine shares, and [`EngineError::kind`] is what a caller decides on.
 
-use std::path::PathBuf;
+use crate::{GgufError, LlamaError, UpstreamError};
 
-/// What can go wrong in the engine, from opening the model to a failed decode step.
+/// What can go wrong in an engine: its own failures (opening the model file, llama.cpp, the
+/// upstream), and what every engine can refuse or run into.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    #[error("model file not found: {}", path.display())]
-    ModelMissing { path: PathBuf },
-    #[error("{} is not a usable GGUF model: {why}", path.display())]
-    ModelNotGguf { path: PathBuf, why: String },
-    #[error(
-        "llama.cpp could not load {} (truncated download, unsupported architecture, or not \
-         enough memory; see the llama.cpp messages above)",
-        path.display()
-    )]
-    ModelRejected { path: PathBuf },
-    #[error("llama.cpp backend failed to start: {0}")]
-    Backend(String),
-    #[error("could not create the llama.cpp context: {0}")]
-    Context(String),
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Llama(#[from] LlamaError),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// Something the engine needs from the system (a thread, an HTTP client) could not be had.
     #[error("the engine could not start: {0}")]
     Start(String),
@@ -53,13 +48,6 @@ pub enum EngineError {
     /// The chat template could not be applied, or not followed (a server fault).
     #[error("chat template: {0}")]
     Template(String),
-    /// The sampler failed: a grammar that no longer compiles on the engine thread, or one that
-    /// rejected the token it let through. Client grammars are checked before they get here, so
-    /// this is always a server fault.
-    #[error("sampling failed: {0}")]
-    Sampling(String),
-    #[error("the sampler chose no token")]
-    NoTokenSampled,
     #[error("the server is busy; try again shortly")]
     Overloaded,
     #[error("the inference engine has stopped")]
@@ -68,19 +56,6 @@ pub enum EngineError {
     QueueTimeout { seconds: u64 },
     #[error("the server is shutting down")]
     ShuttingDown,
-    #[error("llama.cpp decode failed: {0}")]
-    Decode(String),
-    /// The upstream engine cannot be reached, refused the connection, timed out before answering,
-    /// or says it is busy: worth a retry later.
-    #[error("the upstream engine is unavailable: {0}")]
-    UpstreamUnavailable(String),
-    /// The upstream engine answered wrongly: an error status that is not the request's fault,
-    /// something that is not a chat completion stream, or a stream that broke off.
-    #[error("the upstream engine failed: {0}")]
-    UpstreamFailed(String),
-    /// The upstream engine refused the request itself (a 4xx such as a prompt over its context).
-    #[error("the upstream engine refused the request ({status}): {message}")]
-    UpstreamRejected { status: u16, message: String },
     /// A bug: preparing a request panicked.
     #[error("internal error: {0}")]
     Internal(String),
@@ -103,29 +78,21 @@ pub enum ErrorKind {
 impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
+            EngineError::Upstream(e) => e.kind(),
             EngineError::PromptTooLong { .. }
             | EngineError::PromptOverContext { .. }
             | EngineError::InvalidPrompt(_)
             | EngineError::InvalidSchema(_)
             | EngineError::InvalidToolSchema(_)
-            | EngineError::ToolsUnsupported
-            | EngineError::UpstreamRejected { .. } => ErrorKind::Client,
+            | EngineError::ToolsUnsupported => ErrorKind::Client,
             EngineError::Overloaded
             | EngineError::Stopped
             | EngineError::QueueTimeout { .. }
-            | EngineError::ShuttingDown
-            | EngineError::UpstreamUnavailable(_) => ErrorKind::Unavailable,
-            EngineError::UpstreamFailed(_) => ErrorKind::BadGateway,
-            EngineError::ModelMissing { .. }
-            | EngineError::ModelNotGguf { .. }
-            | EngineError::ModelRejected { .. }
-            | EngineError::Backend(_)
-            | EngineError::Context(_)
+            | EngineError::ShuttingDown => ErrorKind::Unavailable,
+            EngineError::Gguf(_)
+            | EngineError::Llama(_)
             | EngineError::Start(_)
             | EngineError::Template(_)
-            | EngineError::Sampling(_)
-            | EngineError::NoTokenSampled
-            | EngineError::Decode(_)
             | EngineError::Internal(_) => ErrorKind::Server,
         }
     }

@@ -4,19 +4,20 @@
 //! [`Engine`] is what the handlers and the Leafresh recommender hold (`Arc<dyn Engine>`).
 //! [`llama::LlamaEngine`] runs llama.cpp in this process; [`upstream::UpstreamEngine`] delegates
 //! to an OpenAI-compatible engine over HTTP (vLLM, llama-server, another instance of this
-//! service). The rest of this module is what every engine shares: the request and its events
+//! service). The rest of this crate is what every engine shares: the request and its events
 //! ([`generation`]), chat messages ([`chat`]), errors and their [`ErrorKind`], the token budget
-//! ([`budget`]), UTF-8 safe text assembly ([`detok`]) and the threads a request's CPU work runs on
-//! (`prepare`). The HTTP layer above maps an error's kind to a status in one place.
+//! ([`budget`]) and fitting a conversation to it ([`fit`]), tool calls as they stream
+//! ([`tool_calls`]), the local [`tokenizer`] (a GGUF's vocabulary and chat template) and the
+//! threads a request's CPU work runs on (`prepare`). The HTTP layer above maps an error's kind to a status in one place.
 
 pub mod budget;
 pub mod chat;
-pub mod detok;
 mod error;
 pub mod fit;
 pub mod generation;
 pub mod llama;
 pub(crate) mod prepare;
+pub mod tokenizer;
 pub mod tool_calls;
 pub mod upstream;
 
@@ -29,6 +30,9 @@ pub use generation::{
     GenerationSummary, OutputConstraint, SamplingParams, StepTimes, ToolChoice, ToolFunction,
     Tools, WarmUp,
 };
+pub use llama::LlamaError;
+pub use tokenizer::gguf::GgufError;
+pub use upstream::UpstreamError;
 
 /// A text-generation engine. Methods that may do CPU work (tokenizing, compiling a grammar) or
 /// wait on the network return futures and never block the caller's async worker.

@@ -3,9 +3,14 @@
 //! as soon as its name is known, then its arguments piece by piece (OpenAI's streamed
 //! `delta.tool_calls`). [`ToolCallStream`] reads the list as it arrives, in pieces cut anywhere,
 //! and says when a call begins and which text belongs to its arguments. It relies on JSON
-//! syntax only, not on the grammar that produced it.
+//! syntax only, not on the grammar that produced it. [`calls_schema`] is what the list must
+//! follow: the embedded engine's grammar is built from it, the upstream gets it as `json_schema`.
 
-use super::GenerationEvent;
+use serde_json::{json, Value};
+
+use crate::{GenerationEvent, ToolChoice, Tools};
+
+mod schema_refs;
 
 /// What the list read so far says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,5 +244,43 @@ pub fn new_call_id() -> String {
         .collect()
 }
 
+/// The JSON schema of the list of calls: objects of the offered functions' names and arguments
+/// valid for their schemas; one call unless parallel calls are allowed; only the named function
+/// when one is.
+pub fn calls_schema(tools: &Tools) -> Value {
+    // Each function's `$defs` move to the list's root, its `$ref`s rewritten to match.
+    let mut defs = serde_json::Map::new();
+    let choices: Vec<Value> = tools
+        .functions
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| match &tools.choice {
+            ToolChoice::Function(name) => &f.name == name,
+            _ => true,
+        })
+        .map(|(i, f)| {
+            let mut arguments = f.parameters.clone();
+            if arguments.as_object().is_none_or(|o| o.is_empty()) {
+                arguments = json!({"type": "object"});
+            }
+            let arguments = schema_refs::hoist(&format!("function{i}"), arguments, &mut defs);
+            json!({
+                "type": "object",
+                "properties": {"name": {"const": f.name}, "arguments": arguments},
+                "required": ["name", "arguments"],
+                "additionalProperties": false,
+            })
+        })
+        .collect();
+    let mut list = json!({"type": "array", "items": {"anyOf": choices}, "minItems": 1});
+    if !tools.parallel {
+        list["maxItems"] = json!(1);
+    }
+    if !defs.is_empty() {
+        list["$defs"] = Value::Object(defs);
+    }
+    list
+}
+
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,7 +7,7 @@
 
 use llama_cpp_2::token::LlamaToken;
 
-use leafresh_llm::engine::llama::{LoadOptions, Model};
+use leafresh_llm::engine::tokenizer::Tokenizer;
 use leafresh_llm::engine::ChatMessage;
 use leafresh_llm::http::error::OpenAiError;
 use leafresh_llm::http::openai::request::ChatRequest;
@@ -167,12 +167,12 @@ pub fn openai(data: &[u8]) {
 /// contents. The bytes are the contents, split at NUL; an even count starts with a system
 /// message; user and assistant turns alternate and the last is the user's.
 pub fn prompt(data: &[u8]) {
-    for model in fuzz_models() {
-        prompt_on(model, data);
+    for tokenizer in fuzz_models() {
+        prompt_on(tokenizer, data);
     }
 }
 
-fn prompt_on(model: &Model, data: &[u8]) {
+fn prompt_on(tokenizer: &Tokenizer, data: &[u8]) {
     let contents: Vec<String> = data
         .split(|&b| b == 0)
         .map(|part| String::from_utf8_lossy(part).into_owned())
@@ -189,12 +189,12 @@ fn prompt_on(model: &Model, data: &[u8]) {
         })
         .collect();
     let controls = |messages: &[ChatMessage]| -> Vec<LlamaToken> {
-        let prompt = model.prompt(messages).expect("a prompt");
+        let prompt = tokenizer.prompt(messages).expect("a prompt");
         prompt
             .tokens()
             .iter()
             .copied()
-            .filter(|&t| model.is_markup(t))
+            .filter(|&t| tokenizer.is_markup(t))
             .collect()
     };
     assert_eq!(
@@ -225,8 +225,8 @@ fn conversation(contents: &[String]) -> Vec<ChatMessage> {
 /// The tiny test models, written once per process into the temporary directory: the default
 /// one (Mistral's template, control-token markup) and one whose template's markup is
 /// user-defined tokens (gpt-oss's shape), which llama.cpp matches in text without special parsing.
-fn fuzz_models() -> &'static [Model; 2] {
-    static MODELS: std::sync::OnceLock<[Model; 2]> = std::sync::OnceLock::new();
+fn fuzz_models() -> &'static [Tokenizer; 2] {
+    static MODELS: std::sync::OnceLock<[Tokenizer; 2]> = std::sync::OnceLock::new();
     MODELS.get_or_init(|| {
         let markup = TinyModelSpec {
             chat_template: Some(MARKUP_TEMPLATE.to_owned()),
@@ -236,17 +236,9 @@ fn fuzz_models() -> &'static [Model; 2] {
             let path = std::env::temp_dir()
                 .join(format!("leafresh-fuzz-{name}-{}.gguf", std::process::id()));
             write_tiny_llama(&path, &spec).expect("write the tiny model");
-            let model = Model::load(&LoadOptions {
-                path: path.clone(),
-                n_gpu_layers: 0,
-                mlock: false,
-                mmap: false,
-                vocab_only: false,
-                chat_template: None,
-            })
-            .expect("load the tiny model");
+            let tokenizer = Tokenizer::load(&path, None).expect("load the tiny model");
             let _ = std::fs::remove_file(&path);
-            model
+            tokenizer
         })
     })
 }

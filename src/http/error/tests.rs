@@ -1,6 +1,7 @@
 //! Unit tests of `error` (a file of their own to keep `error.rs` short).
 
 use super::*;
+use crate::engine::{GgufError, LlamaError, UpstreamError};
 
 fn json_error(body: &str) -> OpenAiError {
     let error = serde_json::from_str::<crate::http::openai::request::ChatRequest>(body)
@@ -65,10 +66,10 @@ fn every_leafresh_error_message_is_a_korean_sentence_first() {
             context: 800,
         },
         EngineError::InvalidPrompt("a message contains a NUL character".into()),
-        EngineError::Sampling("the grammar rejected a token".into()),
+        EngineError::Llama(LlamaError::Sampling("the grammar rejected a token".into())),
         EngineError::Template("chat template failed".into()),
-        EngineError::Decode("-1".into()),
-        EngineError::NoTokenSampled,
+        EngineError::Llama(LlamaError::Decode("-1".into())),
+        EngineError::Llama(LlamaError::NoTokenSampled),
     ];
     let errors = engine.into_iter().map(LeafreshError::Engine).chain([
         LeafreshError::Query(QueryError::InvalidUtf8 { field: "location" }),
@@ -86,7 +87,7 @@ fn every_leafresh_error_message_is_a_korean_sentence_first() {
 
 #[test]
 fn a_sampling_failure_is_a_server_fault_and_a_client_grammar_is_the_clients() {
-    let fault = EngineError::Sampling("the grammar rejected a token".into());
+    let fault = EngineError::Llama(LlamaError::Sampling("the grammar rejected a token".into()));
     let leafresh = LeafreshError::Engine(fault.clone());
     assert_eq!(leafresh.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(leafresh.outcome(), Outcome::Error);
@@ -99,6 +100,61 @@ fn a_sampling_failure_is_a_server_fault_and_a_client_grammar_is_the_clients() {
         client.param.as_deref(),
         Some("response_format.json_schema.schema")
     );
+}
+
+#[test]
+fn each_engines_errors_take_the_status_of_their_kind_in_both_apis() {
+    let cases = [
+        (
+            EngineError::from(UpstreamError::Unavailable("timed out".into())),
+            StatusCode::SERVICE_UNAVAILABLE,
+        ),
+        (
+            UpstreamError::Failed("the answer is not an event stream".into()).into(),
+            StatusCode::BAD_GATEWAY,
+        ),
+        (
+            UpstreamError::Rejected {
+                status: 400,
+                message: "the prompt is over the context".into(),
+            }
+            .into(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            LlamaError::Decode("-1".into()).into(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+        (
+            GgufError::Missing {
+                path: "/models/none.gguf".into(),
+            }
+            .into(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
+    ];
+    for (error, status) in cases {
+        let leafresh = LeafreshError::Engine(error.clone());
+        assert_eq!(leafresh.status(), status, "{error:?}");
+        let openai = OpenAiError::from(error.clone());
+        assert_eq!(openai.status, status, "{error:?}");
+        let retry = leafresh
+            .error_response()
+            .headers()
+            .contains_key("retry-after");
+        assert_eq!(
+            retry,
+            status == StatusCode::SERVICE_UNAVAILABLE,
+            "{error:?}"
+        );
+    }
+    let unavailable = OpenAiError::from(EngineError::from(UpstreamError::Unavailable("x".into())));
+    assert_eq!(unavailable.code, Some("upstream_unavailable"));
+    let overlong = OpenAiError::from(EngineError::from(UpstreamError::Rejected {
+        status: 400,
+        message: "the prompt is over the context".into(),
+    }));
+    assert_eq!(overlong.code, Some("context_length_exceeded"));
 }
 
 #[test]

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::engine::{EngineStats, FinishReason};
+use crate::engine::{EngineStats, FinishReason, LlamaError};
 use crate::leafresh::categories::by_label as category_by_label;
 
 /// An engine double: one token per character, a fixed context window, and for each submit
@@ -313,7 +313,9 @@ async fn an_unparseable_answer_fails_with_its_summary_and_is_not_remembered() {
 async fn an_engine_failure_mid_stream_ends_it_and_is_not_remembered() {
     let mut events = streamed(&ANSWER[..18]);
     events.pop();
-    events.push(GenerationEvent::Failed(EngineError::Decode("-1".into())));
+    events.push(GenerationEvent::Failed(EngineError::Llama(
+        LlamaError::Decode("-1".into()),
+    )));
     let engine = ScriptedEngine::new(4096, vec![events]);
     let store = sessions();
     let recommender = Recommender::new(engine, store.clone(), true);
@@ -322,7 +324,7 @@ async fn an_engine_failure_mid_stream_ends_it_and_is_not_remembered() {
         matches!(
             end,
             Progress::Failed {
-                error: RecommendError::Engine(EngineError::Decode(_)),
+                error: RecommendError::Engine(EngineError::Llama(LlamaError::Decode(_))),
                 summary: None
             }
         ),

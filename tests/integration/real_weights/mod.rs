@@ -8,7 +8,7 @@ mod openai;
 mod reuse;
 mod streams;
 
-use leafresh_llm::engine::llama::{LoadOptions, Model};
+use leafresh_llm::engine::tokenizer::Tokenizer;
 use leafresh_llm::leafresh::{base_info_messages, validate_base_info, QueryParams};
 
 use crate::support::{real_model, Service, REAL_MODEL_TEMPLATE};
@@ -25,15 +25,7 @@ pub use crate::support::model_id;
 /// The tokens every base-info prompt of `model` (with `template`) begins with: the chat
 /// template's opening and the instruction, up to where two requests differ.
 pub fn shared_prompt_prefix(model: &std::path::Path, template: Option<&str>) -> usize {
-    let model = Model::load(&LoadOptions {
-        path: model.to_path_buf(),
-        n_gpu_layers: 0,
-        mlock: false,
-        mmap: true,
-        vocab_only: true,
-        chat_template: template.map(str::to_owned),
-    })
-    .expect("load the vocabulary");
+    let tokenizer = Tokenizer::load(model, template).expect("load the vocabulary");
     let prompt = |location: &str| {
         let query = QueryParams::from_pairs([
             ("location", location),
@@ -41,7 +33,7 @@ pub fn shared_prompt_prefix(model: &std::path::Path, template: Option<&str>) -> 
             ("category", "비건"),
         ]);
         let messages = base_info_messages(&validate_base_info(&query).unwrap());
-        model.prompt(&messages).unwrap().tokens().to_vec()
+        tokenizer.prompt(&messages).unwrap().tokens().to_vec()
     };
     let (a, b) = (prompt("도시"), prompt("농촌"));
     a.iter().zip(&b).take_while(|(x, y)| x == y).count()

@@ -123,20 +123,10 @@ fn the_prompt_cache_dir_serves_the_instruction_after_a_restart() {
     let cache = dir.path().join("prompt-cache");
     let args = ["--prompt-cache-dir", cache.to_str().unwrap()];
     let first = start(&args);
-    assert!(
-        first.log().contains("prompt prefix saved"),
-        "{}",
-        first.log()
-    );
+    first.assert_logged("prompt prefix saved");
     drop(first);
     let second = start(&args);
-    assert!(
-        second
-            .log()
-            .contains("instruction prefix loaded from the prompt cache"),
-        "{}",
-        second.log()
-    );
+    second.assert_logged("instruction prefix loaded from the prompt cache");
     let (_, _, events) = get_events(&base_info_url(
         &second,
         "real-cache",

@@ -17,7 +17,9 @@ use llguidance::toktrie::{InferenceCapabilities, TokEnv, TokTrie, TokenId, Token
 use llguidance::{Matcher, ParserFactory};
 use serde_json::Value;
 
-use super::model::Model;
+use crate::tokenizer::Tokenizer;
+use crate::tool_calls::calls_schema;
+use crate::Tools;
 
 /// A grammar for the answer, in llguidance's terms.
 #[derive(Debug, Clone)]
@@ -45,8 +47,8 @@ pub struct Guidance {
 }
 
 impl Guidance {
-    pub fn new(model: Arc<Model>) -> Result<Self, GrammarRejected> {
-        let env: TokEnv = Arc::new(ModelTokenizer::new(model));
+    pub fn new(tokenizer: Arc<Tokenizer>) -> Result<Self, GrammarRejected> {
+        let env: TokEnv = Arc::new(ModelTokenizer::new(tokenizer));
         let caps = InferenceCapabilities {
             ff_tokens: true,
             ..InferenceCapabilities::default()
@@ -97,6 +99,16 @@ fn with_layout(mut schema: Value) -> Value {
 /// `schema` as text for a Lark grammar's `%json` rule, compiled as a JSON schema would be.
 pub fn schema_text(schema: Value) -> String {
     with_layout(schema).to_string()
+}
+
+/// The grammar of the model's answer after `[TOOL_CALLS]` (llguidance Lark): a space, then a
+/// list of calls of the offered functions, each with arguments valid for its schema; one call
+/// unless parallel calls are allowed; only the named function when one is.
+pub fn calls_grammar(tools: &Tools) -> String {
+    format!(
+        "start: \" \" calls\ncalls: %json {}\n",
+        schema_text(calls_schema(tools))
+    )
 }
 
 /// The largest integer every JSON reader holds exactly (JavaScript's `Number.MAX_SAFE_INTEGER`).
@@ -164,7 +176,7 @@ fn each_schema(schema: &mut Value, f: &mut impl FnMut(&mut serde_json::Map<Strin
 /// llama.cpp's tokenizer as llguidance sees it: the vocabulary's byte strings (a trie) and a
 /// canonical `tokenize_bytes`.
 struct ModelTokenizer {
-    model: Arc<Model>,
+    tokenizer: Arc<Tokenizer>,
     trie: TokTrie,
     /// What [`SENTINEL`] tokenizes to on its own.
     sentinel: Vec<LlamaToken>,
@@ -177,13 +189,13 @@ struct ModelTokenizer {
 const SENTINEL: &[u8] = b"\n";
 
 impl ModelTokenizer {
-    fn new(model: Arc<Model>) -> Self {
-        let trie = LlamaSampler::llguidance_tok_env(model.llama())
+    fn new(tokenizer: Arc<Tokenizer>) -> Self {
+        let trie = LlamaSampler::llguidance_tok_env(tokenizer.llama())
             .tok_trie()
             .clone();
-        let sentinel = model.tokenize_text(SENTINEL);
+        let sentinel = tokenizer.tokenize_text(SENTINEL);
         Self {
-            model,
+            tokenizer,
             trie,
             sentinel,
         }
@@ -210,13 +222,13 @@ impl TokenizerEnv for ModelTokenizer {
         if s.is_empty() {
             return Vec::new();
         }
-        let direct = Self::ids(&self.model.tokenize_text(s));
+        let direct = Self::ids(&self.tokenizer.tokenize_text(s));
         if self.spells(&direct, s) {
             return direct;
         }
         let mut marked = SENTINEL.to_vec();
         marked.extend_from_slice(s);
-        let tokens = self.model.tokenize_text(&marked);
+        let tokens = self.tokenizer.tokenize_text(&marked);
         if let Some(rest) = tokens.strip_prefix(self.sentinel.as_slice()) {
             let rest = Self::ids(rest);
             if self.spells(&rest, s) {

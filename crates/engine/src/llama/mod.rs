@@ -1,5 +1,5 @@
-//! The embedded engine: llama.cpp in this process. `model` opens the GGUF and turns conversations
-//! into prompt tokens (`template` keeps client text from becoming control tokens); `scheduler`
+//! The embedded engine: llama.cpp in this process. `model` loads the GGUF's weights and the
+//! [`crate::tokenizer`] on them (which turns conversations into prompt tokens); `scheduler`
 //! owns the one inference thread; `sampling` builds each request's sampler chain; `guidance`
 //! compiles output constraints (and says which tokens they force).
 //!
@@ -7,18 +7,14 @@
 //! grammar) on the `prepare` pool, neither on an async worker nor on the inference thread, which
 //! would stall every running stream while a grammar compiles.
 
-pub mod chat_template;
+mod detok;
+mod error;
 pub mod guidance;
-mod markup;
 pub mod model;
 mod penalties;
 mod prompt_cache;
-pub(crate) mod replay;
 pub mod sampling;
 pub mod scheduler;
-mod schema_refs;
-pub mod template;
-pub mod tools;
 
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -30,9 +26,11 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 
 use crate::prepare::PreparePool;
-pub use model::{send_logs_to_tracing, LoadOptions, Model, ModelInfo, Prompt};
+use crate::tokenizer::replay::Replays;
+use crate::tokenizer::Prompt;
+pub use error::LlamaError;
+pub use model::{LoadOptions, Model, ModelInfo};
 use prompt_cache::PromptCache;
-use replay::Replays;
 use sampling::TokenSampler;
 use scheduler::tool_use::ToolUse;
 pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
@@ -80,18 +78,18 @@ impl LlamaEngine {
         let guidance = Arc::new(OnceLock::new());
         {
             // Ready long before the first constrained request, without delaying the start.
-            let (guidance, model) = (Arc::clone(&guidance), Arc::clone(&model));
+            let (guidance, tokenizer) = (Arc::clone(&guidance), Arc::clone(model.tokenizer()));
             std::thread::Builder::new()
                 .name("llguidance-init".into())
                 .spawn(move || {
                     let started = Instant::now();
-                    guidance.get_or_init(|| Guidance::new(model).map_err(|e| e.to_string()));
+                    guidance.get_or_init(|| Guidance::new(tokenizer).map_err(|e| e.to_string()));
                     tracing::debug!(
                         ms = started.elapsed().as_millis() as u64,
                         "output constraint compiler ready"
                     );
                 })
-                .map_err(|e| EngineError::Backend(format!("cannot start a thread: {e}")))?;
+                .map_err(|e| EngineError::Start(format!("cannot start a thread: {e}")))?;
         }
         let queue_size = settings.queue_size;
         let (queue, slot_context, thread) =
@@ -134,7 +132,7 @@ impl LlamaEngine {
             .and_then(|c| c.prompt::<Prompt>());
         let prompt = match counted {
             Some(prompt) => prompt.clone(),
-            None => self.model.prompt_within(
+            None => self.model.tokenizer().prompt_within(
                 &generation.messages,
                 generation.tools.as_ref(),
                 self.slot_context,
@@ -155,7 +153,7 @@ impl LlamaEngine {
         // The answer's forced start (`{"recommend": "`; `[TOOL_CALLS]` when a call is required)
         // is prefilled with the prompt: it is cached with it too, since every answer of that
         // shape starts the same way.
-        let mut lead = match (&tools, self.model.tool_tokens()) {
+        let mut lead = match (&tools, self.model.tokenizer().tool_tokens()) {
             (Some(t), Some(tokens)) if t.is_calling() => vec![tokens.calls],
             _ => Vec::new(),
         };
@@ -200,7 +198,7 @@ impl LlamaEngine {
                     self.guidance()?
                         .matcher(GrammarSource::Lark(lark))
                         .map_err(|e| {
-                            EngineError::Sampling(format!("the grammar does not compile: {e}"))
+                            LlamaError::Sampling(format!("the grammar does not compile: {e}"))
                         })?,
                 ),
             })
@@ -209,7 +207,7 @@ impl LlamaEngine {
         let Some(offered) = &generation.tools else {
             return Ok((sampler_with(text_constraint()?), None));
         };
-        let Some(tokens) = self.model.tool_tokens() else {
+        let Some(tokens) = self.model.tokenizer().tool_tokens() else {
             return match offered.choice {
                 // The model answers in text, as it would without the tools.
                 ToolChoice::Auto => Ok((sampler_with(text_constraint()?), None)),
@@ -218,7 +216,7 @@ impl LlamaEngine {
         };
         let calls = self
             .guidance()?
-            .matcher(GrammarSource::Lark(&tools::calls_grammar(offered)))
+            .matcher(GrammarSource::Lark(&guidance::calls_grammar(offered)))
             .map_err(|e| EngineError::InvalidToolSchema(e.to_string()))?;
         Ok(match offered.choice {
             ToolChoice::Auto => (
@@ -236,9 +234,13 @@ impl LlamaEngine {
     /// The constraint compiler; waits for the start-up thread if it is still building it.
     fn guidance(&self) -> Result<&Guidance, EngineError> {
         self.guidance
-            .get_or_init(|| Guidance::new(Arc::clone(&self.model)).map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                Guidance::new(Arc::clone(self.model.tokenizer())).map_err(|e| e.to_string())
+            })
             .as_ref()
-            .map_err(|e| EngineError::Sampling(format!("the constraint compiler failed: {e}")))
+            .map_err(|e| {
+                LlamaError::Sampling(format!("the constraint compiler failed: {e}")).into()
+            })
     }
 }
 
@@ -250,7 +252,7 @@ impl LlamaEngine {
         let rendered = messages.clone();
         let tokens = self
             .prepare
-            .run(move || model.prompt(&rendered).map(|p| p.tokens))
+            .run(move || model.tokenizer().prompt(&rendered).map(|p| p.tokens))
             .await?;
         let path = self
             .prompt_cache
@@ -370,7 +372,10 @@ impl Engine for LlamaEngine {
         Box::pin(self.prepare.run(move || {
             // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
             // already says they do not fit.
-            match model.prompt_within(&messages, tools.as_ref(), window, Some(&replays)) {
+            match model
+                .tokenizer()
+                .prompt_within(&messages, tools.as_ref(), window, Some(&replays))
+            {
                 Err(EngineError::PromptOverContext { at_least, .. }) => {
                     Ok(CountedPrompt::count(at_least))
                 }

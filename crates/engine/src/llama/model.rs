@@ -1,41 +1,14 @@
-//! Opening a GGUF model: checks before llama.cpp sees the file, loading, the chat template and
-//! tokenizer helpers. The model is shared (read-only, `Sync`); contexts are not (see `scheduler`).
+//! The embedded engine's model: a GGUF's weights loaded by llama.cpp, and the tokenizer built on
+//! it. The model is shared (read-only, `Sync`); contexts are not (see `scheduler`).
 
-use std::fs::File;
-use std::io::Read;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::token::LlamaToken;
 
-use super::chat_template::{ChatTemplate, ChosenTemplate};
-use super::markup::Markup;
-use super::replay::{PromptKey, Replays};
-use super::template::{self, Fragment, RenderedChat};
-use super::tools::{self, ToolTokens};
-use crate::{ChatMessage, EngineError, Role, Tools};
-
-/// The smallest file that can hold a GGUF header (magic, version, tensor and metadata counts).
-const GGUF_HEADER_LEN: u64 = 24;
-
-/// `LlamaBackend::init` succeeds once per process; everything shares this one. `get_or_init`
-/// makes concurrent first callers wait for the one initialisation instead of racing to a second.
-pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
-    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
-    BACKEND
-        .get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| EngineError::Backend(e.clone()))
-}
-
-/// Routes llama.cpp's own log messages through `tracing`, under the target `llama-cpp-2`.
-pub fn send_logs_to_tracing() {
-    llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
-}
+use crate::tokenizer::{gguf, Tokenizer};
+use crate::EngineError;
 
 /// How to load the weights.
 #[derive(Debug, Clone)]
@@ -46,9 +19,6 @@ pub struct LoadOptions {
     pub mlock: bool,
     /// Map the file (the default) or read it into memory.
     pub mmap: bool,
-    /// Load only the vocabulary and the chat template, no weights (a few MB): enough to count
-    /// prompt tokens for an upstream engine.
-    pub vocab_only: bool,
     /// The chat template to use instead of the file's: a name llama.cpp knows or a Jinja file.
     pub chat_template: Option<String>,
 }
@@ -67,17 +37,10 @@ pub struct ModelInfo {
     pub gpu_device: Option<String>,
 }
 
-/// A loaded model with its chat template: turns conversations into prompt tokens.
+/// A loaded model: its weights (in the tokenizer's llama.cpp model) and its tokenizer.
 pub struct Model {
-    llama: LlamaModel,
-    template: ChatTemplate,
-    /// The template's markup tokens (`[INST]`, `</s>`, gpt-oss's user-defined `<|start|>`, ...):
-    /// only the template's own text is searched for them, and client text never becomes one.
-    markup: Markup,
-    /// Mistral's tool-calling tokens, when the vocabulary has them.
-    tool_tokens: Option<ToolTokens>,
-    /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
-    max_token_bytes: usize,
+    /// Shared with the constraint compiler, which needs the vocabulary only.
+    tokenizer: Arc<Tokenizer>,
     info: ModelInfo,
 }
 
@@ -85,44 +48,30 @@ impl Model {
     /// Checks the file, then loads it through llama.cpp. Every failure is a typed error that says
     /// what to do; nothing here aborts the process.
     pub fn load(options: &LoadOptions) -> Result<Self, EngineError> {
-        let path = absolute(&options.path);
-        let file_size = check_gguf_file(&path)?;
         let params = LlamaModelParams::default()
             .with_n_gpu_layers(options.n_gpu_layers)
             .with_use_mlock(options.mlock)
-            .with_use_mmap(options.mmap)
-            .with_vocab_only(options.vocab_only);
-        let llama = LlamaModel::load_from_file(backend()?, &path, &params)
-            .map_err(|_| EngineError::ModelRejected { path: path.clone() })?;
-        let ChosenTemplate {
-            template,
-            source: template_source,
-            own_text,
-        } = ChatTemplate::choose(&llama, options.chat_template.as_deref())?;
+            .with_use_mmap(options.mmap);
+        let opened = gguf::open(&options.path, &params)?;
+        let (n_layer, n_params) = (opened.llama.n_layer(), opened.llama.n_params());
+        let tokenizer = Tokenizer::new(opened.llama, options.chat_template.as_deref())?;
         let info = ModelInfo {
-            path,
-            file_size,
-            n_layer: llama.n_layer(),
-            n_params: llama.n_params(),
-            template_source,
+            path: opened.path,
+            file_size: opened.file_size,
+            n_layer,
+            n_params,
+            template_source: tokenizer.template_source().to_owned(),
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
-        let markup = Markup::find(&llama, &own_text);
-        let tool_tokens = ToolTokens::find(markup.specials().as_slice());
-        let max_token_bytes = longest_token_bytes(&llama);
         Ok(Self {
-            llama,
-            template,
-            markup,
-            tool_tokens,
-            max_token_bytes,
+            tokenizer: Arc::new(tokenizer),
             info,
         })
     }
 
-    /// Mistral's tool-calling tokens, when the vocabulary has them.
-    pub fn tool_tokens(&self) -> Option<&ToolTokens> {
-        self.tool_tokens.as_ref()
+    /// Turns conversations into this model's prompt tokens.
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -130,236 +79,8 @@ impl Model {
     }
 
     pub(crate) fn llama(&self) -> &LlamaModel {
-        &self.llama
+        self.tokenizer.llama()
     }
-
-    /// Renders a conversation with the chat template (ending with the assistant's cue) and
-    /// tokenizes it, BOS included. Only the template's own text can become control tokens: the
-    /// contents are tokenized as plain text (see [`template`]).
-    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
-        self.prompt_with(messages, None, None)
-    }
-
-    /// [`Model::prompt`] with the functions offered to the model, and the earlier answers
-    /// `replays` knows given the tokens they were generated as (see [`Replays::splices`]): a
-    /// conversation's next prompt then begins with exactly the cells its previous turn left.
-    /// Replayed tokens are the model's own answer after the same prompt (a special token it
-    /// sampled included); client text is never tokenized into markup.
-    pub(crate) fn prompt_with(
-        &self,
-        messages: &[ChatMessage],
-        tools: Option<&Tools>,
-        replays: Option<&Replays>,
-    ) -> Result<Prompt, EngineError> {
-        let vocab = self.llama.vocab();
-        let mut tokens = Vec::with_capacity(256);
-        if vocab.should_add_bos() {
-            tokens.push(vocab.bos());
-        }
-        let mut after = None;
-        match (&self.tool_tokens, tools::uses_tools(messages, tools)) {
-            (Some(tool_tokens), true) => {
-                // Mistral's tool format: each earlier answer is a text piece of its own.
-                let fragments = tools::render(messages, tools, tool_tokens, vocab.eos());
-                for fragment in fragments {
-                    match fragment {
-                        Fragment::Text(text) => {
-                            match replays.and_then(|r| r.tokens_of(text.trim_start())) {
-                                Some(generated) => tokens.extend(generated),
-                                None => tokens.extend(self.tokenize_text(text.as_bytes())),
-                            }
-                        }
-                        Fragment::Token(token) => tokens.push(token),
-                    }
-                }
-            }
-            (_, uses_tools) => {
-                let plain;
-                let messages = if uses_tools {
-                    plain = tools::as_plain_messages(messages);
-                    &plain[..]
-                } else {
-                    messages
-                };
-                let chat = self.render(messages)?;
-                let answers: Vec<Range<usize>> = chat
-                    .contents
-                    .iter()
-                    .filter(|c| messages[c.message].role == Role::Assistant)
-                    .map(|c| c.range.clone())
-                    .collect();
-                let splices = replays.map_or_else(Vec::new, |r| r.splices(&chat.text, &answers));
-                let mut at = 0;
-                for splice in splices {
-                    self.tokenize_span(&chat, at..splice.replace.start, &mut tokens);
-                    tokens.extend(splice.tokens);
-                    at = splice.replace.end;
-                }
-                self.tokenize_span(&chat, at..chat.text.len(), &mut tokens);
-                after = replays.map(|r| r.key(&chat.text));
-            }
-        }
-        if vocab.should_add_eos() {
-            tokens.push(vocab.eos());
-        }
-        Ok(Prompt { tokens, after })
-    }
-
-    /// Appends the tokens of `chat.text[span]`, tokenized on its own: control tokens only where
-    /// the template wrote them, the rest as plain text.
-    fn tokenize_span(&self, chat: &RenderedChat, span: Range<usize>, out: &mut Vec<LlamaToken>) {
-        for fragment in template::partition(chat, span, self.markup.specials()) {
-            match fragment {
-                Fragment::Token(token) => out.push(token),
-                Fragment::Text(text) => out.extend(self.tokenize_text(text.as_bytes())),
-            }
-        }
-    }
-
-    /// [`Model::prompt_with`], refused early when the client's texts alone cannot fit `context`
-    /// tokens: a 100,000-character message, or a 2 MB function description, is answered before
-    /// it is rendered or tokenized.
-    pub(crate) fn prompt_within(
-        &self,
-        messages: &[ChatMessage],
-        tools: Option<&Tools>,
-        context: usize,
-        replays: Option<&Replays>,
-    ) -> Result<Prompt, EngineError> {
-        let bytes = self.client_text_bytes(messages, tools);
-        let at_least = bytes.div_ceil(self.max_token_bytes);
-        if at_least > context {
-            return Err(EngineError::PromptOverContext {
-                at_least,
-                bytes,
-                max_token_bytes: self.max_token_bytes,
-                context,
-            });
-        }
-        self.prompt_with(messages, tools, replays)
-    }
-
-    /// The bytes of client text the prompt of `messages` (with `tools`) holds at least: contents,
-    /// calls in the history, and the function list where the template writes one.
-    fn client_text_bytes(&self, messages: &[ChatMessage], tools: Option<&Tools>) -> usize {
-        let history: usize = messages
-            .iter()
-            .map(|m| {
-                let calls = m.tool_calls.iter();
-                m.content.len()
-                    + calls
-                        .map(|c| c.name.len() + c.arguments.len())
-                        .sum::<usize>()
-            })
-            .sum();
-        // Without tool tokens the function list is not part of the prompt.
-        let offered = match (&self.tool_tokens, tools) {
-            (Some(_), Some(tools)) => tools
-                .functions
-                .iter()
-                .map(|f| {
-                    let description = f.description.as_ref().map_or(0, String::len);
-                    f.name.len() + description + f.parameters.to_string().len()
-                })
-                .sum(),
-            _ => 0,
-        };
-        history + offered
-    }
-
-    /// The chat template applied to `messages`, with the place of every content in the text.
-    pub fn render(&self, messages: &[ChatMessage]) -> Result<RenderedChat, EngineError> {
-        let text = self.apply_template(messages.iter().map(|m| (m, m.content.clone())))?;
-        let skeleton = self.apply_template(
-            messages
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m, template::skeleton_content(i, &m.content))),
-        )?;
-        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-        let contents = template::locate_contents(&text, &skeleton, &contents).ok_or_else(|| {
-            EngineError::Template(
-                "the chat template changes message contents in a way the prompt builder cannot \
-                 follow (only trimming is supported)"
-                    .into(),
-            )
-        })?;
-        Ok(RenderedChat { text, contents })
-    }
-
-    /// The chat template applied to messages whose contents are given separately.
-    fn apply_template<'a>(
-        &self,
-        messages: impl Iterator<Item = (&'a ChatMessage, String)>,
-    ) -> Result<String, EngineError> {
-        let chat: Vec<(&str, String)> = messages.map(|(m, c)| (m.role.as_str(), c)).collect();
-        self.template.apply(&self.llama, &chat, true)
-    }
-
-    /// The bytes of one token as the model spells it (may be part of a UTF-8 character).
-    pub(crate) fn token_bytes(&self, token: LlamaToken, out: &mut Vec<u8>) {
-        out.clear();
-        self.llama
-            .vocab()
-            .token_to_piece_into(token, out, false, None);
-    }
-
-    /// `text` as plain text in the middle of a conversation: no BOS, no markup token (the
-    /// tokenizer may still add SentencePiece's leading space).
-    pub(crate) fn tokenize_text(&self, text: &[u8]) -> Vec<LlamaToken> {
-        self.markup
-            .unmark(self.llama.vocab().tokenize(text, false, false))
-    }
-
-    /// Whether `token` is markup of the chat template (a control token, or a user-defined one the
-    /// template writes): only the template's own text produces it in a prompt.
-    pub fn is_markup(&self, token: LlamaToken) -> bool {
-        self.markup.contains(&self.llama, token)
-    }
-
-    pub(crate) fn is_end_of_generation(&self, token: LlamaToken) -> bool {
-        self.llama.vocab().is_eog(token)
-    }
-}
-
-/// A tokenized prompt, ready for the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Prompt {
-    pub(crate) tokens: Vec<LlamaToken>,
-    /// What its answer is remembered after, for the conversation's next prompt.
-    pub(crate) after: Option<PromptKey>,
-}
-
-impl Prompt {
-    /// Number of tokens.
-    pub fn len(&self) -> usize {
-        self.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty()
-    }
-
-    /// The token ids.
-    pub fn tokens(&self) -> &[LlamaToken] {
-        &self.tokens
-    }
-}
-
-/// The longest text one token stands for, in bytes (at least 1).
-fn longest_token_bytes(llama: &LlamaModel) -> usize {
-    let vocab = llama.vocab();
-    let mut piece = Vec::new();
-    vocab
-        .tokens()
-        .map(|t| {
-            piece.clear();
-            vocab.token_to_piece_into(t, &mut piece, false, None);
-            piece.len()
-        })
-        .max()
-        .unwrap_or(1)
-        .max(1)
 }
 
 /// The first GPU llama.cpp sees, as "name (description)".
@@ -369,49 +90,4 @@ fn gpu_device() -> Option<String> {
         .into_iter()
         .find(|d| matches!(d.device_type, LlamaBackendDeviceType::Gpu))
         .map(|d| format!("{} ({})", d.name, d.description))
-}
-
-fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// Rejects what llama.cpp would fail on with a less helpful message (or worse): a missing path, a
-/// directory, an empty or short file, a file that is not GGUF.
-fn check_gguf_file(path: &Path) -> Result<u64, EngineError> {
-    let meta = std::fs::metadata(path).map_err(|_| EngineError::ModelMissing {
-        path: path.to_path_buf(),
-    })?;
-    if !meta.is_file() {
-        return Err(EngineError::ModelNotGguf {
-            path: path.to_path_buf(),
-            why: "it is not a regular file".into(),
-        });
-    }
-    if meta.len() < GGUF_HEADER_LEN {
-        return Err(EngineError::ModelNotGguf {
-            path: path.to_path_buf(),
-            why: format!("it is {} bytes long, too short to be a model", meta.len()),
-        });
-    }
-    let mut header = [0u8; 8];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut header))
-        .map_err(|e| EngineError::ModelNotGguf {
-            path: path.to_path_buf(),
-            why: format!("it cannot be read: {e}"),
-        })?;
-    if &header[..4] != b"GGUF" {
-        return Err(EngineError::ModelNotGguf {
-            path: path.to_path_buf(),
-            why: "it does not start with the GGUF magic bytes".into(),
-        });
-    }
-    let version = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if !(2..=3).contains(&version) {
-        return Err(EngineError::ModelNotGguf {
-            path: path.to_path_buf(),
-            why: format!("GGUF version {version} is not supported (2 or 3 expected)"),
-        });
-    }
-    Ok(meta.len())
 }

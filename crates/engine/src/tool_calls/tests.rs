@@ -1,4 +1,7 @@
+use serde_json::json;
+
 use super::*;
+use crate::ToolFunction;
 
 /// The calls `text` describes, read in pieces of `cut` characters: (name, arguments) per index.
 fn read(text: &str, cut: usize) -> Vec<(String, String)> {
@@ -81,4 +84,26 @@ fn call_ids_are_nine_letters_or_digits_and_differ() {
     assert!(ids
         .iter()
         .all(|id| id.len() == 9 && id.chars().all(|c| c.is_ascii_alphanumeric())));
+}
+
+/// Two functions, one with a bounded argument: the tools the tool-call tests offer.
+pub(crate) fn weather(choice: ToolChoice, parallel: bool) -> Tools {
+    Tools {
+        functions: vec![
+            ToolFunction {
+                name: "get_weather".into(),
+                description: Some("Weather of a city".into()),
+                parameters: json!({"type": "object",
+                    "properties": {"city": {"type": "string", "maxLength": 10}},
+                    "required": ["city"], "additionalProperties": false}),
+            },
+            ToolFunction {
+                name: "now".into(),
+                description: None,
+                parameters: json!({"type": "object", "properties": {}}),
+            },
+        ],
+        choice,
+        parallel,
+    }
 }

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Upstream;
+use super::UpstreamError;
 use crate::{ChatMessage, CountedPrompt, EngineError, Tools};
 
 /// How prompt tokens are counted.
@@ -55,6 +56,7 @@ pub async fn count(
     remote_count(upstream, counting, model, messages, tools)
         .await
         .map(CountedPrompt::count)
+        .map_err(EngineError::from)
 }
 
 /// The prompt tokens of `messages` as the upstream counts them (or an upper bound).
@@ -64,8 +66,7 @@ async fn remote_count(
     model: &str,
     messages: Vec<ChatMessage>,
     tools: Option<Tools>,
-) -> Result<usize, EngineError> {
-    let unavailable = |why: String| EngineError::UpstreamUnavailable(why);
+) -> Result<usize, UpstreamError> {
     // The offered functions, as the request carries them.
     let offered = tools.as_ref().map(Tools::to_openai);
     match counting {
@@ -83,12 +84,12 @@ async fn remote_count(
             let answer = upstream
                 .post_json(&format!("{}/tokenize", upstream.root), &body)
                 .await
-                .map_err(unavailable)?;
+                .map_err(UpstreamError::Unavailable)?;
             answer
                 .get("count")
                 .and_then(Value::as_u64)
                 .map(|n| n as usize)
-                .ok_or_else(|| EngineError::UpstreamFailed("/tokenize gave no count".into()))
+                .ok_or_else(|| UpstreamError::Failed("/tokenize gave no count".into()))
         }
         Some(Counting::ApplyTemplate) => {
             let rendered = upstream
@@ -100,25 +101,23 @@ async fn remote_count(
                     },
                 )
                 .await
-                .map_err(unavailable)?;
+                .map_err(UpstreamError::Unavailable)?;
             let prompt = rendered
                 .get("prompt")
                 .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    EngineError::UpstreamFailed("/apply-template gave no prompt".into())
-                })?;
+                .ok_or_else(|| UpstreamError::Failed("/apply-template gave no prompt".into()))?;
             let tokens = upstream
                 .post_json(
                     &format!("{}/tokenize", upstream.root),
                     &json!({"content": prompt, "add_special": true}),
                 )
                 .await
-                .map_err(unavailable)?;
+                .map_err(UpstreamError::Unavailable)?;
             tokens
                 .get("tokens")
                 .and_then(Value::as_array)
                 .map(Vec::len)
-                .ok_or_else(|| EngineError::UpstreamFailed("/tokenize gave no tokens".into()))
+                .ok_or_else(|| UpstreamError::Failed("/tokenize gave no tokens".into()))
         }
     }
 }

@@ -12,6 +12,7 @@
 mod admission;
 mod counting;
 mod discovery;
+mod error;
 mod relay;
 mod request;
 mod sse;
@@ -26,18 +27,21 @@ use reqwest::header::AUTHORIZATION;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use super::llama::tools::{calls_schema, CALLS_TEXT};
-use super::llama::{Model, Prompt};
-use super::{
+use crate::prepare::PreparePool;
+use crate::tokenizer::tools::CALLS_TEXT;
+use crate::tokenizer::{Prompt, Tokenizer};
+use crate::tool_calls::calls_schema;
+use crate::{
     budget, ChatMessage, CountedPrompt, Engine, EngineError, EngineStats, FinishReason, Generation,
     GenerationEvents, GenerationSummary, ToolChoice, Tools,
 };
-use crate::prepare::PreparePool;
 use admission::Admission;
 use discovery::Discovered;
 use relay::Relay;
 use request::{check_response, completion_body, describe, request_body, unreachable, ToolAnswer};
 use tool_text::ToolText;
+
+pub use error::UpstreamError;
 
 /// The header that carries the Leafresh session id, for routers with session affinity.
 pub const SESSION_HEADER: &str = "X-Session-Id";
@@ -70,7 +74,7 @@ pub struct Upstream {
     /// The server root (the base without `/v1`), where `/tokenize`, `/props` live.
     root: String,
     /// A local vocabulary for counting, and the threads that tokenize with it.
-    tokenizer: Option<(Arc<Model>, PreparePool)>,
+    tokenizer: Option<(Arc<Tokenizer>, PreparePool)>,
     discovered: RwLock<Discovered>,
     reachable: AtomicBool,
     errors: AtomicU64,
@@ -90,7 +94,7 @@ impl UpstreamEngine {
     /// service starts while it is down). Must be called inside a tokio runtime.
     pub fn start(
         settings: UpstreamSettings,
-        tokenizer: Option<Model>,
+        tokenizer: Option<Tokenizer>,
     ) -> Result<Self, EngineError> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
@@ -140,7 +144,7 @@ impl UpstreamEngine {
             .or_else(|| self.upstream.settings.model.clone())
             .or_else(|| found.models.first().cloned())
             .ok_or_else(|| {
-                EngineError::UpstreamUnavailable("its model list was not read yet".into())
+                UpstreamError::Unavailable("its model list was not read yet".into()).into()
             })
     }
 
@@ -199,7 +203,7 @@ impl UpstreamEngine {
                 Ok(Ok(response)) => response,
                 Ok(Err(e)) => return Err(upstream.unreachable(&e)),
                 Err(_) => {
-                    return Err(upstream.fault(EngineError::UpstreamUnavailable(format!(
+                    return Err(upstream.fault(UpstreamError::Unavailable(format!(
                         "no answer within {} s",
                         upstream.settings.idle_timeout.as_secs()
                     ))))
@@ -280,10 +284,10 @@ impl UpstreamEngine {
 
 impl Upstream {
     /// Counts and logs a failure of the upstream.
-    fn fault(&self, error: EngineError) -> EngineError {
+    fn fault(&self, error: UpstreamError) -> EngineError {
         self.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(upstream = %self.base, %error, "upstream request failed");
-        error
+        error.into()
     }
 
     /// A request could not reach the upstream: `/health` says so at once, and the background

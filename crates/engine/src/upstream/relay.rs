@@ -12,7 +12,8 @@ use super::request::describe;
 use super::sse::{self, Chunk, EventReader};
 use super::tool_text::ToolText;
 use super::Upstream;
-use crate::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
+use super::UpstreamError;
+use crate::{FinishReason, GenerationEvent, GenerationSummary};
 
 /// Relays one upstream stream to the events channel.
 pub struct Relay {
@@ -78,9 +79,7 @@ impl Relay {
                 }
                 GenerationEvent::Done(self.summary)
             }
-            Err(why) => {
-                GenerationEvent::Failed(self.upstream.fault(EngineError::UpstreamFailed(why)))
-            }
+            Err(why) => GenerationEvent::Failed(self.upstream.fault(UpstreamError::Failed(why))),
         };
         let _ = self.events.send(event).await;
     }

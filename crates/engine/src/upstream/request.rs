@@ -3,7 +3,8 @@
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{json, Value};
 
-use crate::{EngineError, Generation, OutputConstraint};
+use super::UpstreamError;
+use crate::{Generation, OutputConstraint};
 
 /// The OpenAI chat request body: the messages, the sampling settings (under both llama-server's
 /// and vLLM's names where they differ), the budget, and the constraint as `response_format`.
@@ -114,8 +115,8 @@ fn response_format(schema: Value) -> Value {
 }
 
 /// A connection that failed before any answer.
-pub fn unreachable(error: &reqwest::Error) -> EngineError {
-    EngineError::UpstreamUnavailable(describe(error))
+pub fn unreachable(error: &reqwest::Error) -> UpstreamError {
+    UpstreamError::Unavailable(describe(error))
 }
 
 /// What went wrong, without the upstream's address: error messages reach clients.
@@ -132,7 +133,9 @@ pub fn describe(error: &reqwest::Error) -> String {
 }
 
 /// The response, if it is a stream of chat completion chunks; else the error it stands for.
-pub async fn check_response(response: reqwest::Response) -> Result<reqwest::Response, EngineError> {
+pub async fn check_response(
+    response: reqwest::Response,
+) -> Result<reqwest::Response, UpstreamError> {
     let status = response.status();
     if status.is_success() {
         let is_sse = response
@@ -141,7 +144,7 @@ pub async fn check_response(response: reqwest::Response) -> Result<reqwest::Resp
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !is_sse {
-            return Err(EngineError::UpstreamFailed(
+            return Err(UpstreamError::Failed(
                 "the answer is not an event stream".into(),
             ));
         }
@@ -160,14 +163,14 @@ pub async fn check_response(response: reqwest::Response) -> Result<reqwest::Resp
         })
         .unwrap_or_else(|| format!("status {code}"));
     Err(match code {
-        429 | 503 => EngineError::UpstreamUnavailable(message),
+        429 | 503 => UpstreamError::Unavailable(message),
         // The key or the model is wrong: this service's configuration, not the client's request.
-        401 | 403 | 404 => EngineError::UpstreamFailed(format!("{code}: {message}")),
-        400..=499 => EngineError::UpstreamRejected {
+        401 | 403 | 404 => UpstreamError::Failed(format!("{code}: {message}")),
+        400..=499 => UpstreamError::Rejected {
             status: code,
             message,
         },
-        _ => EngineError::UpstreamFailed(format!("{code}: {message}")),
+        _ => UpstreamError::Failed(format!("{code}: {message}")),
     })
 }
 

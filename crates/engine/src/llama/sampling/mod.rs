@@ -20,6 +20,7 @@ use llguidance::Matcher;
 use super::guidance;
 use super::model::Model;
 use super::penalties::LogitAdjustments;
+use crate::llama::LlamaError;
 use crate::{EngineError, SamplingParams};
 
 /// How many recent tokens the repeat penalty looks at (llama.cpp's default).
@@ -183,7 +184,7 @@ impl TokenSampler {
         candidates.apply_sampler(&mut self.chain);
         candidates
             .selected_token()
-            .ok_or(EngineError::NoTokenSampled)
+            .ok_or(LlamaError::NoTokenSampled.into())
     }
 
     /// Records `token` in the samplers' state (the chain's, the penalty window).
@@ -245,7 +246,7 @@ impl TokenSampler {
 }
 
 fn constraint_failed(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Sampling(format!("the output constraint failed: {e}"))
+    LlamaError::Sampling(format!("the output constraint failed: {e}")).into()
 }
 
 fn fresh_seed() -> u32 {

@@ -23,6 +23,7 @@ use super::sequence::Sequence;
 use super::stream::StreamEnd;
 use super::Scheduler;
 use crate::llama::model::Model;
+use crate::llama::LlamaError;
 use crate::EngineError;
 
 /// One llama.cpp sequence: its cached cells and, when busy, the request it serves.
@@ -37,27 +38,6 @@ pub struct Slot {
     pub staged: Option<Staged>,
     /// A finished answer's last tokens, to be decoded into the cells when a step has room.
     pub tail: Vec<LlamaToken>,
-}
-
-/// The host work between two steps: each sequence's pending text sent, and with `masks_ahead` its
-/// next mask computed when its logits come out of this step. Returns the streams that ended.
-fn host_work(slots: &mut [Slot], model: &Model, masks_ahead: bool) -> Vec<(usize, StreamEnd)> {
-    let mut ends = Vec::new();
-    for (slot_id, slot) in slots.iter_mut().enumerate() {
-        let Some(seq) = slot.sequence.as_mut() else {
-            continue;
-        };
-        if let Some(end) = seq.stream.flush(model) {
-            ends.push((slot_id, end));
-            continue;
-        }
-        if masks_ahead && seq.needs_mask() {
-            if let Some(constraint) = seq.sampler.constraint_mut() {
-                constraint.prepare_mask();
-            }
-        }
-    }
-    ends
 }
 
 /// A slot's share of one decode step: its cells from this position on.
@@ -84,7 +64,7 @@ impl Scheduler<'_> {
         self.end_streams(&ends);
         match decoded {
             Ok(()) => self.sample_all(),
-            Err(e) => self.isolate_failure(EngineError::Decode(e.to_string())),
+            Err(e) => self.isolate_failure(LlamaError::Decode(e.to_string()).into()),
         }
         if !self.step_overlap {
             let ends = host_work(&mut self.slots, self.model, false);
@@ -310,7 +290,7 @@ impl Scheduler<'_> {
                         .errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     self.slots[slot_id].staged = None;
-                    self.finish(slot_id, Err(EngineError::Decode(e.to_string())));
+                    self.finish(slot_id, Err(LlamaError::Decode(e.to_string()).into()));
                     self.slots[slot_id].cells.clear();
                     let _ = self
                         .ctx
@@ -319,4 +299,25 @@ impl Scheduler<'_> {
             }
         }
     }
+}
+
+/// The host work between two steps: each sequence's pending text sent, and with `masks_ahead` its
+/// next mask computed when its logits come out of this step. Returns the streams that ended.
+fn host_work(slots: &mut [Slot], model: &Model, masks_ahead: bool) -> Vec<(usize, StreamEnd)> {
+    let mut ends = Vec::new();
+    for (slot_id, slot) in slots.iter_mut().enumerate() {
+        let Some(seq) = slot.sequence.as_mut() else {
+            continue;
+        };
+        if let Some(end) = seq.stream.flush(model) {
+            ends.push((slot_id, end));
+            continue;
+        }
+        if masks_ahead && seq.needs_mask() {
+            if let Some(constraint) = seq.sampler.constraint_mut() {
+                constraint.prepare_mask();
+            }
+        }
+    }
+    ends
 }

@@ -37,8 +37,10 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 
-use super::model::{backend, Model};
-use super::replay::Replays;
+use super::model::Model;
+use crate::llama::LlamaError;
+use crate::tokenizer::gguf::backend;
+use crate::tokenizer::replay::Replays;
 use crate::EngineError;
 use batch::Slot;
 use queue::Job;
@@ -145,10 +147,11 @@ fn run(
     // llama.cpp aborts the process (GGML_ASSERT) on a batch smaller than the sequence count, and
     // the scheduler puts one token of every generating sequence in each batch.
     if settings.batch_size < settings.parallel {
-        let _ = ready.send(Err(EngineError::Context(format!(
+        let _ = ready.send(Err(LlamaError::Context(format!(
             "the batch ({} tokens) must hold one token of each of the {} parallel sequences",
             settings.batch_size, settings.parallel
-        ))));
+        ))
+        .into()));
         return;
     }
     let params = LlamaContextParams::default()
@@ -168,14 +171,14 @@ fn run(
     let backend = match backend() {
         Ok(backend) => backend,
         Err(e) => {
-            let _ = ready.send(Err(e));
+            let _ = ready.send(Err(e.into()));
             return;
         }
     };
     let ctx = match model.llama().new_context(backend, params) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(EngineError::Context(e.to_string())));
+            let _ = ready.send(Err(LlamaError::Context(e.to_string()).into()));
             return;
         }
     };

@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::sequence::Sequence;
 use super::slots::{self, Reuse};
 use super::Scheduler;
-use crate::llama::replay::PromptKey;
 use crate::llama::sampling::TokenSampler;
+use crate::tokenizer::replay::PromptKey;
 use crate::{EngineError, EngineStats, GenerationEvent, GenerationEvents, StepTimes};
 
 /// A request ready for the inference thread: tokenized, sized, its sampler built (grammar

@@ -11,8 +11,8 @@ use super::queue::Job;
 use super::stream::{StreamEnd, TextStream};
 use super::Scheduler;
 use crate::llama::model::Model;
-use crate::llama::replay::{PromptKey, Replays};
 use crate::llama::sampling::TokenSampler;
+use crate::tokenizer::replay::{PromptKey, Replays};
 use crate::{EngineError, FinishReason, GenerationEvent, GenerationSummary};
 
 /// A request in a slot.
@@ -93,7 +93,7 @@ impl Sequence {
             Err(e) => return Some(Err(e)),
         };
         self.first_token.get_or_insert_with(Instant::now);
-        if model.is_end_of_generation(token) {
+        if model.tokenizer().is_end_of_generation(token) {
             return Some(Ok(FinishReason::Stop));
         }
         if let Some(grammar) = self.stream.tools.as_mut().and_then(|t| t.begins(token)) {

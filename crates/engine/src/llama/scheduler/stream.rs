@@ -8,7 +8,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::tool_use::ToolUse;
-use crate::detok::{StopMatcher, Utf8Assembler};
+use crate::llama::detok::{StopMatcher, Utf8Assembler};
 use crate::llama::model::Model;
 use crate::GenerationEvent;
 
@@ -69,7 +69,7 @@ impl TextStream {
         }
         let mut text = String::new();
         for token in self.unsent.drain(..) {
-            model.token_bytes(token, &mut self.piece);
+            model.tokenizer().token_bytes(token, &mut self.piece);
             text.push_str(&self.utf8.push(&self.piece));
         }
         if let Some(tools) = self.tools.as_mut().filter(|t| t.is_calling()) {

@@ -1,7 +1,6 @@
-use serde_json::json;
-
 use super::*;
-use crate::ToolFunction;
+use crate::tool_calls::tests::weather;
+use crate::ToolChoice;
 
 fn tokens() -> ToolTokens {
     ToolTokens {
@@ -12,27 +11,6 @@ fn tokens() -> ToolTokens {
         results_end: LlamaToken(9),
         inst: LlamaToken(3),
         inst_end: LlamaToken(4),
-    }
-}
-
-fn weather(choice: ToolChoice, parallel: bool) -> Tools {
-    Tools {
-        functions: vec![
-            ToolFunction {
-                name: "get_weather".into(),
-                description: Some("Weather of a city".into()),
-                parameters: json!({"type": "object",
-                    "properties": {"city": {"type": "string", "maxLength": 10}},
-                    "required": ["city"], "additionalProperties": false}),
-            },
-            ToolFunction {
-                name: "now".into(),
-                description: None,
-                parameters: json!({"type": "object", "properties": {}}),
-            },
-        ],
-        choice,
-        parallel,
     }
 }
 
@@ -130,54 +108,6 @@ fn without_a_user_turn_the_system_prompt_and_the_functions_get_a_turn_of_their_o
         text.ends_with("<8> {\"content\": \"12:00\", \"call_id\": \"abc123def\"}<9>"),
         "{text}"
     );
-}
-
-#[test]
-fn a_functions_nested_models_are_resolved_against_its_own_parameters() {
-    // What `openai.pydantic_function_tool` gives for a model that nests another.
-    let mut tools = weather(ToolChoice::Auto, false);
-    tools.functions[0].parameters = json!({
-        "$defs": {"Place": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}},
-                  "required": ["city"], "additionalProperties": false}},
-        "type": "object", "properties": {"place": {"$ref": "#/$defs/Place"}},
-        "required": ["place"], "additionalProperties": false
-    });
-    let grammar = calls_grammar(&tools);
-    assert!(accepts(
-        &grammar,
-        r#" [{"name": "get_weather", "arguments": {"place": {"city": "서울"}}}]"#
-    ));
-    assert!(!accepts(
-        &grammar,
-        r#" [{"name": "get_weather", "arguments": {"place": {"town": "서울"}}}]"#
-    ));
-    assert!(accepts(&grammar, r#" [{"name": "now", "arguments": {}}]"#));
-}
-
-use crate::llama::guidance::lark_accepts as accepts;
-
-#[test]
-fn the_calls_grammar_admits_calls_of_the_offered_functions_only() {
-    let one = r#" [{"name": "get_weather", "arguments": {"city": "서울"}}]"#;
-    let two = r#" [{"name": "get_weather", "arguments": {"city": "서울"}}, {"name": "now", "arguments": {}}]"#;
-    let auto = calls_grammar(&weather(ToolChoice::Auto, true));
-    assert!(accepts(&auto, one));
-    assert!(accepts(&auto, two));
-    for wrong in [
-        r#" [{"name": "delete_all", "arguments": {}}]"#,
-        r#" [{"name": "get_weather", "arguments": {"town": "서울"}}]"#,
-        r#" [{"name": "get_weather", "arguments": {"city": "서울서울서울서울서울서울"}}]"#,
-        r#" []"#,
-        r#"[{"name": "now", "arguments": {}}]"#,
-    ] {
-        assert!(!accepts(&auto, wrong), "{wrong}");
-    }
-    let single = calls_grammar(&weather(ToolChoice::Required, false));
-    assert!(accepts(&single, one));
-    assert!(!accepts(&single, two));
-    let named = calls_grammar(&weather(ToolChoice::Function("now".into()), true));
-    assert!(accepts(&named, r#" [{"name": "now", "arguments": {}}]"#));
-    assert!(!accepts(&named, one));
 }
 
 #[test]

@@ -12,10 +12,8 @@
 use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Value};
 
-use super::guidance;
-use super::schema_refs;
 use super::template::{Fragment, SpecialText};
-use crate::{ChatMessage, Role, ToolCall, ToolChoice, Tools};
+use crate::{ChatMessage, Role, ToolCall, Tools};
 
 /// The text of `[TOOL_CALLS]`, the token a model of Mistral's format begins its calls with.
 pub const CALLS_TEXT: &str = "[TOOL_CALLS]";
@@ -158,54 +156,6 @@ pub fn as_plain_messages(messages: &[ChatMessage]) -> Vec<ChatMessage> {
             _ => m.clone(),
         })
         .collect()
-}
-
-/// The grammar of the model's answer after `[TOOL_CALLS]` (llguidance Lark): a space, then a
-/// list of calls of the offered functions, each with arguments valid for its schema; one call
-/// unless parallel calls are allowed; only the named function when one is.
-pub fn calls_grammar(tools: &Tools) -> String {
-    format!(
-        "start: \" \" calls\ncalls: %json {}\n",
-        guidance::schema_text(calls_schema(tools))
-    )
-}
-
-/// The JSON schema of the list of calls: objects of the offered functions' names and arguments
-/// valid for their schemas; one call unless parallel calls are allowed; only the named function
-/// when one is.
-pub fn calls_schema(tools: &Tools) -> Value {
-    // Each function's `$defs` move to the list's root, its `$ref`s rewritten to match.
-    let mut defs = serde_json::Map::new();
-    let choices: Vec<Value> = tools
-        .functions
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| match &tools.choice {
-            ToolChoice::Function(name) => &f.name == name,
-            _ => true,
-        })
-        .map(|(i, f)| {
-            let mut arguments = f.parameters.clone();
-            if arguments.as_object().is_none_or(|o| o.is_empty()) {
-                arguments = json!({"type": "object"});
-            }
-            let arguments = schema_refs::hoist(&format!("function{i}"), arguments, &mut defs);
-            json!({
-                "type": "object",
-                "properties": {"name": {"const": f.name}, "arguments": arguments},
-                "required": ["name", "arguments"],
-                "additionalProperties": false,
-            })
-        })
-        .collect();
-    let mut list = json!({"type": "array", "items": {"anyOf": choices}, "minItems": 1});
-    if !tools.parallel {
-        list["maxItems"] = json!(1);
-    }
-    if !defs.is_empty() {
-        list["$defs"] = Value::Object(defs);
-    }
-    list
 }
 
 /// The `[AVAILABLE_TOOLS]` list: OpenAI's function objects, as Mistral's template writes them.

@@ -1,0 +1,317 @@
+//! The local tokenizer both engines use: a GGUF's vocabulary and chat template, turning
+//! conversations into prompt tokens. The embedded engine builds it on the model it loaded; the
+//! upstream engine loads a vocabulary alone (`--tokenizer`, no weights) to count prompts and to
+//! send them as token ids.
+//!
+//! Client text is data: only the template's own text can become control tokens (`template`,
+//! `markup`); conversations with tools are laid out in Mistral's format by `tools`; `replay`
+//! keeps the tokens of recent answers so that a conversation's next prompt begins with exactly
+//! what its previous turn left in the cache.
+
+pub mod chat_template;
+pub mod gguf;
+mod markup;
+pub mod replay;
+pub mod template;
+pub mod tools;
+
+use std::ops::Range;
+use std::path::Path;
+
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+
+use crate::{ChatMessage, EngineError, Role, Tools};
+use chat_template::{ChatTemplate, ChosenTemplate};
+use markup::Markup;
+use replay::{PromptKey, Replays};
+use template::{Fragment, RenderedChat};
+use tools::ToolTokens;
+
+/// A vocabulary with its chat template: turns conversations into prompt tokens.
+pub struct Tokenizer {
+    llama: LlamaModel,
+    template: ChatTemplate,
+    /// Which chat template is used and where it came from (`--chat-template`, the GGUF itself,
+    /// or the fallback).
+    template_source: String,
+    /// The template's markup tokens (`[INST]`, `</s>`, gpt-oss's user-defined `<|start|>`, ...):
+    /// only the template's own text is searched for them, and client text never becomes one.
+    markup: Markup,
+    /// Mistral's tool-calling tokens, when the vocabulary has them.
+    tool_tokens: Option<ToolTokens>,
+    /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
+    max_token_bytes: usize,
+}
+
+impl Tokenizer {
+    /// Loads only the vocabulary and the chat template of a GGUF file, no weights (a few MB).
+    /// `chat_template`: a name llama.cpp knows or a Jinja file, instead of the file's own.
+    pub fn load(path: &Path, chat_template: Option<&str>) -> Result<Self, EngineError> {
+        let params = LlamaModelParams::default().with_vocab_only(true);
+        Self::new(gguf::open(path, &params)?.llama, chat_template)
+    }
+
+    /// The tokenizer of a model llama.cpp loaded (with its weights or without).
+    pub fn new(llama: LlamaModel, chat_template: Option<&str>) -> Result<Self, EngineError> {
+        let ChosenTemplate {
+            template,
+            source: template_source,
+            own_text,
+        } = ChatTemplate::choose(&llama, chat_template)?;
+        let markup = Markup::find(&llama, &own_text);
+        let tool_tokens = ToolTokens::find(markup.specials().as_slice());
+        let max_token_bytes = longest_token_bytes(&llama);
+        Ok(Self {
+            llama,
+            template,
+            template_source,
+            markup,
+            tool_tokens,
+            max_token_bytes,
+        })
+    }
+
+    /// Mistral's tool-calling tokens, when the vocabulary has them.
+    pub fn tool_tokens(&self) -> Option<&ToolTokens> {
+        self.tool_tokens.as_ref()
+    }
+
+    /// Which chat template is used and where it came from.
+    pub fn template_source(&self) -> &str {
+        &self.template_source
+    }
+
+    pub(crate) fn llama(&self) -> &LlamaModel {
+        &self.llama
+    }
+
+    /// Renders a conversation with the chat template (ending with the assistant's cue) and
+    /// tokenizes it, BOS included. Only the template's own text can become control tokens: the
+    /// contents are tokenized as plain text (see [`template`]).
+    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
+        self.prompt_with(messages, None, None)
+    }
+
+    /// [`Tokenizer::prompt`] with the functions offered to the model, and the earlier answers
+    /// `replays` knows given the tokens they were generated as (see [`Replays::splices`]): a
+    /// conversation's next prompt then begins with exactly the cells its previous turn left.
+    /// Replayed tokens are the model's own answer after the same prompt (a special token it
+    /// sampled included); client text is never tokenized into markup.
+    pub(crate) fn prompt_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Tools>,
+        replays: Option<&Replays>,
+    ) -> Result<Prompt, EngineError> {
+        let vocab = self.llama.vocab();
+        let mut tokens = Vec::with_capacity(256);
+        if vocab.should_add_bos() {
+            tokens.push(vocab.bos());
+        }
+        let mut after = None;
+        match (&self.tool_tokens, tools::uses_tools(messages, tools)) {
+            (Some(tool_tokens), true) => {
+                // Mistral's tool format: each earlier answer is a text piece of its own.
+                let fragments = tools::render(messages, tools, tool_tokens, vocab.eos());
+                for fragment in fragments {
+                    match fragment {
+                        Fragment::Text(text) => {
+                            match replays.and_then(|r| r.tokens_of(text.trim_start())) {
+                                Some(generated) => tokens.extend(generated),
+                                None => tokens.extend(self.tokenize_text(text.as_bytes())),
+                            }
+                        }
+                        Fragment::Token(token) => tokens.push(token),
+                    }
+                }
+            }
+            (_, uses_tools) => {
+                let plain;
+                let messages = if uses_tools {
+                    plain = tools::as_plain_messages(messages);
+                    &plain[..]
+                } else {
+                    messages
+                };
+                let chat = self.render(messages)?;
+                let answers: Vec<Range<usize>> = chat
+                    .contents
+                    .iter()
+                    .filter(|c| messages[c.message].role == Role::Assistant)
+                    .map(|c| c.range.clone())
+                    .collect();
+                let splices = replays.map_or_else(Vec::new, |r| r.splices(&chat.text, &answers));
+                let mut at = 0;
+                for splice in splices {
+                    self.tokenize_span(&chat, at..splice.replace.start, &mut tokens);
+                    tokens.extend(splice.tokens);
+                    at = splice.replace.end;
+                }
+                self.tokenize_span(&chat, at..chat.text.len(), &mut tokens);
+                after = replays.map(|r| r.key(&chat.text));
+            }
+        }
+        if vocab.should_add_eos() {
+            tokens.push(vocab.eos());
+        }
+        Ok(Prompt { tokens, after })
+    }
+
+    /// Appends the tokens of `chat.text[span]`, tokenized on its own: control tokens only where
+    /// the template wrote them, the rest as plain text.
+    fn tokenize_span(&self, chat: &RenderedChat, span: Range<usize>, out: &mut Vec<LlamaToken>) {
+        for fragment in template::partition(chat, span, self.markup.specials()) {
+            match fragment {
+                Fragment::Token(token) => out.push(token),
+                Fragment::Text(text) => out.extend(self.tokenize_text(text.as_bytes())),
+            }
+        }
+    }
+
+    /// [`Tokenizer::prompt_with`], refused early when the client's texts alone cannot fit `context`
+    /// tokens: a 100,000-character message, or a 2 MB function description, is answered before
+    /// it is rendered or tokenized.
+    pub(crate) fn prompt_within(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Tools>,
+        context: usize,
+        replays: Option<&Replays>,
+    ) -> Result<Prompt, EngineError> {
+        let bytes = self.client_text_bytes(messages, tools);
+        let at_least = bytes.div_ceil(self.max_token_bytes);
+        if at_least > context {
+            return Err(EngineError::PromptOverContext {
+                at_least,
+                bytes,
+                max_token_bytes: self.max_token_bytes,
+                context,
+            });
+        }
+        self.prompt_with(messages, tools, replays)
+    }
+
+    /// The bytes of client text the prompt of `messages` (with `tools`) holds at least: contents,
+    /// calls in the history, and the function list where the template writes one.
+    fn client_text_bytes(&self, messages: &[ChatMessage], tools: Option<&Tools>) -> usize {
+        let history: usize = messages
+            .iter()
+            .map(|m| {
+                let calls = m.tool_calls.iter();
+                m.content.len()
+                    + calls
+                        .map(|c| c.name.len() + c.arguments.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        // Without tool tokens the function list is not part of the prompt.
+        let offered = match (&self.tool_tokens, tools) {
+            (Some(_), Some(tools)) => tools
+                .functions
+                .iter()
+                .map(|f| {
+                    let description = f.description.as_ref().map_or(0, String::len);
+                    f.name.len() + description + f.parameters.to_string().len()
+                })
+                .sum(),
+            _ => 0,
+        };
+        history + offered
+    }
+
+    /// The chat template applied to `messages`, with the place of every content in the text.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<RenderedChat, EngineError> {
+        let text = self.apply_template(messages.iter().map(|m| (m, m.content.clone())))?;
+        let skeleton = self.apply_template(
+            messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m, template::skeleton_content(i, &m.content))),
+        )?;
+        let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+        let contents = template::locate_contents(&text, &skeleton, &contents).ok_or_else(|| {
+            EngineError::Template(
+                "the chat template changes message contents in a way the prompt builder cannot \
+                 follow (only trimming is supported)"
+                    .into(),
+            )
+        })?;
+        Ok(RenderedChat { text, contents })
+    }
+
+    /// The chat template applied to messages whose contents are given separately.
+    fn apply_template<'a>(
+        &self,
+        messages: impl Iterator<Item = (&'a ChatMessage, String)>,
+    ) -> Result<String, EngineError> {
+        let chat: Vec<(&str, String)> = messages.map(|(m, c)| (m.role.as_str(), c)).collect();
+        self.template.apply(&self.llama, &chat, true)
+    }
+
+    /// The bytes of one token as the model spells it (may be part of a UTF-8 character).
+    pub(crate) fn token_bytes(&self, token: LlamaToken, out: &mut Vec<u8>) {
+        out.clear();
+        self.llama
+            .vocab()
+            .token_to_piece_into(token, out, false, None);
+    }
+
+    /// `text` as plain text in the middle of a conversation: no BOS, no markup token (the
+    /// tokenizer may still add SentencePiece's leading space).
+    pub(crate) fn tokenize_text(&self, text: &[u8]) -> Vec<LlamaToken> {
+        self.markup
+            .unmark(self.llama.vocab().tokenize(text, false, false))
+    }
+
+    /// Whether `token` is markup of the chat template (a control token, or a user-defined one the
+    /// template writes): only the template's own text produces it in a prompt.
+    pub fn is_markup(&self, token: LlamaToken) -> bool {
+        self.markup.contains(&self.llama, token)
+    }
+
+    pub(crate) fn is_end_of_generation(&self, token: LlamaToken) -> bool {
+        self.llama.vocab().is_eog(token)
+    }
+}
+
+/// A tokenized prompt, ready for the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prompt {
+    pub(crate) tokens: Vec<LlamaToken>,
+    /// What its answer is remembered after, for the conversation's next prompt.
+    pub(crate) after: Option<PromptKey>,
+}
+
+impl Prompt {
+    /// Number of tokens.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The token ids.
+    pub fn tokens(&self) -> &[LlamaToken] {
+        &self.tokens
+    }
+}
+
+/// The longest text one token stands for, in bytes (at least 1).
+fn longest_token_bytes(llama: &LlamaModel) -> usize {
+    let vocab = llama.vocab();
+    let mut piece = Vec::new();
+    vocab
+        .tokens()
+        .map(|t| {
+            piece.clear();
+            vocab.token_to_piece_into(t, &mut piece, false, None);
+            piece.len()
+        })
+        .max()
+        .unwrap_or(1)
+        .max(1)
+}
