@@ -22,6 +22,7 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         e => e.into(),
     })?;
     let info = model.info().clone();
+    let template_source = model.tokenizer().template_source().to_owned();
     let settings = engine_settings(config);
     let threads = settings.threads;
     let (engine, engine_thread) = LlamaEngine::start(Arc::new(model), settings)?;
@@ -39,7 +40,7 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         gpu_layers = info.n_layer.min(config.n_gpu_layers),
         gpu_device = %info.gpu_device.as_deref().unwrap_or("none"),
         cache_types = %format_args!("{}/{}", config.cache_type_k.name(), config.cache_type_v.name()),
-        chat_template = %info.template_source,
+        chat_template = %template_source,
         grammar = !config.no_grammar,
         fast_forward = !config.no_fast_forward,
         "model loaded"

@@ -30,9 +30,6 @@ pub struct ModelInfo {
     pub file_size: u64,
     pub n_layer: u32,
     pub n_params: u64,
-    /// Which chat template is used and where it came from (`--chat-template`, the GGUF itself,
-    /// or the fallback).
-    pub template_source: String,
     /// The GPU that holds the offloaded layers, when any are.
     pub gpu_device: Option<String>,
 }
@@ -60,7 +57,6 @@ impl Model {
             file_size: opened.file_size,
             n_layer,
             n_params,
-            template_source: tokenizer.template_source().to_owned(),
             gpu_device: (options.n_gpu_layers > 0).then(gpu_device).flatten(),
         };
         Ok(Self {

@@ -54,7 +54,7 @@ impl Tokenizer {
     }
 
     /// The tokenizer of a model llama.cpp loaded (with its weights or without).
-    pub fn new(llama: LlamaModel, chat_template: Option<&str>) -> Result<Self, EngineError> {
+    pub(crate) fn new(llama: LlamaModel, chat_template: Option<&str>) -> Result<Self, EngineError> {
         let ChosenTemplate {
             template,
             source: template_source,
