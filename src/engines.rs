@@ -1,7 +1,6 @@
 //! Where the engines are built from the settings: the one place of this crate that names the
 //! engines' own types (llama.cpp's model, context and scheduler settings; the upstream's and its
-//! local tokenizer). Every
-//! other room holds an `Arc<dyn Engine>`.
+//! local tokenizer). Every other room holds an `Arc<dyn Engine>`.
 
 use std::sync::Arc;
 

@@ -8,7 +8,8 @@
 //! ([`generation`]), chat messages ([`chat`]), errors and their [`ErrorKind`], the token budget
 //! ([`budget`]) and fitting a conversation to it ([`fit`]), tool calls as they stream
 //! ([`tool_calls`]), the local [`tokenizer`] (a GGUF's vocabulary and chat template) and the
-//! threads a request's CPU work runs on (`prepare`). The HTTP layer above maps an error's kind to a status in one place.
+//! threads a request's CPU work runs on (`prepare`). The HTTP layer above maps an error's kind to
+//! a status in one place.
 
 pub mod budget;
 pub mod chat;
