@@ -265,3 +265,44 @@ fn a_model_without_a_chat_template_falls_back_to_mistral_format() {
     assert_eq!(status, 200);
     assert_eq!(events.last().unwrap().event, "close");
 }
+
+/// The check of the host's CPU that runs before anything else in the binary (`src/host_cpu.c`,
+/// linked in by build.rs with the features the build enabled), compiled here into a program of its
+/// own: built for a feature this host lacks, it stops with the feature's name before `main`; built
+/// for what the host has, it lets the program run. (The service binary itself passes it on every
+/// start of these tests.)
+#[test]
+fn a_build_for_a_cpu_feature_the_host_lacks_says_which_and_stops_before_main() {
+    if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let main_c = dir.path().join("main.c");
+    std::fs::write(&main_c, "int main(void) { return 7; }\n").unwrap();
+    let guard = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/host_cpu.c");
+    let run = |features: &str| {
+        let program = dir.path().join("check");
+        let built = Command::new("cc")
+            .arg(format!("-DLEAFRESH_BUILT_FEATURES=\"{features}\""))
+            .args([guard.as_os_str(), main_c.as_os_str(), "-o".as_ref()])
+            .arg(&program)
+            .output()
+            .expect("cc runs");
+        assert!(built.status.success(), "{}", stderr(&built));
+        Command::new(&program).output().unwrap()
+    };
+    // sse2 is in every x86-64 CPU's flags; no kernel lists `leafresh_no_such_flag`.
+    let runs = run("sse2:sse2");
+    assert_eq!(runs.status.code(), Some(7), "{}", stderr(&runs));
+    let refused = run("sse2:sse2 avx-test:leafresh_no_such_flag");
+    assert_eq!(refused.status.code(), Some(1));
+    let message = stderr(&refused);
+    assert!(
+        message.contains("built for a CPU with avx-test, which this host's CPU lacks"),
+        "{message}"
+    );
+    assert!(
+        message.contains("scripts/build --cpu x86-64-v3"),
+        "{message}"
+    );
+}

@@ -111,8 +111,15 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The service binary under test: the one cargo built beside the tests, or
+/// `LEAFRESH_TEST_BINARY` (`scripts/build --cpu CPU --test` runs the tests against a build for
+/// another CPU).
 pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_leafresh-llm")
+    static BINARY: OnceLock<String> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        std::env::var("LEAFRESH_TEST_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_leafresh-llm").to_owned())
+    })
 }
 
 /// The real `leafresh-llm` process, killed on drop. Its log goes to a file the test can read.

@@ -1,6 +1,8 @@
 """Where things are: our binary, and the benchmark peers scripts/setup-peers builds."""
 
 import os
+import platform
+import re
 
 from . import ROOT
 
@@ -17,3 +19,15 @@ def peer_programs(peers=PEERS):
 
 
 LLAMA_SERVER, LLAMA_BENCH, VENV_PY = peer_programs()
+
+
+def llama_cpu_flags():
+    """The C/C++ flags our llama.cpp is built with beside -march (.cargo/config.toml: no AMX
+    kernels on x86-64), for builds of llama.cpp that run CMake themselves."""
+    if platform.machine() != "x86_64":
+        return ""
+    with open(os.path.join(ROOT, ".cargo", "config.toml"), encoding="utf-8") as f:
+        found = re.search(r'^CXXFLAGS_x86_64_unknown_linux_gnu = "(.*)"$', f.read(), re.M)
+    if not found:
+        raise RuntimeError(".cargo/config.toml has no CXXFLAGS_x86_64_unknown_linux_gnu")
+    return found.group(1)
