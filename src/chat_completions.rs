@@ -26,9 +26,12 @@ pub async fn start(
     request: Generation,
 ) -> Result<Started, EngineError> {
     let max_tokens = request.max_tokens.unwrap_or(0);
+    // Counted, fitted and sent for the model the request names.
+    let model = request.model.as_deref();
     let mut tools = request.tools.clone();
     let mut fitted = fit(
         engine,
+        model,
         overflow,
         &request.messages,
         tools.as_ref(),
@@ -43,16 +46,16 @@ pub async fn start(
             Some(counted) => counted.clone(),
             None => {
                 let counted = engine
-                    .count_tokens(fitted.messages.clone(), tools.clone())
+                    .count_tokens(model, fitted.messages.clone(), tools.clone())
                     .await?;
                 fitted.counted = Some(counted.clone());
                 counted
             }
         };
-        if counted.tokens + reserve(engine, max_tokens) > engine.context_window() {
+        if counted.tokens + reserve(engine, model, max_tokens) > engine.context_window(model) {
             tools_dropped = offered.functions.len();
             tools = None;
-            fitted = fit(engine, overflow, &request.messages, None, max_tokens).await?;
+            fitted = fit(engine, model, overflow, &request.messages, None, max_tokens).await?;
         }
     }
     let events = engine
@@ -72,8 +75,8 @@ pub async fn start(
 
 /// Room kept for the answer when fitting a conversation: its `max_tokens`, but never more than
 /// half the window (a long answer must not cost the whole conversation).
-fn reserve(engine: &dyn Engine, max_tokens: usize) -> usize {
-    max_tokens.min(engine.context_window() / 2)
+fn reserve(engine: &dyn Engine, model: Option<&str>, max_tokens: usize) -> usize {
+    max_tokens.min(engine.context_window(model) / 2)
 }
 
 /// The conversation to send (trimmed with `--context-overflow trim`), how many messages were
@@ -86,6 +89,7 @@ struct Fit {
 
 async fn fit(
     engine: &dyn Engine,
+    model: Option<&str>,
     overflow: ContextOverflow,
     messages: &[ChatMessage],
     tools: Option<&Tools>,
@@ -95,9 +99,10 @@ async fn fit(
         ContextOverflow::Trim => {
             let fitted = fit::trim_oldest_turns(
                 engine,
+                model,
                 messages.to_vec(),
                 tools,
-                reserve(engine, max_tokens),
+                reserve(engine, model, max_tokens),
             )
             .await?;
             Ok(Fit {

@@ -33,7 +33,7 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         layers = info.n_layer,
         params_m = info.n_params / 1_000_000,
         context = config.ctx_size,
-        context_per_slot = engine.context_window(),
+        context_per_slot = engine.context_window(None),
         parallel = config.parallel,
         threads,
         gpu_layers = info.n_layer.min(config.n_gpu_layers),

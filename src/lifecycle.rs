@@ -37,11 +37,10 @@ pub async fn stop_on_signal(state: web::Data<AppState>, server: ServerHandle, gr
     let _ = sd_notify::notify(&[NotifyState::Stopping]);
     state
         .draining
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    let busy = |state: &AppState| {
-        let stats = state.engine.stats();
-        stats.active + stats.queued
-    };
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Every request begun and not ended: those still being validated, counted or fitted, those
+    // waiting for a slot, those generating.
+    let busy = |state: &AppState| state.metrics.in_flight();
     tracing::info!(
         requests = busy(&state),
         grace_seconds = grace.as_secs(),
@@ -57,9 +56,15 @@ pub async fn stop_on_signal(state: web::Data<AppState>, server: ServerHandle, gr
             "grace period over: ending the remaining streams"
         );
         state.engine.abort_all(EngineError::ShuttingDown);
-        // Let the handlers write their final error events.
-        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        // Let the handlers write their final error events: every request still in flight ends
+        // with one (the engine refuses what arrives after the abort).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while busy(&state) > 0 && Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+    // The last events are handed to the server; a moment for it to write them out.
+    actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     server.stop(true).await;
 }
 

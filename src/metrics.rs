@@ -2,7 +2,7 @@
 //! ends with. The engine knows nothing of this; it reports counts in each request's summary and
 //! its load through `EngineStats`, read at scrape time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How a request that ended with an error of HTTP `status` is counted (both APIs).
+    pub fn of_error_status(status: u16) -> Outcome {
+        match status {
+            503 => Outcome::Unavailable,
+            500..=599 => Outcome::Error,
+            _ => Outcome::Rejected,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
@@ -45,6 +54,9 @@ pub struct Metrics {
     /// The engine's name (`llama.cpp` or `upstream`), on every `request finished` line.
     engine: &'static str,
     next_request_id: AtomicU64,
+    /// Requests begun and not finished: from before the stop check to their final event, so
+    /// that a stop waits for those still being prepared or fitted as well as those generating.
+    in_flight: AtomicUsize,
     registry: Registry,
     requests_active: IntGauge,
     requests_queued: IntGauge,
@@ -167,6 +179,7 @@ impl Metrics {
         Self {
             engine,
             next_request_id: AtomicU64::new(1),
+            in_flight: AtomicUsize::new(0),
             registry,
             requests_active,
             requests_queued,
@@ -186,7 +199,10 @@ impl Metrics {
 
     /// Starts the record of one request of `endpoint`; finish it when the request ends.
     pub fn begin(self: &Arc<Self>, endpoint: &'static str) -> RequestRecord {
+        // SeqCst, as the stop flag: a request either sees the stop, or the stop sees it.
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         RequestRecord {
+            in_flight: InFlight(Arc::clone(self)),
             metrics: Arc::clone(self),
             id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
             endpoint,
@@ -194,6 +210,11 @@ impl Metrics {
             messages_dropped: 0,
             tools_dropped: 0,
         }
+    }
+
+    /// Requests begun and not finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Counts one request of `endpoint` by how it ended.
@@ -247,6 +268,7 @@ impl Metrics {
 /// One request, from its start to the line it ends with.
 pub struct RequestRecord {
     metrics: Arc<Metrics>,
+    in_flight: InFlight,
     id: u64,
     endpoint: &'static str,
     started: Instant,
@@ -254,6 +276,16 @@ pub struct RequestRecord {
     messages_dropped: usize,
     /// Tool definitions of a `/v1` request left out to fit the context.
     tools_dropped: usize,
+}
+
+/// A request counted as in flight until this is dropped: after its last byte is handed to the
+/// server ([`RequestRecord::finish`] gives it back for a stream's final events).
+pub struct InFlight(Arc<Metrics>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl RequestRecord {
@@ -270,8 +302,9 @@ impl RequestRecord {
     /// Counts the request and writes its one log line: id, endpoint, outcome, and for a finished
     /// generation the queue wait, prompt tokens (cached), time to first token, generated tokens,
     /// tokens/s and finish reason. No request value is logged, so nothing a client sends can
-    /// forge a log line.
-    pub fn finish(self, outcome: Outcome, summary: Option<&GenerationSummary>) {
+    /// forge a log line. The request stays in flight while what this returns is held: a stream
+    /// holds it until its final events are sent, so that a stop does not cut them.
+    pub fn finish(self, outcome: Outcome, summary: Option<&GenerationSummary>) -> InFlight {
         self.metrics.request(self.endpoint, outcome);
         let total_ms = self.started.elapsed().as_millis() as u64;
         match summary {
@@ -306,6 +339,7 @@ impl RequestRecord {
                 "request finished"
             ),
         }
+        self.in_flight
     }
 }
 

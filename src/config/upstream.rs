@@ -10,7 +10,8 @@ use crate::engine::upstream::UpstreamSettings;
 #[derive(Debug, Clone, Args)]
 pub struct UpstreamArgs {
     /// Generate with this OpenAI-compatible engine instead of loading a model (vLLM,
-    /// llama-server, another leafresh-llm): its API base URL, e.g. http://10.0.0.5:8000/v1.
+    /// llama-server, another leafresh-llm): its API base URL, e.g. http://10.0.0.5:8000/v1 (a
+    /// bare http://10.0.0.5:8000 means its /v1).
     #[arg(long = "upstream", env = "LEAFRESH_UPSTREAM", value_name = "URL",
           value_parser = parse_upstream_url)]
     pub url: Option<String>,
@@ -72,12 +73,19 @@ impl UpstreamArgs {
     }
 }
 
-/// An `http://` URL with a host. HTTPS is refused with a way out: this service speaks plain HTTP
-/// to an engine on its private network.
+/// An `http://` URL with a host: the OpenAI API base. A server's bare address
+/// (`http://HOST:PORT`) means its `/v1`, where vLLM, llama-server and this service serve the API
+/// (their `/models` and `/chat/completions` at the root are not the OpenAI API, or are
+/// missing). HTTPS is refused with a way out: this service speaks plain HTTP to an engine on its
+/// private network.
 fn parse_upstream_url(value: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(value).map_err(|e| format!("not a URL: {e}"))?;
+    let base = value.trim_end_matches('/');
     match url.scheme() {
-        "http" if url.host().is_some() => Ok(value.trim_end_matches('/').to_owned()),
+        "http" if url.host().is_some() && matches!(url.path(), "" | "/") => {
+            Ok(format!("{base}/v1"))
+        }
+        "http" if url.host().is_some() => Ok(base.to_owned()),
         "http" => Err("the URL has no host".into()),
         "https" => Err(
             "https is not supported: reach the engine over its private network with \
@@ -97,6 +105,15 @@ mod tests {
         assert_eq!(
             parse_upstream_url("http://10.0.0.5:8000/v1/").unwrap(),
             "http://10.0.0.5:8000/v1"
+        );
+        // A server's address alone: its OpenAI API is under /v1.
+        for bare in ["http://10.0.0.5:8000", "http://10.0.0.5:8000/"] {
+            assert_eq!(parse_upstream_url(bare).unwrap(), "http://10.0.0.5:8000/v1");
+        }
+        // Another path is the API base a proxy serves it under.
+        assert_eq!(
+            parse_upstream_url("http://gateway/llm/v1").unwrap(),
+            "http://gateway/llm/v1"
         );
         assert!(parse_upstream_url("https://api.example.com/v1").is_err());
         assert!(parse_upstream_url("10.0.0.5:8000").is_err());

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::body::BodyError;
 use crate::engine::{EngineError, ErrorKind, UpstreamError};
-use crate::leafresh::{AnswerError, QueryError, RecommendError, Rejection};
+use crate::leafresh::{QueryError, RecommendError, Rejection};
 use crate::metrics::Outcome;
 
 /// Seconds a client should wait before retrying when every slot and the queue are busy.
@@ -41,31 +41,17 @@ pub enum LeafreshError {
     Rejected(Rejection),
     #[error("{0}")]
     Query(#[from] QueryError),
-    #[error("{0}")]
-    Engine(#[from] EngineError),
-    /// The prompt leaves too little room for a complete answer.
-    #[error(
-        "the prompt leaves room for {room} new tokens, but a complete answer needs at least \
-         {needed}; shorten the message or raise --ctx-size"
-    )]
-    NoRoomForAnswer { room: usize, needed: usize },
-    /// The model's text is not an answer (only without the grammar: with it, the answer is always
-    /// complete JSON of the answer's shape, with no blank value).
-    #[error("모델의 답변을 추천 형식으로 해석할 수 없습니다. (the model's answer could not be parsed: {0})")]
-    Unparseable(#[from] AnswerError),
+    /// The recommendation could not be made: the engine's error, no room for a whole answer, or
+    /// (only without the grammar) a model text that is not an answer.
+    #[error(transparent)]
+    Recommend(#[from] RecommendError),
     #[error("API 키가 없거나 올바르지 않습니다. (missing or invalid API key: send `Authorization: Bearer <key>`)")]
     Unauthorized,
 }
 
-impl From<RecommendError> for LeafreshError {
-    fn from(error: RecommendError) -> Self {
-        match error {
-            RecommendError::Engine(e) => LeafreshError::Engine(e),
-            RecommendError::NoRoomForAnswer { room, needed } => {
-                LeafreshError::NoRoomForAnswer { room, needed }
-            }
-            RecommendError::Unparseable(e) => LeafreshError::Unparseable(e),
-        }
+impl From<EngineError> for LeafreshError {
+    fn from(error: EngineError) -> Self {
+        LeafreshError::Recommend(RecommendError::Engine(error))
     }
 }
 
@@ -82,11 +68,14 @@ impl LeafreshError {
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST)
             }
             LeafreshError::Unauthorized => StatusCode::UNAUTHORIZED,
-            LeafreshError::Query(_) | LeafreshError::NoRoomForAnswer { .. } => {
+            LeafreshError::Query(_)
+            | LeafreshError::Recommend(RecommendError::NoRoomForAnswer { .. }) => {
                 StatusCode::BAD_REQUEST
             }
-            LeafreshError::Engine(e) => engine_status(e),
-            LeafreshError::Unparseable(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            LeafreshError::Recommend(RecommendError::Engine(e)) => engine_status(e),
+            LeafreshError::Recommend(RecommendError::Unparseable(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -95,7 +84,10 @@ impl LeafreshError {
     fn is_fault(&self) -> bool {
         self.status().is_server_error()
             && self.status() != StatusCode::SERVICE_UNAVAILABLE
-            && !matches!(self, LeafreshError::Unparseable(_))
+            && !matches!(
+                self,
+                LeafreshError::Recommend(RecommendError::Unparseable(_))
+            )
     }
 
     /// The message a client sees. The front end shows it to the person using the app, so it is a
@@ -109,22 +101,24 @@ impl LeafreshError {
         match self {
             LeafreshError::Rejected(r) => r.message.clone(),
             LeafreshError::Query(_) => format!("요청 값을 해석할 수 없습니다. ({self})"),
-            LeafreshError::Engine(e) => format!("{} ({e})", engine_message(e)),
-            LeafreshError::NoRoomForAnswer { .. } => format!(
+            LeafreshError::Recommend(RecommendError::Engine(e)) => {
+                format!("{} ({e})", engine_message(e))
+            }
+            LeafreshError::Recommend(RecommendError::NoRoomForAnswer { .. }) => format!(
                 "대화가 너무 길어 답변할 공간이 부족합니다. 메시지를 줄이거나 대화를 \
                  초기화해 주세요. ({self})"
             ),
-            LeafreshError::Unparseable(_) | LeafreshError::Unauthorized => self.to_string(),
+            LeafreshError::Recommend(RecommendError::Unparseable(e)) => format!(
+                "모델의 답변을 추천 형식으로 해석할 수 없습니다. (the model's answer could not be \
+                 parsed: {e})"
+            ),
+            LeafreshError::Unauthorized => self.to_string(),
         }
     }
 
     /// How a request that ended with this error is counted in the metrics.
     pub fn outcome(&self) -> Outcome {
-        match self.status() {
-            StatusCode::SERVICE_UNAVAILABLE => Outcome::Unavailable,
-            status if status.is_server_error() => Outcome::Error,
-            _ => Outcome::Rejected,
-        }
+        Outcome::of_error_status(self.status().as_u16())
     }
 
     pub fn data(&self) -> Value {
@@ -179,7 +173,9 @@ fn log_fault(error: &dyn std::fmt::Display) {
     tracing::error!(error = %error, "request failed");
 }
 
-/// The Korean sentence for an engine error a Leafresh client can see (busy, stopping, too long).
+/// The Korean sentence for an engine error a Leafresh client can see. Every error has its own
+/// case (no catch-all): a new one must be given its sentence. Server faults never reach here
+/// (they get the plain fault sentence), but are listed for that reason.
 fn engine_message(error: &EngineError) -> &'static str {
     match error {
         EngineError::Overloaded => "요청이 많아 처리할 수 없습니다. 잠시 후 다시 시도해 주세요.",
@@ -188,13 +184,31 @@ fn engine_message(error: &EngineError) -> &'static str {
         }
         EngineError::ShuttingDown => "서버가 종료 중입니다. 잠시 후 다시 시도해 주세요.",
         EngineError::Stopped => "추론 엔진이 멈췄습니다. 잠시 후 다시 시도해 주세요.",
+        EngineError::NotReady => {
+            "추론 엔진이 아직 준비되지 않았습니다. 잠시 후 다시 시도해 주세요."
+        }
         EngineError::Upstream(UpstreamError::Unavailable(_)) => {
             "추론 서버에 연결할 수 없습니다. 잠시 후 다시 시도해 주세요."
         }
+        EngineError::Upstream(UpstreamError::Failed(_)) => {
+            "추론 서버의 응답을 처리할 수 없습니다. 잠시 후 다시 시도해 주세요."
+        }
+        EngineError::Upstream(UpstreamError::Rejected { .. }) => "추론 서버가 요청을 거절했습니다.",
         EngineError::PromptTooLong { .. } | EngineError::PromptOverContext { .. } => {
             "메시지가 너무 깁니다. 메시지를 줄이거나 대화를 초기화해 주세요."
         }
-        _ => "요청을 처리할 수 없습니다.",
+        EngineError::InvalidPrompt(_) => "메시지에 쓸 수 없는 문자가 있습니다.",
+        EngineError::TemplateRefused(_) => {
+            "대화 형식이 모델의 채팅 템플릿에 맞지 않습니다. 대화를 초기화해 주세요."
+        }
+        EngineError::InvalidSchema(_)
+        | EngineError::InvalidToolSchema(_)
+        | EngineError::ToolsUnsupported => "요청한 답변 형식을 이 모델로 만들 수 없습니다.",
+        EngineError::Gguf(_)
+        | EngineError::Llama(_)
+        | EngineError::Start(_)
+        | EngineError::Template(_)
+        | EngineError::Internal(_) => "추천을 생성하는 중 서버 오류가 발생했습니다.",
     }
 }
 

@@ -74,13 +74,15 @@ impl AppState {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        // SeqCst, as the in-flight count (`Metrics::begin`): a request that began either sees the
+        // stop, or the stop counts it.
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// New requests get 503 once the server is stopping.
     pub fn refuse_if_draining(&self) -> Result<(), LeafreshError> {
         if self.is_draining() {
-            return Err(LeafreshError::Engine(EngineError::ShuttingDown));
+            return Err(EngineError::ShuttingDown.into());
         }
         Ok(())
     }

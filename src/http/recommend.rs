@@ -134,17 +134,19 @@ fn stream_recommendation(
                     }
                 }
                 Progress::Answered { answer, summary } => {
-                    record.finish(Outcome::Ok, Some(&summary));
+                    let in_flight = record.finish(Outcome::Ok, Some(&summary));
                     let close = Envelope::new(200, constants().messages.close.clone(), answer);
-                    break envelope_event("close", &close);
+                    break (envelope_event("close", &close), in_flight);
                 }
                 Progress::Failed { error, summary } => {
                     let error = LeafreshError::from(error);
-                    record.finish(error.outcome(), summary.as_ref());
-                    break error_event(&error);
+                    let in_flight = record.finish(error.outcome(), summary.as_ref());
+                    break (error_event(&error), in_flight);
                 }
             }
         };
+        // In flight until the final event is sent: a stop waits for it.
+        let (last, _in_flight) = last;
         stream::deliver(&tx, last).await;
     });
     stream::response(rx, state.sse_keepalive, req)

@@ -1,9 +1,11 @@
 //! The data of the original chatbot (category labels and codes, keyword lists, user-facing
 //! messages, generation settings), parsed once from the embedded `constants.json`.
 //!
-//! The JSON file is the single source of truth shared with the contract; this module only gives it
-//! types. Strings we add on top of the original (e.g. the clear-conversation reply) have serde
-//! defaults so the file stays a faithful copy of the original's constants.
+//! The JSON file is the single source of truth shared with the contract, and with the benchmark
+//! tools (`tools/leafresh_tools/leafresh.py` reads it); this module only gives it types. Strings
+//! we add on top of the original (e.g. the clear-conversation reply) have serde defaults so the
+//! file stays a faithful copy of the original's constants; the sampling settings spell out
+//! `min_p` 0, which the original's sampler chain did not have.
 
 use std::sync::LazyLock;
 
@@ -70,6 +72,8 @@ pub struct GenerationDefaults {
     pub top_p: f32,
     pub top_k: i32,
     pub repeat_penalty: f32,
+    /// 0: off, as in the original's chain (the `/v1` default is llama.cpp's 0.05).
+    pub min_p: f32,
 }
 
 static CONSTANTS: LazyLock<Constants> = LazyLock::new(|| {
@@ -128,7 +132,8 @@ mod tests {
                 temperature: 0.7,
                 top_p: 0.9,
                 top_k: 50,
-                repeat_penalty: 1.1
+                repeat_penalty: 1.1,
+                min_p: 0.0,
             }
         );
         assert_eq!(g.free_text.max_tokens, 512);

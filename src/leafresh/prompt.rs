@@ -5,7 +5,15 @@
 //! The original asked for free-form JSON and failed whenever `max_new_tokens` cut the answer
 //! short. Here the grammar caps every string so that even the worst-case answer fits the budget:
 //! the model cannot run out of tokens before the closing brace.
+//!
+//! The texts are data (`prompt.json`, embedded at build time), which the benchmark tools read
+//! too. The instruction asks for the answer's fields in words, with nothing to copy: an earlier
+//! one showed a JSON skeleton with placeholder values ("챌린지 제목"), and small models gave it
+//! back as their answer every time. The grammar already fixes the shape.
 
+use std::sync::LazyLock;
+
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::categories::Category;
@@ -16,21 +24,61 @@ use crate::engine::chat::ChatMessage;
 /// How many challenges an answer has.
 pub const CHALLENGE_COUNT: usize = 3;
 
+/// `prompt.json`: the prompt's texts.
+#[derive(Debug, Deserialize)]
+struct PromptTexts {
+    /// The instruction's lines.
+    instruction: Vec<String>,
+    /// Between the instruction and the request in the first user message.
+    separator: String,
+    /// A base-info request: `{location}`, `{work_type}`, `{category}`.
+    base_info_request: String,
+    /// A free-text request: `{category}`, `{message}`.
+    free_text_request: String,
+}
+
+static TEXTS: LazyLock<PromptTexts> = LazyLock::new(|| {
+    serde_json::from_str(include_str!("prompt.json"))
+        .expect("src/leafresh/prompt.json is embedded at build time and must parse")
+});
+
+static INSTRUCTION_TEXT: LazyLock<String> = LazyLock::new(|| TEXTS.instruction.join("\n"));
+
 /// The instruction that begins every prompt of both endpoints, byte for byte, so that its KV
 /// cache can be computed once and reused. Everything that varies per request comes after it.
-pub const INSTRUCTION: &str = "\
-당신은 Leafresh 앱의 친환경 챌린지 추천 챗봇입니다.
-사용자의 상황과 요청에 맞는 친환경 챌린지 3개를 한국어로 추천하세요.
-반드시 아래 형식의 JSON 하나만 출력하고, 그 앞뒤에 설명이나 코드 블록을 붙이지 마세요.
-{\"recommend\": \"추천하는 이유를 담은 한 문장\", \"challenges\": [{\"title\": \"챌린지 제목\", \"description\": \"실천 방법\"}, {\"title\": \"챌린지 제목\", \"description\": \"실천 방법\"}, {\"title\": \"챌린지 제목\", \"description\": \"실천 방법\"}]}
-규칙:
-- recommend는 한 문장으로 씁니다.
-- challenges는 정확히 3개이고, 각각 title과 description을 가집니다.
-- title은 짧고 분명하게, description은 오늘 바로 실천할 수 있는 구체적인 행동을 한두 문장으로 씁니다.
-- 값 안에는 큰따옴표, 역슬래시, 중괄호, 대괄호를 쓰지 않습니다.";
+pub fn instruction() -> &'static str {
+    &INSTRUCTION_TEXT
+}
 
-/// Separates the instruction from the request in the first user message.
-const INSTRUCTION_SEPARATOR: &str = "\n\n";
+/// `template` with each `{name}` replaced by its value in `values`, in one pass over the template:
+/// a value (client text) is never searched for names itself.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v, close))
+        });
+        match value {
+            Some((value, close)) => {
+                out.push_str(value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Messages for a base-info request: one user message, instruction first.
 pub fn base_info_messages(req: &ValidBaseInfo) -> Vec<ChatMessage> {
@@ -64,31 +112,41 @@ pub fn free_text_messages(
 /// A base-info prompt for a made-up request: what the engine computes before serving, so that
 /// every real prompt (which begins with the same instruction) finds the instruction cached.
 pub fn warm_up_messages() -> Vec<ChatMessage> {
-    vec![ChatMessage::user(with_instruction(
-        "[요청]\n지역: 도시\n근무 형태: 사무직\n카테고리: 제로웨이스트",
-    ))]
+    let request = fill(
+        &TEXTS.base_info_request,
+        &[
+            ("location", "도시"),
+            ("work_type", "사무직"),
+            ("category", "제로웨이스트"),
+        ],
+    );
+    vec![ChatMessage::user(with_instruction(&request))]
 }
 
 /// The per-request part of a base-info prompt (without the instruction). Store this as
 /// `Turn::user` so that replaying the turn reproduces the prompt byte for byte.
 pub fn base_info_request(req: &ValidBaseInfo) -> String {
-    format!(
-        "[요청]\n지역: {}\n근무 형태: {}\n카테고리: {}\n위 조건에 맞는 {} 챌린지 3개를 추천해 주세요.",
-        req.location, req.work_type, req.category.label, req.category.label
+    fill(
+        &TEXTS.base_info_request,
+        &[
+            ("location", &req.location),
+            ("work_type", &req.work_type),
+            ("category", &req.category.label),
+        ],
     )
 }
 
 /// The per-request part of a free-text prompt (without the instruction). Store this as
 /// `Turn::user` so that replaying the turn reproduces the prompt byte for byte.
 pub fn free_text_request(message: &str, category: &Category) -> String {
-    format!(
-        "[요청]\n카테고리: {}\n사용자 메시지: {}\n이 요청에 맞는 챌린지 3개를 추천해 주세요.",
-        category.label, message
+    fill(
+        &TEXTS.free_text_request,
+        &[("category", &category.label), ("message", message)],
     )
 }
 
 fn with_instruction(request: &str) -> String {
-    format!("{INSTRUCTION}{INSTRUCTION_SEPARATOR}{request}")
+    format!("{}{}{request}", instruction(), TEXTS.separator)
 }
 
 /// Maximum lengths, in characters, of the answer's strings.

@@ -57,7 +57,11 @@ impl Recommender {
     /// Starts a base-info recommendation. The session (if any) takes the request's category.
     pub async fn base_info(&self, valid: &ValidBaseInfo) -> Result<Recommendation, RecommendError> {
         let messages = base_info_messages(valid);
-        let counted = self.engine.count_tokens(messages.clone(), None).await?;
+        // The Leafresh endpoints name no model: the engine's default one.
+        let counted = self
+            .engine
+            .count_tokens(None, messages.clone(), None)
+            .await?;
         let defaults = &constants().generation_defaults.base_info;
         let events = self
             .submit(messages, counted, defaults, valid.session_id.as_deref())
@@ -100,12 +104,15 @@ impl Recommender {
         category: &Category,
         defaults: &GenerationDefaults,
     ) -> Result<(Vec<ChatMessage>, CountedPrompt), RecommendError> {
-        let room = self.engine.context_window();
+        let room = self.engine.context_window(None);
         let answer = defaults.max_tokens as usize;
         let (dropped, fitted) = fit::fewest_to_drop(history.len(), |skip| {
             let messages = free_text_messages(&history[skip..], message, category);
             async move {
-                let counted = self.engine.count_tokens(messages.clone(), None).await?;
+                let counted = self
+                    .engine
+                    .count_tokens(None, messages.clone(), None)
+                    .await?;
                 Ok((counted.tokens + answer <= room, (messages, counted)))
             }
         })
@@ -132,7 +139,7 @@ impl Recommender {
         let max_new_tokens = budget::max_new_tokens(
             counted.tokens,
             defaults.max_tokens as usize,
-            self.engine.context_window(),
+            self.engine.context_window(None),
         )?;
         let constraint = if self.grammar {
             let bounds =
@@ -154,8 +161,7 @@ impl Recommender {
                 top_p: defaults.top_p,
                 top_k: defaults.top_k,
                 repeat_penalty: defaults.repeat_penalty,
-                // The original's chain had no min-p.
-                min_p: 0.0,
+                min_p: defaults.min_p,
                 ..SamplingParams::default()
             },
             constraint,

@@ -1,6 +1,7 @@
 //! The deployment helpers as their users run them: `scripts/download-model` against local HTTP
-//! servers (this machine may have no network), and `uvicorn-compat/uvicorn` starting the real
-//! service from the old `nohup uvicorn main:app ...` line.
+//! servers (this machine may have no network), `uvicorn-compat/uvicorn` starting the real
+//! service from the old `nohup uvicorn main:app ...` line, and the benchmark tools' copy of the
+//! Leafresh request.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use leafresh_testmodel::{write_tiny_llama, TinyModelSpec};
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::support::{binary, client, free_port};
@@ -788,5 +790,66 @@ fn clear_settings_env(command: &mut Command) {
         "PORT",
     ] {
         command.env_remove(name);
+    }
+}
+
+/// The benchmark tools send other servers the prompt and the answer's JSON schema our base-info
+/// endpoint uses (`tools/leafresh_tools`: the prompt's texts come from the same file, the answer
+/// bounds are ported): for every budget and a request, Python's messages, bounds and schema
+/// equal the service's own, and the tools' sampling is the endpoint's.
+#[test]
+fn the_benchmark_tools_build_the_same_prompt_schema_and_sampling_as_the_service() {
+    use leafresh_llm::leafresh::categories;
+    use leafresh_llm::leafresh::prompt::{answer_schema, base_info_messages, AnswerBounds};
+    use leafresh_llm::leafresh::topic::ValidBaseInfo;
+    let budgets: Vec<usize> = (100..=1100).step_by(7).collect();
+    let script = format!(
+        "import json, sys\nsys.path.insert(0, 'tools')\n\
+         from leafresh_tools import answer, leafresh\n\
+         budgets = {budgets:?}\n\
+         print(json.dumps({{\n\
+           'messages': leafresh.base_info_messages('바닷가 마을', '학생', '비건'),\n\
+           'schemas': [answer.answer_schema(b) if b else None\n\
+                       for b in map(answer.answer_bounds, budgets)],\n\
+           'sampling': leafresh.base_info_sampling()}}, ensure_ascii=False))"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .current_dir(ROOT)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let python: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let request = ValidBaseInfo {
+        session_id: None,
+        location: "바닷가 마을".into(),
+        work_type: "학생".into(),
+        category: categories::by_label("비건").unwrap(),
+    };
+    let messages: Vec<Value> = base_info_messages(&request)
+        .iter()
+        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+        .collect();
+    assert_eq!(python["messages"], json!(messages));
+    for (budget, schema) in budgets.iter().zip(python["schemas"].as_array().unwrap()) {
+        let ours = AnswerBounds::fitting(*budget).map(|b| answer_schema(&b));
+        assert_eq!(schema, &ours.unwrap_or(Value::Null), "budget {budget}");
+    }
+    let defaults = leafresh_llm::leafresh::constants()
+        .generation_defaults
+        .base_info;
+    let sampling = &python["sampling"];
+    for (field, ours) in [
+        ("temperature", f64::from(defaults.temperature)),
+        ("top_p", f64::from(defaults.top_p)),
+        ("top_k", f64::from(defaults.top_k)),
+        ("repeat_penalty", f64::from(defaults.repeat_penalty)),
+        ("min_p", f64::from(defaults.min_p)),
+    ] {
+        assert!(
+            (sampling[field].as_f64().unwrap() - ours).abs() < 1e-6,
+            "{field}: {sampling}"
+        );
     }
 }

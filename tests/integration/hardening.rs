@@ -733,15 +733,21 @@ fn every_invalid_openai_field_is_a_400_naming_it() {
         assert_still_serving(service, case);
     }
 
-    // A huge max_tokens within the accepted range is clamped to the room left, never forwarded.
-    let response = client()
-        .post(service.url(CHAT))
-        .json(&with("max_tokens", json!(1_000_000)))
-        .send()
+    // A huge max_tokens within the accepted range is clamped to the room the slot leaves: with
+    // the end-of-sequence token (`</s>`, id 2) barred, the answer runs to exactly that room.
+    let window = crate::support::models(service)["data"][0]["max_model_len"]
+        .as_u64()
         .unwrap();
+    let mut huge = with("max_tokens", json!(1_000_000));
+    huge["logit_bias"] = json!({"2": -100});
+    let response = client().post(service.url(CHAT)).json(&huge).send().unwrap();
     assert_eq!(response.status(), 200);
     let completion: Value = response.json().unwrap();
-    assert!(completion["usage"]["completion_tokens"].as_u64().unwrap() <= 4096);
+    let usage = &completion["usage"];
+    let used =
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
+    assert_eq!(used, window, "{usage}");
+    assert_eq!(completion["choices"][0]["finish_reason"], "length");
 
     // Model names: unknown is a 404; one with path characters is not echoed back.
     for model in [

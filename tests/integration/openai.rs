@@ -217,3 +217,64 @@ fn a_client_that_sends_our_answer_back_reuses_the_whole_previous_turn() {
         "cached {cached}, previous prompt {prompt} + answer {completion}: {next}"
     );
 }
+
+/// A chat template that refuses conversations the way Hugging Face templates do
+/// (`raise_exception`): two user turns in a row, and any message with the word "금지".
+const REFUSING_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}\
+{% if message['role'] == 'user' and loop.previtem is defined and loop.previtem['role'] == 'user' %}\
+{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}\
+{% if '금지' in message['content'] %}{{ raise_exception('금지된 단어는 받지 않습니다') }}{% endif %}\
+{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + '[/INST]' }}\
+{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}\
+{% endfor %}";
+
+/// What the model's own template refuses is the client's request: a 400 with the template's
+/// message on `/v1`, the Leafresh envelope in Korean, never a 500 logged as a fault.
+#[test]
+fn a_conversation_the_chat_template_refuses_is_the_clients_400_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("refusing.jinja");
+    std::fs::write(&template, REFUSING_TEMPLATE).unwrap();
+    let service = Service::start(
+        &tiny_model(),
+        &["--chat-template", template.to_str().unwrap()],
+    );
+    let body = json!({"model": "tiny-llama", "max_tokens": 4,
+                      "messages": [{"role": "user", "content": "안녕"},
+                                   {"role": "user", "content": "또 안녕"}]});
+    let response = chat(&service, &body, None);
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
+    assert!(message.contains("roles must alternate"), "{message}");
+
+    let refused = client()
+        .get(crate::recommend::base_info_url(
+            &service,
+            "s",
+            "금지 구역",
+            "사무직",
+            "비건",
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let envelope: Value = refused.json().unwrap();
+    assert_eq!(envelope["status"], 400, "{envelope}");
+    let message = envelope["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("대화 형식이 모델의 채팅 템플릿에 맞지 않습니다"),
+        "{message}"
+    );
+    assert!(message.contains("금지된 단어는 받지 않습니다"), "{message}");
+    // Alternating turns without the word pass.
+    let fine = json!({"model": "tiny-llama", "max_tokens": 2,
+                      "messages": [{"role": "user", "content": "안녕"}]});
+    assert_eq!(chat(&service, &fine, None).status(), 200);
+    assert!(
+        !service.log().contains("request failed"),
+        "{}",
+        service.log()
+    );
+}

@@ -2,10 +2,9 @@
 //! prompt cache, keep-alive, graceful stop and a dead engine.
 
 use std::io::{BufRead, BufReader};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::{
     client, encode, get_events, leave_and_assert_the_request_ends, logged_field, metric,
@@ -202,11 +201,7 @@ fn sigterm_ends_running_streams_with_an_error_event_and_exits_zero() {
         .unwrap();
     let mut reader = SseReader::new(response);
     assert_eq!(reader.next_event().unwrap().event, "challenge");
-    let status = Command::new("kill")
-        .args(["-TERM", &service.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    service.terminate();
     let mut last = None;
     while let Some(event) = reader.next_event() {
         last = Some(event);
@@ -329,4 +324,76 @@ fn a_sequence_that_fails_to_decode_does_not_take_the_others_down() {
     // The service still serves.
     let (_, _, events) = get_events(&base_info_url(&service, "바닷가", "어부", "비건"));
     assert_eq!(events.last().unwrap().event, "close");
+}
+
+/// The threads of a process named `name` (their ids).
+fn threads_named(pid: u32, name: &str) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            (comm.trim() == name).then(|| task.file_name().unwrap().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// With `--step-overlap` one helper thread does every step's host work for as long as the engine
+/// lives: the same thread after two requests, none started per step.
+#[test]
+fn the_step_overlap_helper_is_one_thread_for_the_engines_life() {
+    let service = Service::start(&tiny_model(), &["--step-overlap", "on"]);
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let body = json!({"model": "tiny-llama", "max_tokens": 24, "stream": true,
+                          "messages": [{"role": "user", "content": format!("안녕 {round}")}]});
+        let response = client()
+            .post(service.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .unwrap();
+        let mut reader = SseReader::new(response);
+        while reader.next_event().is_some() {}
+        seen.push(threads_named(service.pid(), "llama-step-host"));
+    }
+    assert_eq!(seen[0].len(), 1, "{seen:?}");
+    assert_eq!(seen[0], seen[1], "the same helper thread");
+}
+
+/// A client that reads nothing until its whole answer is generated still gets every piece and the
+/// final chunk: the engine never drops a live client's events, whatever their number.
+#[test]
+fn a_client_that_reads_late_gets_every_event_and_the_final_one() {
+    let service = Service::start(&tiny_model(), &[]);
+    let body = json!({"model": "tiny-llama", "max_tokens": 1500, "stream": true,
+                      "logit_bias": {"2": -100},
+                      "stream_options": {"include_usage": true},
+                      "messages": [{"role": "user", "content": "길게 써 주세요"}]});
+    let response = client()
+        .post(service.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .unwrap();
+    // The whole answer is generated before the first read: no request queued or running.
+    std::thread::sleep(Duration::from_millis(200));
+    let idle = |name: &str| wait_for_metric(&service, name, 0.0, Duration::from_secs(60));
+    assert!(idle("leafresh_requests_queued") && idle("leafresh_requests_active"));
+    let mut reader = SseReader::new(response);
+    let mut data = Vec::new();
+    while let Some(event) = reader.next_event() {
+        data.push(event.raw);
+    }
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 1500, "{usage}");
+    let text: String = data
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(text.chars().count() > 100, "{}", text.len());
 }

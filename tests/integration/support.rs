@@ -81,7 +81,7 @@ pub fn instruction_tokens() -> usize {
     let tokenizer = Tokenizer::load(&tiny_model(), None).expect("load the tiny model's vocabulary");
     let prompt = tokenizer
         .prompt(&[ChatMessage::user(
-            leafresh_llm::leafresh::prompt::INSTRUCTION,
+            leafresh_llm::leafresh::prompt::instruction(),
         )])
         .expect("render");
     // Without `[/INST]` and the token before it (which may merge with what follows).
@@ -242,6 +242,15 @@ impl Service {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM, as systemd does to stop it.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
     }
 
     /// Waits for the process to exit by itself; `None` if it is still running after `timeout`.
@@ -425,13 +434,20 @@ pub fn leave_and_assert_the_request_ends<R: Read>(service: &Service, reader: Sse
     assert!(service.wait_for_log("client left", 1, Duration::from_secs(2)));
 }
 
-/// The model id `/v1/models` of `service` lists first.
-pub fn model_id(service: &Service) -> String {
-    let models: Value = client()
+/// What `/v1/models` of `service` lists.
+pub fn models(service: &Service) -> Value {
+    client()
         .get(service.url("/v1/models"))
         .send()
         .unwrap()
         .json()
-        .unwrap();
-    models["data"][0]["id"].as_str().unwrap().to_owned()
+        .unwrap()
+}
+
+/// The model id `/v1/models` of `service` lists first.
+pub fn model_id(service: &Service) -> String {
+    models(service)["data"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    client, encode, free_port, get_events, logged_field, slow_model, tiny_model, Service, SseReader,
+    client, encode, free_port, get_events, logged_field, slow_model, tiny_model, wait_for_metric,
+    Service, SseReader,
 };
 
 fn base_info_url(service: &Service, session: &str) -> String {
@@ -272,74 +273,121 @@ fn an_upstream_killed_mid_stream_ends_both_apis_with_a_final_error() {
     assert!(killed.elapsed() < Duration::from_secs(5));
 }
 
-/// A stand-in upstream: a model list and a token count like a real one, and for chat
-/// completions whatever `answer` writes. Records the request heads it saw.
-fn stand_in(answer: fn(&mut std::net::TcpStream)) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    let heads = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::clone(&heads);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let seen = Arc::clone(&seen);
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let length = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().to_owned())
-                    })
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0; length];
-                let _ = reader.read_exact(&mut body);
-                seen.lock().unwrap().push(head.clone());
-                let json_reply = |body: &str| {
-                    format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                };
-                if head.starts_with("GET /v1/models") {
-                    let list =
-                        r#"{"object":"list","data":[{"id":"stand-in","max_model_len":4096}]}"#;
-                    let _ = stream.write_all(json_reply(list).as_bytes());
-                } else if head.starts_with("POST /tokenize") {
-                    let _ = stream.write_all(json_reply(r#"{"count":300}"#).as_bytes());
-                } else if head.starts_with("POST /v1/chat/completions") {
-                    answer(&mut stream);
-                } else {
-                    let _ = stream.write_all(
-                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    );
-                }
-            });
+/// The (head, body) of every request a stand-in upstream got.
+type Seen = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// What a stand-in upstream serves: a model list and a token count like a real one, and for chat
+/// completions whatever `answer` writes (given the request's body).
+struct StandIn {
+    /// The body of `GET /v1/models`.
+    models: &'static str,
+    /// How long `POST /tokenize` takes to answer.
+    tokenize_after: Duration,
+    /// The count `POST /tokenize` gives a body.
+    count: fn(&Value) -> u64,
+    answer: fn(&mut std::net::TcpStream, &Value),
+}
+
+impl StandIn {
+    fn answering(answer: fn(&mut std::net::TcpStream, &Value)) -> Self {
+        Self {
+            models: r#"{"object":"list","data":[{"id":"stand-in","max_model_len":4096}]}"#,
+            tokenize_after: Duration::ZERO,
+            count: |_| 300,
+            answer,
         }
-    });
-    (url, heads)
+    }
+
+    /// Serves on a free port; returns the API base URL and the (head, body) of every request.
+    fn serve(self) -> (String, Seen) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        let stand_in = Arc::new(self);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (seen, stand_in) = (Arc::clone(&recorded), Arc::clone(&stand_in));
+                std::thread::spawn(move || stand_in.reply(stream, &seen));
+            }
+        });
+        (url, seen)
+    }
+
+    fn reply(&self, mut stream: std::net::TcpStream, seen: &Seen) {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        seen.lock().unwrap().push((head.clone(), body.clone()));
+        if head.starts_with("GET /v1/models") {
+            let _ = stream.write_all(json_reply(self.models).as_bytes());
+        } else if head.starts_with("POST /tokenize") {
+            std::thread::sleep(self.tokenize_after);
+            let count = json!({"count": (self.count)(&body)}).to_string();
+            let _ = stream.write_all(json_reply(&count).as_bytes());
+        } else if head.starts_with("POST /v1/chat/completions") {
+            (self.answer)(&mut stream, &body);
+        } else {
+            let _ = stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    }
+}
+
+fn json_reply(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A whole chat completion stream, as an OpenAI-compatible engine writes it: `content`, then the
+/// finish with usage, then `[DONE]`.
+fn write_chat_stream(stream: &mut std::net::TcpStream, content: &str, prompt_tokens: u64) {
+    let delta = json!({"object": "chat.completion.chunk",
+                       "choices": [{"index": 0, "delta": {"content": content}}]});
+    let end = json!({"object": "chat.completion.chunk",
+                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1,
+                               "total_tokens": prompt_tokens + 1}});
+    let _ = write!(
+        stream,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n\
+         data: {delta}\n\ndata: {end}\n\ndata: [DONE]\n\n"
+    );
 }
 
 #[test]
 fn garbage_from_the_upstream_is_a_502_and_the_session_id_is_forwarded() {
-    let (url, heads) = stand_in(|stream| {
+    let (url, seen) = StandIn::answering(|stream, _| {
         let page = "<html>upstream says hello</html>";
         let _ = write!(
             stream,
             "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
             page.len()
         );
-    });
+    })
+    .serve();
     let mut gateway = Service::gateway(&url, &[]);
     assert!(
         gateway.wait_health(200, Duration::from_secs(10)),
@@ -362,10 +410,11 @@ fn garbage_from_the_upstream_is_a_502_and_the_session_id_is_forwarded() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 502);
-    let completions: Vec<String> = heads
+    let completions: Vec<String> = seen
         .lock()
         .unwrap()
         .iter()
+        .map(|(head, _)| head)
         .filter(|h| h.starts_with("POST /v1/chat/completions"))
         .cloned()
         .collect();
@@ -379,7 +428,7 @@ fn garbage_from_the_upstream_is_a_502_and_the_session_id_is_forwarded() {
 
 #[test]
 fn an_upstream_that_stalls_mid_stream_ends_the_stream_within_the_idle_timeout() {
-    let (url, _) = stand_in(|stream| {
+    let (url, _) = StandIn::answering(|stream, _| {
         let chunk = r#"{"choices":[{"index":0,"delta":{"content":"가"}}]}"#;
         let _ = write!(
             stream,
@@ -387,7 +436,8 @@ fn an_upstream_that_stalls_mid_stream_ends_the_stream_within_the_idle_timeout() 
         );
         let _ = stream.flush();
         std::thread::sleep(Duration::from_secs(30));
-    });
+    })
+    .serve();
     let mut gateway = Service::gateway(&url, &["--upstream-idle-timeout", "1"]);
     assert!(
         gateway.wait_health(200, Duration::from_secs(10)),
@@ -513,4 +563,325 @@ fn tool_calls_and_a_tool_round_trip_pass_through_the_gateway() {
         answer["choices"][0]["message"]["content"].is_string(),
         "{answer}"
     );
+}
+
+/// Before the upstream was first reached nothing is sent: it is not known what it serves, how to
+/// count for it, or whether prompts may go as token ids (so client text could reach its
+/// template as text). Both APIs answer 503 with `Retry-After`, not a 404 for a model the list
+/// does not hold yet; counting with a local vocabulary needs no upstream.
+#[test]
+fn before_the_upstream_is_reached_requests_are_503_and_local_counting_works() {
+    let down = format!("http://127.0.0.1:{}/v1", free_port());
+    let tokenizer = tiny_model().display().to_string();
+    for extra in [
+        vec!["--tokenizer", tokenizer.as_str()],
+        vec![
+            "--tokenizer",
+            tokenizer.as_str(),
+            "--upstream-model",
+            "tiny-llama",
+        ],
+        vec![],
+    ] {
+        let gateway = Service::gateway(&down, &extra);
+        let chat = client()
+            .post(gateway.url("/v1/chat/completions"))
+            .json(&json!({"model": "tiny-llama",
+                          "messages": [{"role": "user", "content": "[INST] 안녕"}]}))
+            .send()
+            .unwrap();
+        assert_eq!(chat.status(), 503, "{extra:?}");
+        assert!(chat.headers().contains_key("retry-after"), "{extra:?}");
+        let body: Value = chat.json().unwrap();
+        assert!(body["error"]["message"].is_string(), "{extra:?}: {body}");
+        let leafresh = client()
+            .get(base_info_url(&gateway, "early"))
+            .send()
+            .unwrap();
+        assert_eq!(leafresh.status(), 503, "{extra:?}");
+        assert!(leafresh.headers().contains_key("retry-after"), "{extra:?}");
+        if !extra.is_empty() {
+            // The local vocabulary counts at once.
+            let counted = post_json(
+                &gateway,
+                "/tokenize",
+                &json!({"messages": [{"role": "user", "content": "안녕"}]}),
+            );
+            assert!(counted["count"].as_u64().unwrap() > 1, "{counted}");
+        }
+    }
+}
+
+/// `--upstream http://HOST:PORT`, the server's address without `/v1`, reaches its OpenAI API:
+/// answers whole and streamed, with usage (it was a 502 per request, and streams without usage).
+#[test]
+fn an_upstream_address_without_v1_means_its_v1() {
+    let upstream = Service::start(&tiny_model(), &[]);
+    let mut gateway = Service::gateway(&upstream.base_url(), &[]);
+    assert!(
+        gateway.wait_health(200, Duration::from_secs(20)),
+        "{}",
+        gateway.log()
+    );
+    let body = json!({"model": "tiny-llama", "max_tokens": 8,
+                      "messages": [{"role": "user", "content": "안녕"}]});
+    let whole = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(whole.status(), 200, "{}", gateway.log());
+    let whole: Value = whole.json().unwrap();
+    assert!(
+        whole["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "{whole}"
+    );
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let data = stream_data(&gateway, &streamed);
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    assert!(
+        data.iter().any(|d| d.contains("\"prompt_tokens\"")),
+        "{data:?}"
+    );
+}
+
+/// An upstream serving two models with their own windows: a request for one is counted, fitted
+/// and sized for that one (its count asked for it, its window), not for the default.
+#[test]
+fn a_request_for_another_upstream_model_is_counted_and_sized_for_that_model() {
+    let (url, seen) = StandIn {
+        models: r#"{"object":"list","data":[{"id":"small","max_model_len":256},
+                    {"id":"large","max_model_len":4096}]}"#,
+        tokenize_after: Duration::ZERO,
+        // One token per character of the messages' contents.
+        count: |body| {
+            body["messages"].as_array().map_or(0, |messages| {
+                messages
+                    .iter()
+                    .map(|m| m["content"].as_str().unwrap_or("").chars().count() as u64)
+                    .sum()
+            })
+        },
+        // The answer says which model and budget it was sent.
+        answer: |stream, body| {
+            let said = format!("{} {}", body["model"], body["max_tokens"]);
+            write_chat_stream(stream, &said, 600);
+        },
+    }
+    .serve();
+    let mut gateway = Service::gateway(&url, &[]);
+    assert!(gateway.wait_health(200, Duration::from_secs(10)));
+    let models: Value = client()
+        .get(gateway.url("/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let windows: Vec<(String, u64)> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["max_model_len"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(windows, [("small".into(), 256), ("large".into(), 4096)]);
+
+    let answer = post_json(
+        &gateway,
+        "/v1/chat/completions",
+        &json!({"model": "large", "max_tokens": 5000,
+                "messages": [{"role": "user", "content": "가".repeat(600)}]}),
+    );
+    // 600 prompt tokens leave 3496 of large's 4096 (small's 256 would have refused it).
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "\"large\" 3496",
+        "{answer}\n{}",
+        gateway.log()
+    );
+    // The request's counts (the discovery's probe of `/tokenize` asks for the default model).
+    let counted_for: Vec<Value> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(head, body)| {
+            head.starts_with("POST /tokenize") && body.to_string().contains("가가")
+        })
+        .map(|(_, body)| body["model"].clone())
+        .collect();
+    assert!(!counted_for.is_empty());
+    assert!(counted_for.iter().all(|m| m == "large"), "{counted_for:?}");
+    // The same request for the small model is refused by its own window.
+    let refused = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&json!({"model": "small",
+                      "messages": [{"role": "user", "content": "가".repeat(600)}]}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+}
+
+/// With a local vocabulary, a message whose text alone cannot fit the window is refused before
+/// it is rendered or tokenized (the refusal names the lower bound it found), as the embedded
+/// engine refuses it.
+#[test]
+fn the_gateway_refuses_a_message_too_long_for_the_window_before_tokenizing_it() {
+    let upstream = Service::start(&tiny_model(), &[]);
+    let tokenizer = tiny_model().display().to_string();
+    let gateway = gateway_to(&upstream, &["--tokenizer", &tokenizer]);
+    let long = "플라스틱 ".repeat(150_000);
+    let refused = client()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&json!({"model": "tiny-llama",
+                      "messages": [{"role": "user", "content": long}]}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().unwrap();
+    assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("needs at least"), "{message}");
+    assert!(message.contains("bytes per token"), "{message}");
+}
+
+/// A stop signal waits for requests still being counted (the upstream's `/tokenize` takes two
+/// seconds here), not only for those generating: the client gets its whole answer.
+#[test]
+fn a_stop_waits_for_a_request_still_being_counted() {
+    let (url, _) = StandIn {
+        tokenize_after: Duration::from_secs(2),
+        ..StandIn::answering(|stream, _| write_chat_stream(stream, "다 됐어요", 300))
+    }
+    .serve();
+    let mut gateway = Service::gateway(&url, &["--shutdown-timeout", "20"]);
+    assert!(gateway.wait_health(200, Duration::from_secs(10)));
+    let url = gateway.url("/v1/chat/completions");
+    let request = std::thread::spawn(move || {
+        client()
+            .post(url)
+            .json(&json!({"model": "stand-in",
+                          "messages": [{"role": "user", "content": "안녕"}]}))
+            .send()
+            .and_then(|r| r.json::<Value>())
+    });
+    // The request is being counted (its /tokenize answers after 2 s) when the stop comes.
+    std::thread::sleep(Duration::from_millis(500));
+    gateway.terminate();
+    let answer = request.join().unwrap().expect("a whole answer");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"], "다 됐어요",
+        "{answer}"
+    );
+    assert_eq!(gateway.wait_exit(Duration::from_secs(20)), Some(Some(0)));
+}
+
+/// Past the grace period every request ends with a final error: the one streaming with an error
+/// chunk and `[DONE]`, the one still waiting for an upstream place (its stream not begun) with a
+/// 503; none is sent after the stop.
+#[test]
+fn past_the_grace_period_running_and_waiting_requests_end_with_a_final_error() {
+    let upstream = Service::start(&slow_model(), &["--no-grammar"]);
+    let mut gateway = gateway_to(&upstream, &["--parallel", "1", "--shutdown-timeout", "1"]);
+    let mut running = long_stream(&gateway);
+    assert!(running.next_event().is_some());
+    let waiting = std::thread::spawn({
+        let url = gateway.url("/v1/chat/completions");
+        move || {
+            let response = client()
+                .post(url)
+                .json(
+                    &json!({"model": "slow-llama", "stream": true, "max_tokens": 5,
+                              "messages": [{"role": "user", "content": "안녕"}]}),
+                )
+                .send()
+                .unwrap();
+            let retry = response.headers().contains_key("retry-after");
+            (response.status(), retry, response.text().unwrap())
+        }
+    });
+    assert!(wait_for_metric(
+        &gateway,
+        "leafresh_requests_queued",
+        1.0,
+        Duration::from_secs(10)
+    ));
+    gateway.terminate();
+    let mut last = Vec::new();
+    while let Some(event) = running.next_event() {
+        last.push(event.raw);
+    }
+    assert_eq!(last.last().map(String::as_str), Some("[DONE]"), "{last:?}");
+    assert!(last[last.len() - 2].contains("shutting down"), "{last:?}");
+    let (status, retry, body) = waiting.join().unwrap();
+    assert_eq!((status.as_u16(), retry), (503, true), "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(gateway.wait_exit(Duration::from_secs(20)), Some(Some(0)));
+    // The upstream got the one request, not the one that waited.
+    assert_eq!(
+        upstream.log().matches("request finished").count(),
+        1,
+        "{}",
+        upstream.log()
+    );
+}
+
+/// The count assumed for an upstream that cannot count (`upper_bound`: one token per byte of
+/// content, a few per message for the template) is never below the real count, checked with real
+/// vocabularies and templates over Korean, emoji, code and mixed conversations.
+#[test]
+fn the_bound_for_an_upstream_that_cannot_count_is_never_below_the_real_count() {
+    use leafresh_llm::engine::tokenizer::Tokenizer;
+    use leafresh_llm::engine::upstream::upper_bound;
+    use leafresh_llm::engine::ChatMessage;
+    let texts = [
+        "안녕하세요",
+        "가",
+        "플라스틱 줄이기 챌린지를 추천해 주세요. 회사에서 할 수 있는 걸로요!",
+        "😀🌱♻️ 지구를 지켜요",
+        "fn main() { println!(\"{}\", 1 + 2); }",
+        "ㄱㄴㄷ ㅏㅑ 똠방각하 뷁",
+        "mixed 한국어 and English, 숫자 12345 and 記号 ※",
+        "\n\n   \t  ",
+        "",
+    ];
+    let conversations: Vec<Vec<ChatMessage>> = texts
+        .iter()
+        .map(|t| vec![ChatMessage::user(*t)])
+        .chain(texts.windows(3).map(|w| {
+            vec![
+                ChatMessage::system(w[0]),
+                ChatMessage::user(w[1]),
+                ChatMessage::assistant(w[2]),
+                ChatMessage::user(w[0]),
+            ]
+        }))
+        .collect();
+    let real = real_model_template();
+    let tokenizers = [
+        Tokenizer::load(&tiny_model(), None).unwrap(),
+        Tokenizer::load(&real.0, Some(real.1)).unwrap(),
+    ];
+    for tokenizer in &tokenizers {
+        for messages in &conversations {
+            let real = tokenizer.prompt(messages).unwrap().len();
+            assert!(
+                real <= upper_bound(messages),
+                "{real} tokens > bound {} for {messages:?}",
+                upper_bound(messages)
+            );
+        }
+    }
+}
+
+fn real_model_template() -> (std::path::PathBuf, &'static str) {
+    (
+        crate::support::real_model(),
+        crate::support::REAL_MODEL_TEMPLATE[1],
+    )
 }

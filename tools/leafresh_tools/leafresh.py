@@ -5,6 +5,7 @@ generation settings, and one read of an endpoint's event stream (`challenge` ...
 import itertools
 import json
 import os
+import re
 import time
 import urllib.parse
 
@@ -20,21 +21,11 @@ WORK_TYPES = ["사무직", "학생", "주부", "자영업", "현장직", "프리
 CATEGORIES = ["제로웨이스트", "플로깅", "탄소발자국", "에너지 절약",
               "업사이클", "문화 공유", "디지털 탄소", "비건"]
 
-# The Leafresh instruction, byte for byte as src/leafresh/prompt.rs INSTRUCTION, and the
-# base-info request format: every server gets exactly the prompt our base-info endpoint renders.
-INSTRUCTION = (
-    "당신은 Leafresh 앱의 친환경 챌린지 추천 챗봇입니다.\n"
-    "사용자의 상황과 요청에 맞는 친환경 챌린지 3개를 한국어로 추천하세요.\n"
-    "반드시 아래 형식의 JSON 하나만 출력하고, 그 앞뒤에 설명이나 코드 블록을 붙이지 마세요.\n"
-    '{"recommend": "추천하는 이유를 담은 한 문장", "challenges": [{"title": "챌린지 제목", '
-    '"description": "실천 방법"}, {"title": "챌린지 제목", "description": "실천 방법"}, '
-    '{"title": "챌린지 제목", "description": "실천 방법"}]}\n'
-    "규칙:\n"
-    "- recommend는 한 문장으로 씁니다.\n"
-    "- challenges는 정확히 3개이고, 각각 title과 description을 가집니다.\n"
-    "- title은 짧고 분명하게, description은 오늘 바로 실천할 수 있는 구체적인 행동을 한두 문장으로 씁니다.\n"
-    "- 값 안에는 큰따옴표, 역슬래시, 중괄호, 대괄호를 쓰지 않습니다."
-)
+# The Leafresh prompt's texts, from the file our binary embeds (src/leafresh/prompt.json): every
+# server gets exactly the prompt our endpoints render.
+with open(os.path.join(ROOT, "src", "leafresh", "prompt.json"), encoding="utf-8") as _f:
+    PROMPT = json.load(_f)
+INSTRUCTION = "\n".join(PROMPT["instruction"])
 
 # The follow-up question, framed as our free-text endpoint frames one (free_text_request).
 FOLLOWUP_MESSAGE = "조금 더 쉽게 시작할 수 있는 챌린지도 알려 주세요"
@@ -55,17 +46,20 @@ def free_text_path(session, message):
     return f"{FREE_TEXT}?{query_string({'sessionId': session, 'message': message})}"
 
 
+def _fill(template, **values):
+    """`template` with each {name} replaced, as prompt.rs fills it (values are not searched)."""
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
+
+
 def base_info_messages(location, work_type, category):
-    request = (f"[요청]\n지역: {location}\n근무 형태: {work_type}\n카테고리: {category}\n"
-               f"위 조건에 맞는 {category} 챌린지 3개를 추천해 주세요.")
-    return [{"role": "user", "content": f"{INSTRUCTION}\n\n{request}"}]
+    request = _fill(PROMPT["base_info_request"], location=location, work_type=work_type,
+                    category=category)
+    return [{"role": "user", "content": INSTRUCTION + PROMPT["separator"] + request}]
 
 
 def followup_messages(query, answer):
     """Turn 2 of a conversation: the base-info question, turn 1's answer, a follow-up question."""
-    category = query[2]
-    request = (f"[요청]\n카테고리: {category}\n사용자 메시지: {FOLLOWUP_MESSAGE}\n"
-               "이 요청에 맞는 챌린지 3개를 추천해 주세요.")
+    request = _fill(PROMPT["free_text_request"], category=query[2], message=FOLLOWUP_MESSAGE)
     return base_info_messages(*query) + [{"role": "assistant", "content": answer},
                                          {"role": "user", "content": request}]
 
@@ -100,12 +94,9 @@ def base_info_settings():
 
 
 def base_info_sampling():
-    """The base-info endpoint's sampling as /v1 request fields (its chain has no min-p:
-    recommender.rs)."""
+    """The base-info endpoint's sampling as /v1 request fields."""
     settings = base_info_settings()
-    fields = {k: settings[k] for k in ("temperature", "top_p", "top_k", "repeat_penalty")}
-    fields["min_p"] = 0.0
-    return fields
+    return {k: settings[k] for k in ("temperature", "top_p", "top_k", "repeat_penalty", "min_p")}
 
 
 def stream_base_info(server, path, timeout, until_first_challenge=False):

@@ -48,10 +48,18 @@ pub enum EngineError {
     /// The chat template could not be applied, or not followed (a server fault).
     #[error("chat template: {0}")]
     Template(String),
+    /// The chat template refused the conversation itself (its `raise_exception`: roles that do not
+    /// alternate, a system message where it takes none): the client's request, told why.
+    #[error("the model's chat template refused the conversation: {0}")]
+    TemplateRefused(String),
     #[error("the server is busy; try again shortly")]
     Overloaded,
     #[error("the inference engine has stopped")]
     Stopped,
+    /// The engine cannot serve yet (an upstream not reached since the start: what it serves and
+    /// how to count for it are not known).
+    #[error("the inference engine is not ready yet; try again shortly")]
+    NotReady,
     #[error("waited {seconds} s for a free slot; the server is busy, try again shortly")]
     QueueTimeout { seconds: u64 },
     #[error("the server is shutting down")]
@@ -84,9 +92,11 @@ impl EngineError {
             | EngineError::InvalidPrompt(_)
             | EngineError::InvalidSchema(_)
             | EngineError::InvalidToolSchema(_)
+            | EngineError::TemplateRefused(_)
             | EngineError::ToolsUnsupported => ErrorKind::Client,
             EngineError::Overloaded
             | EngineError::Stopped
+            | EngineError::NotReady
             | EngineError::QueueTimeout { .. }
             | EngineError::ShuttingDown => ErrorKind::Unavailable,
             EngineError::Gguf(_)

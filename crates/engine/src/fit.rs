@@ -48,18 +48,20 @@ pub struct Fitted {
     pub counted: CountedPrompt,
 }
 
-/// The conversation without its oldest turns, so that its prompt leaves `reserve` tokens of the
-/// context window for the answer; how many messages were dropped, and the kept prompt's count. A
+/// The conversation without its oldest turns, so that its prompt leaves `reserve` tokens of
+/// `model`'s context window for the answer; how many messages were dropped, and the kept prompt's
+/// count (for `model`). A
 /// turn is a user message with everything up to the next user message (the answers to it);
 /// system messages and the last turn are always kept. When even that does not fit, the engine's
 /// own refusal says so at submission.
 pub async fn trim_oldest_turns(
     engine: &dyn Engine,
+    model: Option<&str>,
     messages: Vec<ChatMessage>,
     tools: Option<&Tools>,
     reserve: usize,
 ) -> Result<Fitted, EngineError> {
-    let window = engine.context_window();
+    let window = engine.context_window(model);
     let turn_of = turns(&messages);
     let droppable = turn_of.iter().flatten().max().copied().unwrap_or(0);
     let keep = |dropped: usize| -> Vec<ChatMessage> {
@@ -73,7 +75,9 @@ pub async fn trim_oldest_turns(
     let (dropped, (kept, counted)) = fewest_to_drop(droppable, |dropped| {
         let kept = keep(dropped);
         async move {
-            let counted = engine.count_tokens(kept.clone(), tools.cloned()).await?;
+            let counted = engine
+                .count_tokens(model, kept.clone(), tools.cloned())
+                .await?;
             Ok((counted.tokens + reserve <= window, (kept, counted)))
         }
     })

@@ -209,7 +209,15 @@ pub enum GenerationEvent {
 }
 
 /// The events of one generation. Dropping the receiver cancels the generation.
-pub type GenerationEvents = mpsc::Receiver<GenerationEvent>;
+///
+/// Unbounded, and bounded by the request: an engine sends at most a few events per generated
+/// token, so the token budget bounds what a channel can hold. An engine never has to choose
+/// between waiting on a slow client (every other stream would wait too) and dropping its
+/// events: a live client always gets every event, the final one included.
+pub type GenerationEvents = mpsc::UnboundedReceiver<GenerationEvent>;
+
+/// Where an engine sends a generation's events.
+pub type EventSender = mpsc::UnboundedSender<GenerationEvent>;
 
 /// Why a generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

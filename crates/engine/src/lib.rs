@@ -27,9 +27,9 @@ use futures_util::future::BoxFuture;
 pub use chat::{ChatMessage, Role, ToolCall};
 pub use error::{EngineError, ErrorKind};
 pub use generation::{
-    CountedPrompt, EngineStats, FinishReason, Generation, GenerationEvent, GenerationEvents,
-    GenerationSummary, OutputConstraint, SamplingParams, StepTimes, ToolChoice, ToolFunction,
-    Tools, WarmUp,
+    CountedPrompt, EngineStats, EventSender, FinishReason, Generation, GenerationEvent,
+    GenerationEvents, GenerationSummary, OutputConstraint, SamplingParams, StepTimes, ToolChoice,
+    ToolFunction, Tools, WarmUp,
 };
 pub use llama::LlamaError;
 pub use tokenizer::gguf::GgufError;
@@ -46,18 +46,21 @@ pub trait Engine: Send + Sync {
         generation: Generation,
     ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>>;
 
-    /// The prompt tokens `messages` (with `tools` offered) take, rendered as [`Engine::submit`]
-    /// would; given back in [`Generation::counted`], the prompt is not rendered again. For
-    /// contents too long for any prompt to fit the context window, an engine may answer a lower
-    /// bound above the window instead of counting them all.
+    /// The prompt tokens `messages` (with `tools` offered) take for `model` (`None`: the default
+    /// one), rendered as [`Engine::submit`] would; given back in [`Generation::counted`] of a
+    /// generation for the same model, the prompt is not rendered again. For contents too long
+    /// for any prompt to fit the context window, an engine may answer a lower bound above the
+    /// window instead of counting them all.
     fn count_tokens(
         &self,
+        model: Option<&str>,
         messages: Vec<ChatMessage>,
         tools: Option<Tools>,
     ) -> BoxFuture<'_, Result<CountedPrompt, EngineError>>;
 
-    /// The context window of one request: its prompt plus its new tokens must fit in it.
-    fn context_window(&self) -> usize;
+    /// The context window of one request to `model` (`None`: the default one): its prompt plus
+    /// its new tokens must fit in it.
+    fn context_window(&self, model: Option<&str>) -> usize;
 
     /// The model ids clients may name (`/v1/models`), the default first.
     fn model_ids(&self) -> Vec<String>;

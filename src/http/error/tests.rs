@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::{GgufError, LlamaError, UpstreamError};
+use crate::leafresh::RecommendError;
 
 fn json_error(body: &str) -> OpenAiError {
     let error = serde_json::from_str::<crate::http::openai::request::ChatRequest>(body)
@@ -48,38 +49,102 @@ fn korean_first(text: &str) -> bool {
         .any(|c| ('\u{AC00}'..='\u{D7A3}').contains(&c))
 }
 
+/// Each engine error a Leafresh client can see, and the Korean sentence it must be told (its own,
+/// not a generic one): `engine_message` has no catch-all, and this list names every error a
+/// client or a busy server causes.
+fn engine_errors_and_their_sentences() -> Vec<(EngineError, &'static str)> {
+    vec![
+        (EngineError::Overloaded, "요청이 많아"),
+        (EngineError::Stopped, "추론 엔진이 멈췄습니다"),
+        (EngineError::NotReady, "아직 준비되지 않았습니다"),
+        (
+            EngineError::QueueTimeout { seconds: 120 },
+            "대기 시간이 초과",
+        ),
+        (EngineError::ShuttingDown, "서버가 종료 중"),
+        (
+            EngineError::PromptTooLong {
+                prompt: 900,
+                context: 800,
+            },
+            "메시지가 너무 깁니다",
+        ),
+        (
+            EngineError::PromptOverContext {
+                at_least: 900,
+                bytes: 3000,
+                max_token_bytes: 3,
+                context: 800,
+            },
+            "메시지가 너무 깁니다",
+        ),
+        (
+            EngineError::InvalidPrompt("a message contains a NUL character".into()),
+            "쓸 수 없는 문자",
+        ),
+        (
+            EngineError::TemplateRefused("Conversation roles must alternate".into()),
+            "채팅 템플릿에 맞지 않습니다",
+        ),
+        (EngineError::InvalidSchema("bad".into()), "답변 형식"),
+        (
+            UpstreamError::Unavailable("down".into()).into(),
+            "연결할 수 없습니다",
+        ),
+        (
+            UpstreamError::Rejected {
+                status: 400,
+                message: "too long".into(),
+            }
+            .into(),
+            "요청을 거절했습니다",
+        ),
+    ]
+}
+
 #[test]
-fn every_leafresh_error_message_is_a_korean_sentence_first() {
-    let engine = [
-        EngineError::Overloaded,
-        EngineError::Stopped,
-        EngineError::QueueTimeout { seconds: 120 },
-        EngineError::ShuttingDown,
-        EngineError::PromptTooLong {
-            prompt: 900,
-            context: 800,
-        },
-        EngineError::PromptOverContext {
-            at_least: 900,
-            bytes: 3000,
-            max_token_bytes: 3,
-            context: 800,
-        },
-        EngineError::InvalidPrompt("a message contains a NUL character".into()),
+fn every_engine_error_a_client_sees_is_told_in_its_own_korean_sentence() {
+    for (error, sentence) in engine_errors_and_their_sentences() {
+        let message = LeafreshError::from(error.clone()).envelope().message;
+        assert!(
+            message.starts_with(engine_message(&error)) && message.contains(sentence),
+            "{error:?}: {message}"
+        );
+        assert!(korean_first(&message), "{error:?}: {message}");
+        // The English detail follows in parentheses, for the client's developers.
+        assert!(message.ends_with(&format!("({error})")), "{message}");
+    }
+}
+
+#[test]
+fn faults_are_one_plain_korean_sentence_without_their_detail() {
+    for fault in [
         EngineError::Llama(LlamaError::Sampling("the grammar rejected a token".into())),
         EngineError::Template("chat template failed".into()),
         EngineError::Llama(LlamaError::Decode("-1".into())),
         EngineError::Llama(LlamaError::NoTokenSampled),
-    ];
-    let errors = engine.into_iter().map(LeafreshError::Engine).chain([
+        // Another server's fault (a 502): also no detail for the app's user.
+        UpstreamError::Failed("garbage".into()).into(),
+    ] {
+        let message = LeafreshError::from(fault.clone()).envelope().message;
+        assert_eq!(
+            message,
+            "추천을 생성하는 중 서버 오류가 발생했습니다. (internal error while generating)",
+            "{fault:?}"
+        );
+    }
+}
+
+#[test]
+fn the_leafreshs_own_errors_are_korean_sentences_first() {
+    for error in [
         LeafreshError::Query(QueryError::InvalidUtf8 { field: "location" }),
-        LeafreshError::NoRoomForAnswer {
+        LeafreshError::Recommend(RecommendError::NoRoomForAnswer {
             room: 216,
             needed: 317,
-        },
+        }),
         LeafreshError::Unauthorized,
-    ]);
-    for error in errors {
+    ] {
         let message = error.envelope().message;
         assert!(korean_first(&message), "{error:?}: {message}");
     }
@@ -88,7 +153,7 @@ fn every_leafresh_error_message_is_a_korean_sentence_first() {
 #[test]
 fn a_sampling_failure_is_a_server_fault_and_a_client_grammar_is_the_clients() {
     let fault = EngineError::Llama(LlamaError::Sampling("the grammar rejected a token".into()));
-    let leafresh = LeafreshError::Engine(fault.clone());
+    let leafresh = LeafreshError::from(fault.clone());
     assert_eq!(leafresh.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(leafresh.outcome(), Outcome::Error);
     let openai = OpenAiError::from(fault);
@@ -134,7 +199,7 @@ fn each_engines_errors_take_the_status_of_their_kind_in_both_apis() {
         ),
     ];
     for (error, status) in cases {
-        let leafresh = LeafreshError::Engine(error.clone());
+        let leafresh = LeafreshError::from(error.clone());
         assert_eq!(leafresh.status(), status, "{error:?}");
         let openai = OpenAiError::from(error.clone());
         assert_eq!(openai.status, status, "{error:?}");

@@ -132,9 +132,18 @@ fn text_parts(param: &str, parts: Vec<Value>) -> Result<String, OpenAiError> {
     Ok(text)
 }
 
-/// The messages of a `/tokenize` body (`{"messages": [...], "tools": [...]}`, as vLLM takes it;
-/// other fields are ignored), and the functions offered.
-pub fn tokenize_messages(body: &[u8]) -> Result<(Vec<ChatMessage>, Option<Tools>), OpenAiError> {
+/// What a `/tokenize` body asks to count.
+pub struct TokenizeRequest {
+    /// The model named, if any.
+    pub model: Option<String>,
+    pub messages: Vec<ChatMessage>,
+    /// The functions offered.
+    pub tools: Option<Tools>,
+}
+
+/// A `/tokenize` body (`{"model", "messages": [...], "tools": [...]}`, as vLLM takes it; other
+/// fields are ignored).
+pub fn tokenize_messages(body: &[u8]) -> Result<TokenizeRequest, OpenAiError> {
     let mut value: Value = serde_json::from_slice(body).map_err(|e| OpenAiError::from_json(&e))?;
     if !value.is_object() {
         return Err(OpenAiError::invalid(
@@ -144,8 +153,13 @@ pub fn tokenize_messages(body: &[u8]) -> Result<(Vec<ChatMessage>, Option<Tools>
         .code("invalid_type"));
     }
     let mut take = |field: &str| value.get_mut(field).map(Value::take);
+    let model = take("model").and_then(|m| m.as_str().map(str::to_owned));
     let tools = tools::offered(take("tools"), None, None)?;
-    Ok((messages(take("messages"))?, tools))
+    Ok(TokenizeRequest {
+        model,
+        messages: messages(take("messages"))?,
+        tools,
+    })
 }
 
 /// Names of the OpenAI API we do not serve (roles, content part types): quoted in an error when

@@ -35,10 +35,16 @@ async fn models(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     if let Err(e) = state.authorize(&req) {
         return e.error_response();
     }
-    HttpResponse::Ok().json(response::model_list(
-        &state.engine.model_ids(),
-        state.engine.context_window(),
-    ))
+    let models: Vec<(String, usize)> = state
+        .engine
+        .model_ids()
+        .into_iter()
+        .map(|id| {
+            let window = state.engine.context_window(Some(&id));
+            (id, window)
+        })
+        .collect();
+    HttpResponse::Ok().json(response::model_list(&models))
 }
 
 /// vLLM's `POST /tokenize` for chat messages: `{"model", "messages", "tools"}` -> `{"count",
@@ -52,14 +58,19 @@ async fn tokenize(
     let counted = async {
         state.authorize(&req)?;
         let body = read_limited(&req, payload, state.max_body_bytes).await?;
-        let (messages, tools) = messages::tokenize_messages(&body)?;
-        let counted = state.engine.count_tokens(messages, tools).await?;
-        Ok::<_, OpenAiError>(counted.tokens)
+        let request = messages::tokenize_messages(&body)?;
+        let model = request.model.as_deref();
+        let counted = state
+            .engine
+            .count_tokens(model, request.messages, request.tools)
+            .await?;
+        let window = state.engine.context_window(model);
+        Ok::<_, OpenAiError>((counted.tokens, window))
     };
     match counted.await {
-        Ok(count) => HttpResponse::Ok().json(serde_json::json!({
+        Ok((count, window)) => HttpResponse::Ok().json(serde_json::json!({
             "count": count,
-            "max_model_len": state.engine.context_window(),
+            "max_model_len": window,
         })),
         Err(e) => e.error_response(),
     }
@@ -118,7 +129,12 @@ async fn accept(
     let request: ChatRequest =
         serde_json::from_slice(&body).map_err(|e| OpenAiError::from_json(&e))?;
     let valid = request.validate()?;
-    if !state.engine.model_ids().contains(&valid.model) {
+    let models = state.engine.model_ids();
+    if models.is_empty() {
+        // An upstream not reached yet: what it serves is not known, not a wrong name.
+        return Err(EngineError::NotReady.into());
+    }
+    if !models.contains(&valid.model) {
         return Err(OpenAiError::model_not_found(&valid.model));
     }
     // Without max_tokens a reply could fill its whole slot, and the next turn would not fit.
@@ -250,20 +266,23 @@ fn stream(
                 None => break Err(OpenAiError::from(EngineError::Stopped)),
             }
         };
-        match outcome {
+        // In flight until `[DONE]` is sent: a stop waits for it.
+        let _in_flight = match outcome {
             Ok(summary) => {
-                record.finish(Outcome::Ok, Some(&summary));
+                let in_flight = record.finish(Outcome::Ok, Some(&summary));
                 stream::deliver(&tx, data(&meta.finish_chunk(&summary))).await;
                 if include_usage {
                     stream::deliver(&tx, data(&meta.usage_chunk(&summary))).await;
                 }
+                in_flight
             }
             Err(e) => {
-                record.finish(outcome_of(&e), None);
+                let in_flight = record.finish(outcome_of(&e), None);
                 // After the stream began the status line is sent: the error becomes a chunk.
                 stream::deliver(&tx, data(&e.body())).await;
+                in_flight
             }
-        }
+        };
         stream::deliver(&tx, sse::Data::new("[DONE]").into()).await;
     });
     stream::response(rx, state.sse_keepalive, req)
@@ -275,9 +294,5 @@ fn data<T: serde::Serialize>(value: &T) -> sse::Event {
 }
 
 fn outcome_of(error: &OpenAiError) -> Outcome {
-    match error.status.as_u16() {
-        503 => Outcome::Unavailable,
-        500..=599 => Outcome::Error,
-        _ => Outcome::Rejected,
-    }
+    Outcome::of_error_status(error.status.as_u16())
 }

@@ -31,11 +31,12 @@ fn completion_id() -> String {
 /// `GET /v1/models`.
 /// `max_model_len` is vLLM's field for the context window of one request: a gateway in front of
 /// this service (upstream mode) reads it.
-pub fn model_list(ids: &[String], context_window: usize) -> Value {
+/// `/v1/models`: each model with its own context window (`max_model_len`, as vLLM lists it).
+pub fn model_list(models: &[(String, usize)]) -> Value {
     let created = unix_seconds();
     json!({
         "object": "list",
-        "data": ids.iter().map(|id| json!({
+        "data": models.iter().map(|(id, context_window)| json!({
             "id": id,
             "object": "model",
             "created": created,

@@ -132,21 +132,19 @@ fn grammar_has_the_layout_the_bounds_and_only_safe_characters() {
         description_chars: 73,
     };
     let g = answer_grammar(&b);
-    assert!(
-        g.starts_with("start: \"{\\\"recommend\\\": \" RECOMMEND \", \\\"challenges\\\": [\""),
-        "{g}"
-    );
-    assert_eq!(g.matches(" item ").count(), 3, "{g}");
-    assert!(g.contains(&format!(
-        "RECOMMEND: /\"{FIRST_CHAR}{CONTENT_CHAR}{{0,40}}\"/"
-    )));
-    assert!(g.contains(&format!("TITLE: /\"{FIRST_CHAR}{CONTENT_CHAR}{{0,16}}\"/")));
-    assert!(g.contains(&format!(
-        "DESCRIPTION: /\"{FIRST_CHAR}{CONTENT_CHAR}{{0,72}}\"/"
-    )));
-
     let full = |n: usize| "가".repeat(n);
     assert!(grammar_accepts(&g, &longest_answer(&b)));
+    // Each bound is exact: the longest string of each field fits, one character more does not.
+    let (t, d) = (full(17), full(73));
+    let at_bounds = answer_text(&full(41), [(&t, &d), ("b", "c"), ("d", "e")]);
+    assert!(grammar_accepts(&g, &at_bounds));
+    for over in [
+        answer_text(&full(42), [("b", "c"), ("d", "e"), ("f", "g")]),
+        answer_text("a", [(&full(18), "c"), ("d", "e"), ("f", "g")]),
+        answer_text("a", [("b", "c"), ("d", "e"), ("f", &full(74))]),
+    ] {
+        assert!(!grammar_accepts(&g, &over), "accepted: {over}");
+    }
     let one = answer_text("a", [("b", "c"), ("d", "e"), ("f", "g")]);
     assert!(grammar_accepts(&g, &one));
     let korean = answer_text(
@@ -159,8 +157,6 @@ fn grammar_has_the_layout_the_bounds_and_only_safe_characters() {
     );
     assert!(grammar_accepts(&g, &korean), "{korean}");
     let refused = [
-        // A string over its bound.
-        answer_text(&full(42), [("b", "c"), ("d", "e"), ("f", "g")]),
         // Empty, blank-first, or holding JSON syntax.
         answer_text("", [("b", "c"), ("d", "e"), ("f", "g")]),
         answer_text(" a", [("b", "c"), ("d", "e"), ("f", "g")]),
@@ -180,26 +176,56 @@ fn grammar_has_the_layout_the_bounds_and_only_safe_characters() {
     }
 }
 
-#[test]
-fn content_class_excludes_json_syntax_and_escapes() {
-    // The ASCII part of the class, spelled out: printable minus " \ { } [ ].
-    let allowed: String = (0x20u8..0x7f)
-        .map(char::from)
-        .filter(|c| !"\"\\{}[]".contains(*c))
-        .collect();
-    let in_class = |c: char| {
-        matches!(c, ' ' | '!' | '#'..='Z' | '^'..='z' | '|' | '~')
-            || ('\u{A0}'..='\u{D7FF}').contains(&c)
-            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+/// Whether the answer grammar takes `c` in a value: as its only character (`first`) or after one.
+fn takes_char(grammar: &str, c: char, first: bool) -> bool {
+    let value = if first {
+        c.to_string()
+    } else {
+        format!("a{c}")
     };
-    let from_class: String = (0x20u8..0x7f)
-        .map(char::from)
-        .filter(|c| in_class(*c))
-        .collect();
-    assert_eq!(from_class, allowed);
-    assert!(CONTENT_CHAR.starts_with("[ !#-Z^-z|~"));
-    assert!(!FIRST_CHAR.contains("[ "));
-    assert!(in_class('가') && in_class('힣') && !in_class('😀') && !in_class('\u{85}'));
+    grammar_accepts(
+        grammar,
+        &answer_text("a", [(&value, "c"), ("d", "e"), ("f", "g")]),
+    )
+}
+
+#[test]
+fn values_hold_printable_text_of_three_bytes_at_most_and_no_json_syntax() {
+    let g = answer_grammar(&AnswerBounds::MAX);
+    // Every printable ASCII character but the JSON syntax ones; the space only after the first.
+    for c in (0x20u8..0x7f).map(char::from) {
+        let syntax = "\"\\{}[]".contains(c);
+        assert_eq!(takes_char(&g, c, false), !syntax, "{c:?}");
+        assert_eq!(takes_char(&g, c, true), !syntax && c != ' ', "{c:?} first");
+    }
+    // Control characters, never; a 4-byte character (it could spend more than 3 tokens), never.
+    for c in ['\n', '\t', '\u{7f}', '\u{85}', '😀', '\u{1F331}'] {
+        assert!(!takes_char(&g, c, false), "{c:?}");
+    }
+    // Hangul, CJK and other text of the Basic Multilingual Plane.
+    for c in ['가', '힣', 'ㄱ', '漢', 'é', '—', '\u{FFFD}'] {
+        assert!(takes_char(&g, c, true) && takes_char(&g, c, false), "{c:?}");
+    }
+}
+
+#[test]
+fn the_instruction_asks_for_every_field_in_words_without_an_example_to_copy() {
+    let schema = answer_schema(&AnswerBounds::MAX);
+    let item = &schema["properties"]["challenges"]["items"]["properties"];
+    let fields = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .chain(item.as_object().unwrap().keys());
+    for field in fields {
+        assert!(instruction().contains(field.as_str()), "{field}");
+    }
+    // No JSON to copy: no braces, no quoted values.
+    assert!(
+        !instruction().contains(['{', '}', '"']),
+        "{}",
+        instruction()
+    );
 }
 
 #[test]
@@ -212,13 +238,12 @@ fn every_prompt_starts_with_the_same_instruction() {
         assistant: "{\"recommend\": \"a\"}".into(),
     }];
     let with_history = free_text_messages(&history, "다른 것도 추천해줘", cat);
-    let prefix = format!("{INSTRUCTION}\n\n");
+    let prefix = format!("{}\n\n", instruction());
     for messages in [&base, &free, &with_history] {
         assert_eq!(messages[0].role, Role::User);
         assert!(messages[0].content.starts_with(&prefix));
         assert!(messages.iter().all(|m| m.role != Role::System));
     }
-    assert_eq!(INSTRUCTION.matches("challenges").count(), 2);
 }
 
 #[test]
@@ -227,7 +252,7 @@ fn base_info_prompt_names_location_work_type_and_category() {
     assert_eq!(m.len(), 1);
     let text = &m[0].content;
     for part in ["도시", "사무직", "디지털 탄소"] {
-        assert!(text[INSTRUCTION.len()..].contains(part), "{part} missing");
+        assert!(text[instruction().len()..].contains(part), "{part} missing");
     }
     assert!(!text.contains("DIGITAL_CARBON"));
     assert!(text.ends_with(&base_info_request(&base_req())));
@@ -250,7 +275,7 @@ fn free_text_prompt_replays_history_and_ends_with_the_new_request() {
     let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
     use Role::{Assistant, User};
     assert_eq!(roles, [User, Assistant, User, Assistant, User]);
-    assert_eq!(m[0].content, format!("{INSTRUCTION}\n\n첫 요청"));
+    assert_eq!(m[0].content, format!("{}\n\n첫 요청", instruction()));
     assert_eq!(m[1].content, "첫 답");
     assert_eq!(m[2].content, "둘째 요청");
     assert_eq!(
@@ -324,4 +349,15 @@ fn a_value_never_starts_with_whitespace_so_none_is_blank_once_trimmed() {
         .collect();
     assert_eq!(first, expected);
     assert!(first.contains(&'가') && !first.contains(&'\u{3000}') && !first.contains(&'\u{A0}'));
+}
+
+#[test]
+fn a_request_value_is_never_read_as_a_template_name() {
+    let cat = categories::by_label("비건").unwrap();
+    let request = free_text_request("{category} 말고 {message}", cat);
+    assert!(
+        request.contains("사용자 메시지: {category} 말고 {message}"),
+        "{request}"
+    );
+    assert!(request.contains("카테고리: 비건"), "{request}");
 }

@@ -46,15 +46,16 @@ impl Engine for ScriptedEngine {
     ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>> {
         self.submitted.lock().unwrap().push(generation);
         let events = self.scripts.lock().unwrap().pop_front().unwrap_or_default();
-        let (tx, rx) = mpsc::channel(events.len() + 1);
+        let (tx, rx) = mpsc::unbounded_channel();
         for event in events {
-            tx.try_send(event).unwrap();
+            tx.send(event).unwrap();
         }
         Box::pin(async move { Ok(rx) })
     }
 
     fn count_tokens(
         &self,
+        _model: Option<&str>,
         messages: Vec<ChatMessage>,
         _tools: Option<crate::engine::Tools>,
     ) -> BoxFuture<'_, Result<crate::engine::CountedPrompt, EngineError>> {
@@ -62,7 +63,7 @@ impl Engine for ScriptedEngine {
         Box::pin(async move { Ok(crate::engine::CountedPrompt::count(tokens_of(&messages))) })
     }
 
-    fn context_window(&self) -> usize {
+    fn context_window(&self, _model: Option<&str>) -> usize {
         self.context
     }
 

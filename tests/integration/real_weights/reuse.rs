@@ -180,6 +180,109 @@ fn chat_conversations_reuse_the_previous_turn(model: &Path, extra: &[&str], seed
     }
 }
 
+/// A piece of `text`'s second half (2 to 6 characters, not blank) whose first occurrence is
+/// there: a stop string that cuts the answer in its second half.
+fn stop_in_second_half(text: &str) -> Option<String> {
+    let starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    for len in 2..=6 {
+        for (k, &start) in starts.iter().enumerate().skip(starts.len() / 2) {
+            let Some(&end) = starts.get(k + len) else {
+                break;
+            };
+            let piece = &text[start..end];
+            if !piece.trim().is_empty() && text.find(piece) == Some(start) {
+                return Some(piece.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// Where a stop string cuts the answers of [`answers_cut_by_a_stop_string_are_reused_as_received`].
+enum Cut {
+    /// This string (frequent in the model's answers).
+    At(&'static str),
+    /// A piece of the answer's second half, found by asking without a stop first (the same
+    /// greedy answer comes again where the prompt's logits do not change with the cache).
+    SecondHalf,
+}
+
+/// `/v1` conversations whose first answer a stop string cuts (the end of generation is barred
+/// with `logit_bias`, so a `stop` finish is the cut): the follow-up that sends back the answer the
+/// client received finds that answer's tokens cached up to the cut, not only the prompt.
+fn answers_cut_by_a_stop_string_are_reused_as_received(
+    model: &Path,
+    extra: &[&str],
+    no_end: Value,
+    cut_at: Cut,
+    seeds: u64,
+) {
+    let service = Service::start(model, extra);
+    let id = model_id(&service);
+    let mut checked = 0;
+    for seed in 0..seeds {
+        let asked = format!("{} ({seed})", MESSAGES[seed as usize % MESSAGES.len()]);
+        let question = json!([{"role": "user", "content": asked}]);
+        let ask = |stop: Option<&str>| -> Value {
+            let mut body = json!({"model": id, "max_tokens": 40, "temperature": 0,
+                                  "logit_bias": no_end, "messages": question});
+            if let Some(stop) = stop {
+                body["stop"] = json!([stop]);
+            }
+            client()
+                .post(service.url("/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap()
+        };
+        let stop = match cut_at {
+            Cut::At(stop) => stop.to_owned(),
+            Cut::SecondHalf => {
+                let whole = ask(None);
+                let text = whole["choices"][0]["message"]["content"].as_str().unwrap();
+                match stop_in_second_half(text) {
+                    Some(stop) => stop,
+                    None => continue,
+                }
+            }
+        };
+        let cut = ask(Some(&stop));
+        let first = Turn::from_usage(&cut["usage"]);
+        // Only an answer the stop string cut, after a few tokens.
+        if cut["choices"][0]["finish_reason"] != "stop" || first.completion < 6 {
+            continue;
+        }
+        let received = cut["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(!received.contains(&stop));
+        let mut history = question.as_array().unwrap().clone();
+        history.push(json!({"role": "assistant", "content": received}));
+        history.push(json!({"role": "user", "content": "고마워요"}));
+        let next: Value = client()
+            .post(service.url("/v1/chat/completions"))
+            .json(&json!({"model": id, "max_tokens": 4, "seed": seed, "messages": history}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let next = Turn::from_usage(&next["usage"]);
+        // Everything generated before the cut, but the token the cut split (and the stop's own).
+        assert!(
+            next.cached + 3 >= first.prompt + first.completion,
+            "seed {seed}: cached {} after {}+{} (cut at {stop:?})",
+            next.cached,
+            first.prompt,
+            first.completion
+        );
+        checked += 1;
+    }
+    assert!(
+        checked * 2 >= seeds as usize,
+        "only {checked} of {seeds} answers were cut after 6 tokens or more"
+    );
+}
+
 fn real() -> (std::path::PathBuf, Vec<&'static str>) {
     (real_model(), REAL_MODEL_TEMPLATE.to_vec())
 }
@@ -208,4 +311,30 @@ fn leafresh_follow_ups_reuse_the_whole_previous_turn_on_the_synthetic_model() {
 #[test]
 fn chat_follow_ups_reuse_the_whole_previous_turn_on_the_synthetic_model() {
     chat_conversations_reuse_the_previous_turn(&tiny_model(), &[], 10);
+}
+
+#[test]
+fn answers_cut_by_a_stop_string_are_reused_on_real_weights() {
+    let (model, template) = real();
+    // Gemma's end-of-generation tokens barred; its answers hold line breaks.
+    let no_end = json!({"1": -100, "106": -100, "212": -100});
+    answers_cut_by_a_stop_string_are_reused_as_received(
+        &model,
+        &template,
+        no_end,
+        Cut::At("\n"),
+        8,
+    );
+}
+
+#[test]
+fn answers_cut_by_a_stop_string_are_reused_on_the_synthetic_model() {
+    let no_end = json!({"2": -100});
+    answers_cut_by_a_stop_string_are_reused_as_received(
+        &tiny_model(),
+        &[],
+        no_end,
+        Cut::SecondHalf,
+        12,
+    );
 }

@@ -328,7 +328,13 @@ impl LlamaEngine {
             cache.prepare(path).map_err(|e| e.to_string())?;
             let bytes = self.queue.save(temporary.clone(), tokens).await?;
             std::fs::rename(&temporary, path).map_err(|e| e.to_string())?;
-            prompt_cache::seal(path).map_err(|e| e.to_string())?;
+            // Hashing the whole file (hundreds of MB for a 7B model's prefix) is CPU work: on a
+            // prepare thread, as the check of the seal is.
+            let sealed = path.to_owned();
+            self.prepare
+                .run(move || Ok(prompt_cache::seal(&sealed).map_err(|e| e.to_string())))
+                .await
+                .map_err(|e| e.to_string())??;
             Ok::<_, String>(bytes)
         };
         match saved.await {
@@ -363,6 +369,7 @@ impl Engine for LlamaEngine {
 
     fn count_tokens(
         &self,
+        _model: Option<&str>,
         messages: Vec<ChatMessage>,
         tools: Option<Tools>,
     ) -> BoxFuture<'_, Result<CountedPrompt, EngineError>> {
@@ -384,7 +391,7 @@ impl Engine for LlamaEngine {
         }))
     }
 
-    fn context_window(&self) -> usize {
+    fn context_window(&self, _model: Option<&str>) -> usize {
         self.slot_context
     }
 

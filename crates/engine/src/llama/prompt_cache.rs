@@ -19,7 +19,8 @@ use llama_cpp_2::token::LlamaToken;
 use super::model::ModelInfo;
 use super::scheduler::EngineSettings;
 
-/// The llama.cpp this binary links: its state files are only read back by the same one.
+/// The llama.cpp this binary links: its state files are only read back by the same one. The
+/// version is the one `Cargo.lock` pins (a test fails when they differ).
 const LLAMA_CPP: &str = "llama-cpp-sys-2 0.1.161";
 
 /// Where prefixes are kept, and the part of their key that does not depend on the prefix.
@@ -120,6 +121,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_names_the_llama_cpp_that_cargo_lock_pins() {
+        let lock = include_str!("../../../../Cargo.lock");
+        let version = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"llama-cpp-sys-2\"\n"))
+            .and_then(|p| p.split("version = \"").nth(1))
+            .and_then(|v| v.split('"').next())
+            .expect("Cargo.lock pins llama-cpp-sys-2");
+        assert_eq!(LLAMA_CPP, format!("llama-cpp-sys-2 {version}"));
+    }
 
     #[test]
     fn the_hash_is_fnv1a() {

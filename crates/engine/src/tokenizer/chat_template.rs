@@ -201,7 +201,10 @@ impl JinjaTemplate {
         env.add_function(
             "raise_exception",
             |message: String| -> Result<(), JinjaError> {
-                Err(JinjaError::new(ErrorKind::InvalidOperation, message))
+                Err(
+                    JinjaError::new(ErrorKind::InvalidOperation, message.clone())
+                        .with_source(Raised(message)),
+                )
             },
         );
         env.add_function("strftime_now", |format: String| strftime_now(&format));
@@ -234,7 +237,10 @@ impl JinjaTemplate {
                     eos_token => self.eos_token,
                 })
             })
-            .map_err(|e| EngineError::Template(format!("chat template failed: {e}")))?;
+            .map_err(|e| match raised(&e) {
+                Some(message) => EngineError::TemplateRefused(message.to_owned()),
+                None => EngineError::Template(format!("chat template failed: {e}")),
+            })?;
         Ok(match rendered.strip_prefix(self.bos_token.as_str()) {
             Some(rest) if self.strip_bos && !self.bos_token.is_empty() => rest.to_owned(),
             _ => rendered,
@@ -242,12 +248,56 @@ impl JinjaTemplate {
     }
 }
 
+/// A template's own `raise_exception`: it refuses the conversation it was given.
+#[derive(Debug)]
+struct Raised(String);
+
+impl std::fmt::Display for Raised {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Raised {}
+
+/// The message of the `raise_exception` that ended a rendering, if one did (minijinja wraps it
+/// in the errors of the calls and blocks around it).
+fn raised(error: &JinjaError) -> Option<&str> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if let Some(Raised(message)) = error.downcast_ref::<Raised>() {
+            return Some(message);
+        }
+        source = error.source();
+    }
+    None
+}
+
 /// Today's date for templates that print it (Llama 3's), in the few formats they use.
 fn strftime_now(format: &str) -> String {
     let days = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    format_date(civil_date(days), format)
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+
+/// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_date(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -256,21 +306,11 @@ fn strftime_now(format: &str) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// `format` with `%d`, `%m`, `%Y`, `%B` and `%b` replaced, as Python's `strftime` writes them.
+fn format_date((year, month, day): (i64, i64, i64), format: &str) -> String {
     let name = MONTHS[(month - 1) as usize];
     format
         .replace("%d", &format!("{day:02}"))
@@ -285,10 +325,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strftime_now_writes_the_formats_templates_use() {
-        let date = strftime_now("%d %B %Y");
-        let parts: Vec<&str> = date.split(' ').collect();
-        assert_eq!(parts.len(), 3, "{date}");
-        assert!(parts[0].len() == 2 && parts[2].len() == 4, "{date}");
+    fn dates_are_the_calendar_days_since_1970() {
+        // Walked day by day with the Gregorian calendar's month lengths, from 1970 to 2100
+        // (2000 a leap year, 2100 not).
+        let (mut year, mut month, mut day) = (1970, 1, 1);
+        for days in 0..47_847 {
+            assert_eq!(civil_date(days), (year, month, day), "day {days}");
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let length = match month {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            day += 1;
+            if day > length {
+                (day, month) = (1, month + 1);
+                if month > 12 {
+                    (month, year) = (1, year + 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_formats_templates_use_are_written_as_python_writes_them() {
+        // Llama 3.1's template: strftime_now("%d %b %Y"); others use %B and %m.
+        assert_eq!(format_date((2024, 7, 5), "%d %b %Y"), "05 Jul 2024");
+        assert_eq!(format_date((2024, 7, 5), "%d %B %Y"), "05 July 2024");
+        assert_eq!(format_date((2026, 12, 6), "%Y-%m-%d"), "2026-12-06");
+        assert_eq!(civil_date(19_723), (2024, 1, 1));
     }
 }

@@ -43,6 +43,9 @@ pub struct Tokenizer {
     tool_tokens: Option<ToolTokens>,
     /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
     max_token_bytes: usize,
+    /// A token that spells each byte alone (byte-fallback and byte-level vocabularies have one
+    /// for every byte), to spell any text exactly.
+    byte_tokens: Box<[Option<LlamaToken>; 256]>,
 }
 
 impl Tokenizer {
@@ -62,7 +65,7 @@ impl Tokenizer {
         } = ChatTemplate::choose(&llama, chat_template)?;
         let markup = Markup::find(&llama, &own_text);
         let tool_tokens = ToolTokens::find(markup.specials().as_slice());
-        let max_token_bytes = longest_token_bytes(&llama);
+        let (max_token_bytes, byte_tokens) = token_lengths(&llama);
         Ok(Self {
             llama,
             template,
@@ -70,6 +73,7 @@ impl Tokenizer {
             markup,
             tool_tokens,
             max_token_bytes,
+            byte_tokens,
         })
     }
 
@@ -180,45 +184,10 @@ impl Tokenizer {
         context: usize,
         replays: Option<&Replays>,
     ) -> Result<Prompt, EngineError> {
-        let bytes = self.client_text_bytes(messages, tools);
-        let at_least = bytes.div_ceil(self.max_token_bytes);
-        if at_least > context {
-            return Err(EngineError::PromptOverContext {
-                at_least,
-                bytes,
-                max_token_bytes: self.max_token_bytes,
-                context,
-            });
-        }
-        self.prompt_with(messages, tools, replays)
-    }
-
-    /// The bytes of client text the prompt of `messages` (with `tools`) holds at least: contents,
-    /// calls in the history, and the function list where the template writes one.
-    fn client_text_bytes(&self, messages: &[ChatMessage], tools: Option<&Tools>) -> usize {
-        let history: usize = messages
-            .iter()
-            .map(|m| {
-                let calls = m.tool_calls.iter();
-                m.content.len()
-                    + calls
-                        .map(|c| c.name.len() + c.arguments.len())
-                        .sum::<usize>()
-            })
-            .sum();
         // Without tool tokens the function list is not part of the prompt.
-        let offered = match (&self.tool_tokens, tools) {
-            (Some(_), Some(tools)) => tools
-                .functions
-                .iter()
-                .map(|f| {
-                    let description = f.description.as_ref().map_or(0, String::len);
-                    f.name.len() + description + f.parameters.to_string().len()
-                })
-                .sum(),
-            _ => 0,
-        };
-        history + offered
+        let tools_in_prompt = tools.filter(|_| self.tool_tokens.is_some());
+        refuse_text_over_context(messages, tools_in_prompt, self.max_token_bytes, context)?;
+        self.prompt_with(messages, tools, replays)
     }
 
     /// The chat template applied to `messages`, with the place of every content in the text.
@@ -265,6 +234,28 @@ impl Tokenizer {
             .unmark(self.llama.vocab().tokenize(text, false, false))
     }
 
+    /// The longest token's text in bytes.
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    /// Tokens that spell exactly `text` as plain text, or `None` when the vocabulary cannot: the
+    /// text's own tokenization when it gives back exactly those bytes (SentencePiece may add a
+    /// leading space), else one token per byte.
+    pub(crate) fn spell_exactly(&self, text: &[u8]) -> Option<Vec<LlamaToken>> {
+        let tokens = self.tokenize_text(text);
+        let mut spelled = Vec::with_capacity(text.len());
+        let mut piece = Vec::new();
+        for &token in &tokens {
+            self.token_bytes(token, &mut piece);
+            spelled.extend_from_slice(&piece);
+        }
+        if spelled == text {
+            return Some(tokens);
+        }
+        text.iter().map(|&b| self.byte_tokens[b as usize]).collect()
+    }
+
     /// Whether `token` is markup of the chat template (a control token, or a user-defined one the
     /// template writes): only the template's own text produces it in a prompt.
     pub fn is_markup(&self, token: LlamaToken) -> bool {
@@ -274,6 +265,54 @@ impl Tokenizer {
     pub(crate) fn is_end_of_generation(&self, token: LlamaToken) -> bool {
         self.llama.vocab().is_eog(token)
     }
+}
+
+/// Refuses, before anything is rendered or tokenized, a conversation whose client text alone needs
+/// more than `context` tokens at `max_token_bytes` bytes per token at most: a 100,000-character
+/// message, or a 2 MB function description, is answered at once on every engine.
+pub fn refuse_text_over_context(
+    messages: &[ChatMessage],
+    tools: Option<&Tools>,
+    max_token_bytes: usize,
+    context: usize,
+) -> Result<(), EngineError> {
+    let bytes = client_text_bytes(messages, tools);
+    let at_least = bytes.div_ceil(max_token_bytes.max(1));
+    if at_least > context {
+        return Err(EngineError::PromptOverContext {
+            at_least,
+            bytes,
+            max_token_bytes,
+            context,
+        });
+    }
+    Ok(())
+}
+
+/// The bytes of client text the prompt of `messages` (with `tools`, where the prompt lists them)
+/// holds at least: contents, calls in the history, the function list.
+fn client_text_bytes(messages: &[ChatMessage], tools: Option<&Tools>) -> usize {
+    let history: usize = messages
+        .iter()
+        .map(|m| {
+            let calls = m.tool_calls.iter();
+            m.content.len()
+                + calls
+                    .map(|c| c.name.len() + c.arguments.len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let offered: usize = tools.map_or(0, |tools| {
+        tools
+            .functions
+            .iter()
+            .map(|f| {
+                let description = f.description.as_ref().map_or(0, String::len);
+                f.name.len() + description + f.parameters.to_string().len()
+            })
+            .sum()
+    });
+    history + offered
 }
 
 /// A tokenized prompt, ready for the engine.
@@ -301,17 +340,25 @@ impl Prompt {
 }
 
 /// The longest text one token stands for, in bytes (at least 1).
-fn longest_token_bytes(llama: &LlamaModel) -> usize {
+/// The longest token's text in bytes, and a plain token for each byte that has one.
+fn token_lengths(llama: &LlamaModel) -> (usize, Box<[Option<LlamaToken>; 256]>) {
     let vocab = llama.vocab();
     let mut piece = Vec::new();
-    vocab
-        .tokens()
-        .map(|t| {
-            piece.clear();
-            vocab.token_to_piece_into(t, &mut piece, false, None);
-            piece.len()
-        })
-        .max()
-        .unwrap_or(1)
-        .max(1)
+    let mut longest = 1;
+    let mut bytes = Box::new([None; 256]);
+    for token in vocab.tokens() {
+        piece.clear();
+        vocab.token_to_piece_into(token, &mut piece, false, None);
+        longest = longest.max(piece.len());
+        if let [byte] = piece[..] {
+            use llama_cpp_2::token_type::LlamaTokenAttr;
+            let markup =
+                LlamaTokenAttr::Control | LlamaTokenAttr::Unknown | LlamaTokenAttr::UserDefined;
+            let plain = !vocab.attr(token).intersects(markup);
+            if plain && bytes[byte as usize].is_none() {
+                bytes[byte as usize] = Some(token);
+            }
+        }
+    }
+    (longest, bytes)
 }

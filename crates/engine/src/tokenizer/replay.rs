@@ -13,7 +13,7 @@
 //! N+1's prompt start with turn N's prompt and answer, token for token.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Range;
 use std::sync::Mutex;
@@ -63,10 +63,10 @@ impl Default for Replays {
 #[derive(Debug, Default)]
 struct Inner {
     by_text: HashMap<String, VecDeque<Generated>>,
-    /// (text, serial) in the order remembered, for eviction; may name generations already gone.
-    order: VecDeque<(String, u64)>,
-    /// Generations held, and their tokens.
-    live: usize,
+    /// serial -> text of every generation held, oldest first, for eviction: a generation leaves
+    /// both maps together, so neither outgrows [`CAPACITY`].
+    order: BTreeMap<u64, String>,
+    /// Tokens held over all generations.
     tokens: usize,
     serial: u64,
 }
@@ -102,8 +102,7 @@ impl Replays {
         inner.serial += 1;
         let serial = inner.serial;
         inner.tokens += tokens.len();
-        inner.live += 1;
-        inner.order.push_back((text.to_owned(), serial));
+        inner.order.insert(serial, text.to_owned());
         let same_text = inner.by_text.entry(text.to_owned()).or_default();
         same_text.push_back(Generated {
             serial,
@@ -114,8 +113,8 @@ impl Replays {
         if let Some(oldest) = oldest {
             inner.forget(text, oldest);
         }
-        while inner.live > CAPACITY || inner.tokens > TOKEN_CAPACITY {
-            let Some((text, serial)) = inner.order.pop_front() else {
+        while inner.order.len() > CAPACITY || inner.tokens > TOKEN_CAPACITY {
+            let Some((serial, text)) = inner.order.pop_first() else {
                 break;
             };
             inner.forget(&text, serial);
@@ -184,13 +183,13 @@ impl Replays {
 
 impl Inner {
     fn forget(&mut self, text: &str, serial: u64) {
+        self.order.remove(&serial);
         let Some(same_text) = self.by_text.get_mut(text) else {
             return;
         };
         if let Some(at) = same_text.iter().position(|g| g.serial == serial) {
             if let Some(generated) = same_text.remove(at) {
                 self.tokens -= generated.tokens.len();
-                self.live -= 1;
             }
         }
         if same_text.is_empty() {
@@ -296,5 +295,32 @@ mod tests {
         let inner = replays.inner.lock().unwrap();
         assert_eq!(inner.by_text["네"].len(), PER_TEXT);
         assert_eq!(inner.tokens, PER_TEXT);
+    }
+
+    #[test]
+    fn long_answers_are_forgotten_once_their_tokens_pass_the_token_bound() {
+        let replays = Replays::default();
+        let long = vec![LlamaToken::new(1); TOKEN_CAPACITY / 3 + 1];
+        for i in 0..6 {
+            replays.remember(&format!("긴 답 {i}"), None, long.clone());
+        }
+        let inner = replays.inner.lock().unwrap();
+        assert!(inner.tokens <= TOKEN_CAPACITY, "{}", inner.tokens);
+        assert_eq!(inner.order.len(), 2, "the two newest stay");
+        assert!(inner.by_text.contains_key("긴 답 5") && inner.by_text.contains_key("긴 답 4"));
+    }
+
+    #[test]
+    fn the_same_few_answers_over_and_over_hold_a_bounded_memory() {
+        // Greedy requests give the same answers again and again: each text keeps PER_TEXT
+        // generations, and nothing else grows with the number of answers.
+        let replays = Replays::default();
+        for i in 0..20_000 {
+            replays.remember(["네", "아니요", "좋아요"][i % 3], None, tokens(&[1, 2]));
+        }
+        let inner = replays.inner.lock().unwrap();
+        assert_eq!(inner.order.len(), 3 * PER_TEXT);
+        assert_eq!(inner.by_text.len(), 3);
+        assert_eq!(inner.tokens, 3 * PER_TEXT * 2);
     }
 }

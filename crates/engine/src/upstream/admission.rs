@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::EngineError;
 
@@ -32,8 +32,10 @@ impl Admission {
 
     /// A place in flight, held until the permit is dropped (the request's end).
     pub async fn enter(&self) -> Result<OwnedSemaphorePermit, EngineError> {
-        if let Ok(permit) = Arc::clone(&self.in_flight).try_acquire_owned() {
-            return Ok(permit);
+        match Arc::clone(&self.in_flight).try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(EngineError::ShuttingDown),
+            Err(TryAcquireError::NoPermits) => {}
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_size {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -43,11 +45,17 @@ impl Admission {
         match tokio::time::timeout(self.timeout, Arc::clone(&self.in_flight).acquire_owned()).await
         {
             Ok(Ok(permit)) => Ok(permit),
-            Ok(Err(_)) => Err(EngineError::Stopped),
+            // Closed by `close`: the service is stopping.
+            Ok(Err(_)) => Err(EngineError::ShuttingDown),
             Err(_) => Err(EngineError::QueueTimeout {
                 seconds: self.timeout.as_secs(),
             }),
         }
+    }
+
+    /// Wakes every waiting request with [`EngineError::ShuttingDown`] and admits none after.
+    pub fn close(&self) {
+        self.in_flight.close();
     }
 
     pub fn active(&self) -> usize {
@@ -91,6 +99,27 @@ mod tests {
         drop(first);
         waiting.await.unwrap().unwrap();
         assert_eq!((admission.active(), admission.queued()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_stop_wakes_the_waiting_requests_and_admits_none_after() {
+        let admission = Arc::new(Admission::new(1, 4, Duration::from_secs(60)));
+        let running = admission.enter().await.unwrap();
+        let waiting = tokio::spawn({
+            let admission = Arc::clone(&admission);
+            async move { admission.enter().await.map(drop) }
+        });
+        while admission.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        admission.close();
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(matches!(woken, Ok(Ok(Err(EngineError::ShuttingDown)))));
+        drop(running);
+        assert!(matches!(
+            admission.enter().await,
+            Err(EngineError::ShuttingDown)
+        ));
     }
 
     #[tokio::test]

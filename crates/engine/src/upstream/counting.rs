@@ -1,10 +1,14 @@
 //! Counting prompt tokens for an upstream, so that the token budget still respects the context
 //! window and free-text history is trimmed as with the embedded engine.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use super::Upstream;
 use super::UpstreamError;
+use crate::prepare::PreparePool;
+use crate::tokenizer::{refuse_text_over_context, Tokenizer};
 use crate::{ChatMessage, CountedPrompt, EngineError, Tools};
 
 /// How prompt tokens are counted.
@@ -21,6 +25,11 @@ pub enum Counting {
 /// Tokens allowed for each message's chat-template text when nothing can count exactly.
 const TEMPLATE_TOKENS_PER_MESSAGE: usize = 8;
 
+/// The most bytes one token of an upstream's vocabulary is taken to hold, for refusing a prompt
+/// that cannot fit before it is sent to be counted: real vocabularies' longest tokens are runs of
+/// whitespace or punctuation of a few dozen bytes.
+pub const REMOTE_MAX_TOKEN_BYTES: usize = 64;
+
 /// An upper bound for an upstream that cannot count: one token per byte of content (byte
 /// fallback never needs more) plus the template's text. Budgets come out smaller than they could
 /// be, never too large.
@@ -32,26 +41,43 @@ pub fn upper_bound(messages: &[ChatMessage]) -> usize {
         + TEMPLATE_TOKENS_PER_MESSAGE
 }
 
-/// The prompt tokens of `messages` on the upstream; counted locally, with the prompt's tokens.
-pub async fn count(
-    upstream: &Upstream,
-    counting: Option<Counting>,
-    model: &str,
+/// The prompt tokens of `messages` with the local vocabulary (`--tokenizer`), and the prompt's
+/// tokens: no need to reach the upstream. Contents that cannot fit `window` whatever their tokens
+/// are refused before they are rendered, as the embedded engine does.
+pub async fn count_locally(
+    tokenizer: &(Arc<Tokenizer>, PreparePool),
+    window: usize,
     messages: Vec<ChatMessage>,
     tools: Option<Tools>,
 ) -> Result<CountedPrompt, EngineError> {
-    if counting == Some(Counting::Local) {
-        let (tokenizer, pool) = upstream
-            .tokenizer
-            .clone()
-            .expect("Local counting is chosen only with a tokenizer");
-        return pool
-            .run(move || {
-                tokenizer
-                    .prompt_with(&messages, tools.as_ref(), None)
-                    .map(|p| CountedPrompt::prepared(p.len(), p))
-            })
-            .await;
+    let (tokenizer, pool) = tokenizer;
+    let tokenizer = Arc::clone(tokenizer);
+    pool.run(move || {
+        match tokenizer.prompt_within(&messages, tools.as_ref(), window, None) {
+            // The lower bound already says it does not fit: the budget refuses it.
+            Err(EngineError::PromptOverContext { at_least, .. }) => {
+                Ok(CountedPrompt::count(at_least))
+            }
+            prompt => prompt.map(|p| CountedPrompt::prepared(p.len(), p)),
+        }
+    })
+    .await
+}
+
+/// The prompt tokens of `messages` for `model` as the upstream counts them (or an upper bound
+/// when it cannot). Contents that cannot fit `window` are not sent to be counted.
+pub async fn count_remotely(
+    upstream: &Upstream,
+    counting: Option<Counting>,
+    model: &str,
+    window: usize,
+    messages: Vec<ChatMessage>,
+    tools: Option<Tools>,
+) -> Result<CountedPrompt, EngineError> {
+    if let Err(EngineError::PromptOverContext { at_least, .. }) =
+        refuse_text_over_context(&messages, tools.as_ref(), REMOTE_MAX_TOKEN_BYTES, window)
+    {
+        return Ok(CountedPrompt::count(at_least));
     }
     remote_count(upstream, counting, model, messages, tools)
         .await
@@ -74,7 +100,7 @@ async fn remote_count(
             Ok(upper_bound(&messages)
                 + offered.as_ref().map_or(0, |t| t["tools"].to_string().len()))
         }
-        Some(Counting::Local) => unreachable!("counted locally in `count`"),
+        Some(Counting::Local) => unreachable!("counted locally in `count_locally`"),
         Some(Counting::ChatTokenize) => {
             let mut body =
                 json!({"model": model, "messages": messages, "add_generation_prompt": true});
@@ -119,20 +145,5 @@ async fn remote_count(
                 .map(Vec::len)
                 .ok_or_else(|| UpstreamError::Failed("/tokenize gave no tokens".into()))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_upper_bound_never_undercounts_korean() {
-        // One Hangul syllable is 3 bytes and at most 3 byte-fallback tokens.
-        let messages = [ChatMessage::user("가나다라"), ChatMessage::assistant("ok")];
-        assert_eq!(
-            upper_bound(&messages),
-            12 + 2 + 3 * TEMPLATE_TOKENS_PER_MESSAGE
-        );
     }
 }

@@ -7,6 +7,7 @@
 //! - counting: `POST /tokenize` with chat messages (vLLM, this service), or llama-server's
 //!   `POST /apply-template` then `POST /tokenize`; see `counting`.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,17 @@ use serde_json::{json, Value};
 use super::counting::Counting;
 use super::Upstream;
 
-/// What was learnt at the last successful check.
+/// What was learnt at the last successful check (nothing before the first: then no request is
+/// sent).
 #[derive(Debug, Clone, Default)]
 pub struct Discovered {
+    /// The models served, the default first; empty until the first successful check.
     pub models: Vec<String>,
-    /// The context window of one request, when the upstream says it.
-    pub context: Option<usize>,
+    /// Each model's context window of one request, where the model list says it (vLLM, this
+    /// service: `max_model_len`).
+    pub contexts: HashMap<String, usize>,
+    /// llama-server's per-slot context (`/props`), for the model it serves.
+    pub slot_context: Option<usize>,
     pub counting: Option<Counting>,
     /// Prompts go as token ids (`/v1/completions`): there is a local tokenizer, and the upstream
     /// is not another instance of this service (whose embedded engine keeps client text as text
@@ -45,7 +51,8 @@ pub async fn watch(upstream: Arc<Upstream>) {
                     tracing::info!(
                         upstream = %upstream.base,
                         models = ?found.models,
-                        context = ?found.context,
+                        contexts = ?found.contexts,
+                        slot_context = ?found.slot_context,
                         counting = ?found.counting,
                         token_prompts = found.token_prompts,
                         "upstream engine reachable"
@@ -98,12 +105,14 @@ async fn discover(upstream: &Upstream) -> Result<Discovered, String> {
         .clone()
         .or_else(|| ids.first().cloned())
         .ok_or("the upstream serves no model")?;
-    let mut context = data
+    let contexts: HashMap<String, usize> = data
         .iter()
-        .find(|m| m.get("id").and_then(Value::as_str) == Some(model.as_str()))
-        .and_then(|m| m.get("max_model_len"))
-        .and_then(Value::as_u64)
-        .map(|n| n as usize);
+        .filter_map(|m| {
+            let id = m.get("id").and_then(Value::as_str)?;
+            let window = m.get("max_model_len").and_then(Value::as_u64)?;
+            Some((id.to_owned(), window as usize))
+        })
+        .collect();
     // llama-server: its per-slot context, and its own way of counting.
     let props = upstream
         .get_json(&format!("{}/props", upstream.root))
@@ -114,7 +123,6 @@ async fn discover(upstream: &Upstream) -> Result<Discovered, String> {
         .and_then(|p| p.pointer("/default_generation_settings/n_ctx"))
         .and_then(Value::as_u64)
         .map(|n| n as usize);
-    context = context.or(slot_context);
     let counting = if upstream.tokenizer.is_some() {
         Some(Counting::Local)
     } else if slot_context.is_some() {
@@ -134,7 +142,8 @@ async fn discover(upstream: &Upstream) -> Result<Discovered, String> {
     }
     Ok(Discovered {
         models,
-        context,
+        contexts,
+        slot_context,
         counting,
         token_prompts: upstream.tokenizer.is_some() && !this_service,
     })

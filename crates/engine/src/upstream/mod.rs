@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::prepare::PreparePool;
 use crate::tokenizer::tools::CALLS_TEXT;
-use crate::tokenizer::{Prompt, Tokenizer};
+use crate::tokenizer::{refuse_text_over_context, Prompt, Tokenizer};
 use crate::tool_calls::calls_schema;
 use crate::{
     budget, ChatMessage, CountedPrompt, Engine, EngineError, EngineStats, FinishReason, Generation,
@@ -41,6 +41,7 @@ use relay::Relay;
 use request::{check_response, completion_body, describe, request_body, unreachable, ToolAnswer};
 use tool_text::ToolText;
 
+pub use counting::upper_bound;
 pub use error::UpstreamError;
 
 /// The header that carries the Leafresh session id, for routers with session affinity.
@@ -135,17 +136,36 @@ impl UpstreamEngine {
     }
 
     /// The model a request goes to: the one named (if the upstream serves it), else the
-    /// configured one, else the first listed.
+    /// configured one, else the first listed. Nothing goes out before the first successful check
+    /// of the upstream: until then it is not known what it serves, how to count for it, or how
+    /// to send prompts to it (a 503 with `Retry-After` on every API).
     fn model_for(&self, named: Option<&str>) -> Result<String, EngineError> {
         let found = self.discovered();
-        named
+        if found.models.is_empty() {
+            return Err(UpstreamError::Unavailable("it has not been reached yet".into()).into());
+        }
+        Ok(named
             .filter(|m| found.models.iter().any(|id| id == m))
             .map(str::to_owned)
             .or_else(|| self.upstream.settings.model.clone())
-            .or_else(|| found.models.first().cloned())
-            .ok_or_else(|| {
-                UpstreamError::Unavailable("its model list was not read yet".into()).into()
-            })
+            .unwrap_or_else(|| found.models[0].clone()))
+    }
+
+    /// The prompt tokens of `messages` for `model`: with the local vocabulary at once (no need of
+    /// the upstream), else as the upstream counts them.
+    async fn count(
+        &self,
+        model: Option<&str>,
+        messages: Vec<ChatMessage>,
+        tools: Option<Tools>,
+    ) -> Result<CountedPrompt, EngineError> {
+        let window = self.context_window(model);
+        if let Some(tokenizer) = &self.upstream.tokenizer {
+            return counting::count_locally(tokenizer, window, messages, tools).await;
+        }
+        let model = self.model_for(model)?;
+        let counting = self.discovered().counting;
+        counting::count_remotely(&self.upstream, counting, &model, window, messages, tools).await
     }
 
     async fn start_generation(
@@ -158,10 +178,8 @@ impl UpstreamEngine {
         let counted = match generation.counted.clone() {
             Some(counted) => counted,
             None => {
-                counting::count(
-                    upstream,
-                    self.discovered().counting,
-                    &model,
+                self.count(
+                    Some(&model),
                     generation.messages.clone(),
                     generation.tools.clone(),
                 )
@@ -169,10 +187,26 @@ impl UpstreamEngine {
             }
         };
         let prompt_tokens = counted.tokens;
+        let window = self.context_window(Some(&model));
+        if prompt_tokens > window {
+            // A count that is only a lower bound (text too long to count): said as such.
+            let max_token_bytes = upstream
+                .tokenizer
+                .as_ref()
+                .map_or(counting::REMOTE_MAX_TOKEN_BYTES, |(t, _)| {
+                    t.max_token_bytes()
+                });
+            refuse_text_over_context(
+                &generation.messages,
+                generation.tools.as_ref(),
+                max_token_bytes,
+                window,
+            )?;
+        }
         let max_new_tokens = budget::max_new_tokens(
             prompt_tokens,
             generation.max_tokens.unwrap_or(usize::MAX),
-            self.context_window(),
+            window,
         )?;
         // With a local tokenizer the prompt goes as token ids (see `token_request`).
         let token_prompt = counted
@@ -187,6 +221,9 @@ impl UpstreamEngine {
             ),
         };
         let permit = upstream.admission.enter().await?;
+        if let Some(error) = upstream.abort.borrow().clone() {
+            return Err(error);
+        }
         let admitted = Instant::now();
         let mut request = upstream
             .client
@@ -213,7 +250,7 @@ impl UpstreamEngine {
         let response = check_response(response)
             .await
             .map_err(|e| upstream.fault(e))?;
-        let (events, receiver) = mpsc::channel(64);
+        let (events, receiver) = mpsc::unbounded_channel();
         let relay = Relay {
             upstream: Arc::clone(upstream),
             events,
@@ -338,19 +375,24 @@ impl Engine for UpstreamEngine {
 
     fn count_tokens(
         &self,
+        model: Option<&str>,
         messages: Vec<ChatMessage>,
         tools: Option<Tools>,
     ) -> BoxFuture<'_, Result<CountedPrompt, EngineError>> {
-        Box::pin(async move {
-            let model = self.model_for(None)?;
-            let counting = self.discovered().counting;
-            counting::count(&self.upstream, counting, &model, messages, tools).await
-        })
+        let model = model.map(str::to_owned);
+        Box::pin(async move { self.count(model.as_deref(), messages, tools).await })
     }
 
-    fn context_window(&self) -> usize {
-        self.discovered()
-            .context
+    /// `model`'s window as the upstream lists it, else llama-server's slot context, else
+    /// `--ctx-size`.
+    fn context_window(&self, model: Option<&str>) -> usize {
+        let found = self.discovered();
+        let model = model
+            .or(self.upstream.settings.model.as_deref())
+            .or(found.models.first().map(String::as_str));
+        model
+            .and_then(|m| found.contexts.get(m).copied())
+            .or(found.slot_context)
             .unwrap_or(self.upstream.settings.context)
     }
 
@@ -375,6 +417,8 @@ impl Engine for UpstreamEngine {
     }
 
     fn abort_all(&self, error: EngineError) {
+        // Relays check it when they start too, and no request is admitted after it.
         self.upstream.abort.send_replace(Some(error));
+        self.upstream.admission.close();
     }
 }

@@ -6,19 +6,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 
 use super::request::describe;
 use super::sse::{self, Chunk, EventReader};
 use super::tool_text::ToolText;
 use super::Upstream;
 use super::UpstreamError;
-use crate::{FinishReason, GenerationEvent, GenerationSummary};
+use crate::{EventSender, FinishReason, GenerationEvent, GenerationSummary};
 
 /// Relays one upstream stream to the events channel.
 pub struct Relay {
     pub upstream: Arc<Upstream>,
-    pub events: mpsc::Sender<GenerationEvent>,
+    pub events: EventSender,
     pub prompt_tokens: usize,
     pub summary: GenerationSummary,
     pub submitted: Instant,
@@ -32,6 +31,12 @@ impl Relay {
         let mut body = response.bytes_stream();
         let mut reader = EventReader::default();
         let mut abort = self.upstream.abort.subscribe();
+        // A stop that came before this relay subscribed is not a change it would see.
+        let aborted = abort.borrow_and_update().clone();
+        if let Some(error) = aborted {
+            let _ = self.events.send(GenerationEvent::Failed(error));
+            return;
+        }
         let outcome = loop {
             let next = tokio::select! {
                 // The client left: dropping the body closes the upstream connection.
@@ -39,7 +44,7 @@ impl Relay {
                 Ok(()) = abort.changed() => {
                     let aborted = abort.borrow().clone();
                     if let Some(error) = aborted {
-                        let _ = self.events.send(GenerationEvent::Failed(error)).await;
+                        let _ = self.events.send(GenerationEvent::Failed(error));
                         return;
                     }
                     continue;
@@ -53,7 +58,7 @@ impl Relay {
                 Ok(Some(Ok(bytes))) => bytes,
             };
             match reader.push(&bytes) {
-                Ok(events) => match self.take(events).await {
+                Ok(events) => match self.take(events) {
                     Some(outcome) => break outcome,
                     None => continue,
                 },
@@ -64,7 +69,7 @@ impl Relay {
             Ok(()) => {
                 if let Some(tool_text) = self.tool_text.as_mut() {
                     for event in tool_text.finish() {
-                        let _ = self.events.send(event).await;
+                        let _ = self.events.send(event);
                     }
                     if tool_text.called()
                         && matches!(self.summary.finish_reason, FinishReason::Stop)
@@ -81,11 +86,11 @@ impl Relay {
             }
             Err(why) => GenerationEvent::Failed(self.upstream.fault(UpstreamError::Failed(why))),
         };
-        let _ = self.events.send(event).await;
+        let _ = self.events.send(event);
     }
 
     /// Handles the events of one read: `Some` once the stream is over.
-    async fn take(&mut self, events: Vec<String>) -> Option<Result<(), String>> {
+    fn take(&mut self, events: Vec<String>) -> Option<Result<(), String>> {
         for data in events {
             match sse::parse(&data) {
                 Ok(Chunk::Delta {
@@ -95,7 +100,7 @@ impl Relay {
                 }) => {
                     for call in tool_calls {
                         for event in tool_call_events(call) {
-                            let _ = self.events.send(event).await;
+                            let _ = self.events.send(event);
                         }
                     }
                     if !text.is_empty() {
@@ -109,7 +114,7 @@ impl Relay {
                         };
                         for event in events {
                             // A closed channel is seen at the next select.
-                            let _ = self.events.send(event).await;
+                            let _ = self.events.send(event);
                         }
                     }
                     match finish_reason.as_deref() {

@@ -4,7 +4,8 @@
 //! prompt holds the others back for at most one chunk.
 //!
 //! With `--step-overlap` (by default where layers run on a GPU and the CPU would wait), a helper
-//! thread does the host work that does not decide the next token while `llama_decode` runs: the
+//! thread, started once with the engine ([`StepHelper`]), does the host work that does not decide
+//! the next token while `llama_decode` runs: the
 //! text of the tokens chosen at the last step goes out (UTF-8 assembly, stop strings, events) and
 //! constrained sequences' next masks are computed. Without it the text goes out right after the
 //! sampling, before the next batch is built, so that no client waits a step for it.
@@ -14,7 +15,9 @@
 //! that fails on its own gets the error.
 
 use std::sync::atomic::Ordering;
-use std::thread;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::token::LlamaToken;
@@ -66,7 +69,7 @@ impl Scheduler<'_> {
             Ok(()) => self.sample_all(),
             Err(e) => self.isolate_failure(LlamaError::Decode(e.to_string()).into()),
         }
-        if !self.step_overlap {
+        if self.helper.is_none() {
             let ends = host_work(&mut self.slots, self.model, false);
             self.end_streams(&ends);
         }
@@ -99,36 +102,23 @@ impl Scheduler<'_> {
         Duration,
     ) {
         let work = |seq: &Sequence| seq.stream.has_unsent() || seq.needs_mask();
-        let sequences = || self.slots.iter().filter_map(|s| s.sequence.as_ref());
-        if !self.step_overlap || !sequences().any(work) {
+        let busy = self
+            .slots
+            .iter()
+            .filter_map(|s| s.sequence.as_ref())
+            .any(work);
+        let Some(helper) = self.helper.as_ref().filter(|_| busy) else {
             let decoding = Instant::now();
             let decoded = self.ctx.decode(&mut self.batch);
             return (decoded, Vec::new(), decoding.elapsed());
-        }
-        let (ctx, batch, slots, model) =
-            (&mut self.ctx, &mut self.batch, &mut self.slots, self.model);
-        let (decoded, ends, decode) = thread::scope(|scope| {
-            let helper = thread::Builder::new()
-                .name("llama-step-host".into())
-                .spawn_scoped(scope, move || host_work(slots, model, true));
-            let decoding = Instant::now();
-            let decoded = ctx.decode(batch);
-            let decode = decoding.elapsed();
-            let ends = match helper {
-                Ok(helper) => Some(
-                    helper
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the step's helper thread");
-                    None
-                }
-            };
-            (decoded, ends, decode)
-        });
-        // No thread to be had: the same work, after the decode.
-        let ends = ends.unwrap_or_else(|| host_work(&mut self.slots, self.model, false));
+        };
+        // The slots go to the helper and come back: nothing else touches them meanwhile.
+        helper.lend(std::mem::take(&mut self.slots));
+        let decoding = Instant::now();
+        let decoded = self.ctx.decode(&mut self.batch);
+        let decode = decoding.elapsed();
+        let (slots, ends) = helper.take_back();
+        self.slots = slots;
         (decoded, ends, decode)
     }
 
@@ -297,6 +287,64 @@ impl Scheduler<'_> {
                         .clear_kv_cache_seq(Some(slot_id as u32), None, None);
                 }
             }
+        }
+    }
+}
+
+/// The slots back from the helper, and the streams that ended during the step.
+type HostWorkDone = (Vec<Slot>, Vec<(usize, StreamEnd)>);
+
+/// The thread that does a step's host work while `llama_decode` runs, for as long as the engine:
+/// the slots are lent to it for the step and handed back.
+pub struct StepHelper {
+    work: Option<SyncSender<Vec<Slot>>>,
+    done: Receiver<HostWorkDone>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StepHelper {
+    pub fn start(model: Arc<Model>) -> std::io::Result<Self> {
+        let (work, slots_to_do) = mpsc::sync_channel::<Vec<Slot>>(1);
+        let (done_tx, done) = mpsc::sync_channel(1);
+        let thread = thread::Builder::new()
+            .name("llama-step-host".into())
+            .spawn(move || {
+                for mut slots in slots_to_do {
+                    let ends = host_work(&mut slots, &model, true);
+                    if done_tx.send((slots, ends)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            work: Some(work),
+            done,
+            thread: Some(thread),
+        })
+    }
+
+    fn lend(&self, slots: Vec<Slot>) {
+        let sent = self.work.as_ref().map(|work| work.send(slots));
+        assert!(
+            matches!(sent, Some(Ok(()))),
+            "the step helper thread has stopped"
+        );
+    }
+
+    /// The slots back, and the streams that ended. A panic on the helper is the engine's.
+    fn take_back(&self) -> HostWorkDone {
+        self.done
+            .recv()
+            .expect("the step helper thread panicked during a step")
+    }
+}
+
+impl Drop for StepHelper {
+    fn drop(&mut self) {
+        // Closing its work channel ends the thread's loop.
+        self.work = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

@@ -42,7 +42,7 @@ use crate::llama::LlamaError;
 use crate::tokenizer::gguf::backend;
 use crate::tokenizer::replay::Replays;
 use crate::EngineError;
-use batch::Slot;
+use batch::{Slot, StepHelper};
 use queue::Job;
 use queue::{Command, Shared};
 pub use queue::{JobQueue, PreparedRequest};
@@ -115,7 +115,7 @@ pub fn start(
         .spawn(move || {
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 run(
-                    &model,
+                    model,
                     &settings,
                     &thread_shared,
                     &replays,
@@ -137,7 +137,7 @@ pub fn start(
 }
 
 fn run(
-    model: &Model,
+    model: Arc<Model>,
     settings: &EngineSettings,
     shared: &Shared,
     replays: &Replays,
@@ -184,7 +184,18 @@ fn run(
     };
     let slot_context = ctx.n_ctx() as usize / settings.parallel as usize;
     let _ = ready.send(Ok(slot_context));
-    Scheduler::new(model, ctx, settings, shared, replays).serve(&commands);
+    let helper = match settings
+        .step_overlap
+        .then(|| StepHelper::start(Arc::clone(&model)))
+    {
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot start the step helper thread; no step overlap");
+            None
+        }
+        Some(Ok(helper)) => Some(helper),
+        None => None,
+    };
+    Scheduler::new(&model, ctx, settings, shared, replays, helper).serve(&commands);
 }
 
 struct Scheduler<'m> {
@@ -198,7 +209,8 @@ struct Scheduler<'m> {
     batch: LlamaBatch<'static>,
     batch_size: usize,
     queue_timeout: Duration,
-    step_overlap: bool,
+    /// With `--step-overlap`: the thread that does the host work while a step decodes.
+    helper: Option<StepHelper>,
     admissions: u64,
     #[cfg(feature = "fault-injection")]
     faults: faults::Faults,
@@ -211,6 +223,7 @@ impl<'m> Scheduler<'m> {
         settings: &EngineSettings,
         shared: &'m Shared,
         replays: &'m Replays,
+        helper: Option<StepHelper>,
     ) -> Self {
         // llama.cpp caps the batch at the context size: stage no more than it takes.
         let batch_size = ctx.n_batch() as usize;
@@ -224,7 +237,7 @@ impl<'m> Scheduler<'m> {
             batch: LlamaBatch::new(batch_size, 1),
             batch_size,
             queue_timeout: settings.queue_timeout,
-            step_overlap: settings.step_overlap,
+            helper,
             admissions: 0,
             #[cfg(feature = "fault-injection")]
             faults: settings.faults.clone(),

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use llama_cpp_2::token::LlamaToken;
@@ -19,7 +20,7 @@ use super::slots::{self, Reuse};
 use super::Scheduler;
 use crate::llama::sampling::TokenSampler;
 use crate::tokenizer::replay::PromptKey;
-use crate::{EngineError, EngineStats, GenerationEvent, GenerationEvents, StepTimes};
+use crate::{EngineError, EngineStats, EventSender, GenerationEvent, GenerationEvents, StepTimes};
 
 /// A request ready for the inference thread: tokenized, sized, its sampler built (grammar
 /// compiled), so that the inference thread only decodes.
@@ -43,7 +44,7 @@ pub struct PreparedRequest {
 /// A queued request and where its events go.
 pub struct Job {
     pub request: PreparedRequest,
-    pub events: mpsc::Sender<GenerationEvent>,
+    pub events: EventSender,
 }
 
 pub enum Command {
@@ -71,6 +72,8 @@ pub struct Shared {
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
     pub alive: AtomicBool,
+    /// Set once by `abort_all`: every request, queued, running or submitted later, ends with it.
+    pub aborted: Mutex<Option<EngineError>>,
     /// Sequences ended by a decode failure.
     pub errors: AtomicU64,
     pub queue_size: usize,
@@ -81,11 +84,20 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The error every request ends with since `abort_all`, if it was called.
+    pub fn aborted(&self) -> Option<EngineError> {
+        self.aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn new(queue_size: usize) -> Self {
         Self {
             queued: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
+            aborted: Mutex::new(None),
             errors: AtomicU64::new(0),
             queue_size: queue_size.max(1),
             steps: AtomicU64::new(0),
@@ -109,14 +121,14 @@ impl JobQueue {
         if !self.shared.alive.load(Ordering::Relaxed) {
             return Err(EngineError::Stopped);
         }
+        if let Some(error) = self.shared.aborted() {
+            return Err(error);
+        }
         if self.shared.queued.fetch_add(1, Ordering::AcqRel) >= self.shared.queue_size {
             self.shared.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(EngineError::Overloaded);
         }
-        // Room for every event plus the final one, so the engine never blocks on a client: a step
-        // sends at most one text piece; tool calls send at most three events per call (arguments
-        // ending, the next call's start, its arguments beginning), and a call takes more tokens.
-        let (events, receiver) = mpsc::channel(2 * request.max_new_tokens + 2);
+        let (events, receiver) = mpsc::unbounded_channel();
         if self
             .commands
             .send(Command::Generate(Box::new(Job { request, events })))
@@ -143,7 +155,15 @@ impl JobQueue {
         }
     }
 
+    /// Ends every request with `error`: those queued or running now, and those still being
+    /// prepared, which are refused when they arrive (the flag is set before the command is sent,
+    /// so a request the inference thread takes after the command sees it).
     pub fn abort_all(&self, error: EngineError) {
+        *self
+            .shared
+            .aborted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error.clone());
         let _ = self.commands.send(Command::AbortAll(error));
     }
 
@@ -175,11 +195,17 @@ impl JobQueue {
 impl Scheduler<'_> {
     pub(super) fn handle(&mut self, command: Command) {
         match command {
-            Command::Generate(job) => self.waiting.push_back(*job),
+            Command::Generate(job) => match self.shared.aborted() {
+                Some(error) => {
+                    self.leave_queue();
+                    let _ = job.events.send(GenerationEvent::Failed(error));
+                }
+                None => self.waiting.push_back(*job),
+            },
             Command::AbortAll(error) => {
                 for job in std::mem::take(&mut self.waiting) {
                     self.leave_queue();
-                    let _ = job.events.try_send(GenerationEvent::Failed(error.clone()));
+                    let _ = job.events.send(GenerationEvent::Failed(error.clone()));
                 }
                 for slot_id in 0..self.slots.len() {
                     if self.slots[slot_id].sequence.is_some() {
@@ -272,7 +298,7 @@ impl Scheduler<'_> {
             if job.request.submitted.elapsed() > timeout {
                 let _ = job
                     .events
-                    .try_send(GenerationEvent::Failed(EngineError::QueueTimeout {
+                    .send(GenerationEvent::Failed(EngineError::QueueTimeout {
                         seconds: timeout.as_secs(),
                     }));
                 return false;

@@ -130,8 +130,8 @@ impl Sequence {
         self.stream.push(tokens);
     }
 
-    /// Sends the text not sent yet, then the final event; a complete answer is remembered for
-    /// replay.
+    /// Sends the text not sent yet, then the final event; the answer the client received is
+    /// remembered for replay.
     fn finish(
         mut self,
         outcome: Result<FinishReason, EngineError>,
@@ -139,8 +139,10 @@ impl Sequence {
         replays: &Replays,
     ) {
         let stopped = self.stream.close(model);
-        if let (Ok(_), Some(text)) = (&outcome, self.stream.sent.take()) {
-            replays.remember(&text, self.after, std::mem::take(&mut self.answer));
+        if outcome.is_ok() {
+            if let Some((text, tokens)) = self.stream.received(&self.answer, model) {
+                replays.remember(text, self.after, tokens);
+            }
         }
         let event = match outcome {
             Ok(finish_reason) => {
@@ -165,7 +167,7 @@ impl Sequence {
             }
             Err(e) => GenerationEvent::Failed(e),
         };
-        let _ = self.stream.events.try_send(event);
+        let _ = self.stream.events.send(event);
     }
 }
 

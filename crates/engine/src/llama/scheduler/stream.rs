@@ -5,24 +5,25 @@
 //! (see `batch`).
 
 use llama_cpp_2::token::LlamaToken;
-use tokio::sync::mpsc;
 
 use super::tool_use::ToolUse;
 use crate::llama::detok::{StopMatcher, Utf8Assembler};
 use crate::llama::model::Model;
-use crate::GenerationEvent;
+use crate::{EventSender, GenerationEvent};
 
 pub struct TextStream {
-    pub events: mpsc::Sender<GenerationEvent>,
+    pub events: EventSender,
     /// Tokens chosen whose text is not sent yet.
     unsent: Vec<LlamaToken>,
     utf8: Utf8Assembler,
     stop: StopMatcher,
     /// Functions the model may or must call.
     pub tools: Option<ToolUse>,
-    /// The text sent, for the answer's replay in the next turn (`None` once a stop string cut
-    /// it: its tokens then hold text the client never got).
-    pub sent: Option<String>,
+    /// The text sent, for the answer's replay in the next turn: what the client received is what
+    /// it sends back.
+    sent: String,
+    /// A stop string cut the answer: the tokens hold text the client never got.
+    cut: bool,
     /// Scratch buffer for one token's bytes.
     piece: Vec<u8>,
 }
@@ -37,16 +38,13 @@ pub enum StreamEnd {
 }
 
 impl TextStream {
-    pub fn new(
-        events: mpsc::Sender<GenerationEvent>,
-        stop: Vec<String>,
-        tools: Option<ToolUse>,
-    ) -> Self {
+    pub fn new(events: EventSender, stop: Vec<String>, tools: Option<ToolUse>) -> Self {
         Self {
             events,
             unsent: Vec::new(),
             utf8: Utf8Assembler::new(),
-            sent: stop.is_empty().then(String::new),
+            sent: String::new(),
+            cut: false,
             stop: StopMatcher::new(stop),
             tools,
             piece: Vec::with_capacity(16),
@@ -75,20 +73,16 @@ impl TextStream {
         if let Some(tools) = self.tools.as_mut().filter(|t| t.is_calling()) {
             // Calls are not text: no stop string applies to them.
             for event in tools.events(&text) {
-                if self.events.try_send(event).is_err() {
+                if self.events.send(event).is_err() {
                     return Some(StreamEnd::ClientGone);
                 }
             }
             return None;
         }
         let (text, stopped) = self.stop.push(text);
-        if stopped {
-            self.sent = None;
-        }
-        if let Some(sent) = self.sent.as_mut() {
-            sent.push_str(&text);
-        }
-        if !text.is_empty() && self.events.try_send(GenerationEvent::Text(text)).is_err() {
+        self.cut |= stopped;
+        self.sent.push_str(&text);
+        if !text.is_empty() && self.events.send(GenerationEvent::Text(text)).is_err() {
             return Some(StreamEnd::ClientGone);
         }
         stopped.then_some(StreamEnd::Stopped)
@@ -100,13 +94,47 @@ impl TextStream {
         let stopped = self.flush(model) == Some(StreamEnd::Stopped);
         let (mut tail, _) = self.stop.push(self.utf8.finish());
         tail.push_str(&self.stop.finish());
-        if let Some(sent) = self.sent.as_mut() {
-            sent.push_str(&tail);
-        }
+        self.sent.push_str(&tail);
         if !tail.is_empty() {
-            let _ = self.events.try_send(GenerationEvent::Text(tail));
+            let _ = self.events.send(GenerationEvent::Text(tail));
         }
         stopped
+    }
+
+    /// What the client received, and tokens that spell exactly that text, for the next turn's
+    /// prompt: all of `answer` (the tokens this stream sent), or where a stop string cut it, the
+    /// tokens before the cut and tokens that spell the part of the cut token that was sent.
+    /// `None` when nothing spells it (text the tokens did not give, bytes that were not UTF-8).
+    pub fn received(
+        &self,
+        answer: &[LlamaToken],
+        model: &Model,
+    ) -> Option<(&str, Vec<LlamaToken>)> {
+        if !self.cut {
+            return Some((&self.sent, answer.to_vec()));
+        }
+        let tokenizer = model.tokenizer();
+        let sent = self.sent.as_bytes();
+        let (mut spelled, mut piece) = (Vec::with_capacity(sent.len()), Vec::new());
+        let mut whole = 0;
+        for &token in answer {
+            tokenizer.token_bytes(token, &mut piece);
+            if spelled.len() + piece.len() > sent.len() {
+                break;
+            }
+            spelled.extend_from_slice(&piece);
+            whole += 1;
+        }
+        if !sent.starts_with(&spelled) {
+            return None;
+        }
+        let mut tokens = answer[..whole].to_vec();
+        // The part of the cut token the client got.
+        let rest = &sent[spelled.len()..];
+        if !rest.is_empty() {
+            tokens.extend(tokenizer.spell_exactly(rest)?);
+        }
+        Some((&self.sent, tokens))
     }
 
     /// Whether the answer called a function.
