@@ -10,20 +10,26 @@ use crate::engine::{
     Tools,
 };
 
-/// A submitted conversation: its events, and what was left out to make it fit.
+/// A submitted conversation: its choices' events, and what was left out to make it fit.
 pub struct Started {
-    pub events: GenerationEvents,
+    /// One channel of events per choice.
+    pub choices: Vec<GenerationEvents>,
     /// Oldest messages left out (`--context-overflow trim`).
     pub messages_dropped: usize,
     /// Functions no longer offered (their definitions left no room).
     pub tools_dropped: usize,
+    /// The prompt's tokens, counted before it was submitted (protocols that announce the usage
+    /// before the answer, as Anthropic's `message_start` does, need it early).
+    pub prompt_tokens: usize,
 }
 
-/// Fits `request` (its whole conversation, its `max_tokens` set) to the window and submits it.
+/// Fits `request` (its whole conversation, its `max_tokens` set) to the window and submits it
+/// for `n` choices (which share the prompt's computation where the engine can).
 pub async fn start(
     engine: &dyn Engine,
     overflow: ContextOverflow,
     request: Generation,
+    n: usize,
 ) -> Result<Started, EngineError> {
     let max_tokens = request.max_tokens.unwrap_or(0);
     // Counted, fitted and sent for the model the request names.
@@ -58,18 +64,32 @@ pub async fn start(
             fitted = fit(engine, model, overflow, &request.messages, None, max_tokens).await?;
         }
     }
-    let events = engine
-        .submit(Generation {
-            messages: fitted.messages,
-            tools,
-            counted: fitted.counted,
-            ..request
-        })
-        .await?;
+    let messages_dropped = fitted.dropped;
+    // Counted once in any case: the count goes to the engine with the request.
+    let counted = match fitted.counted {
+        Some(counted) => counted,
+        None => {
+            engine
+                .count_tokens(model, fitted.messages.clone(), tools.clone())
+                .await?
+        }
+    };
+    let prompt_tokens = counted.tokens;
+    let generation = Generation {
+        messages: fitted.messages,
+        tools,
+        counted: Some(counted),
+        ..request
+    };
+    let choices = match n {
+        1 => vec![engine.submit(generation).await?],
+        n => engine.submit_choices(generation, n).await?,
+    };
     Ok(Started {
-        events,
-        messages_dropped: fitted.dropped,
+        choices,
+        messages_dropped,
         tools_dropped,
+        prompt_tokens,
     })
 }
 

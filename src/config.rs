@@ -268,6 +268,17 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_SESSION_TTL", default_value_t = 3600,
           value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
     pub session_ttl: u64,
+
+    /// Responses API responses kept for `previous_response_id` and `GET /v1/responses/{id}`
+    /// (0: none); the oldest are dropped beyond this.
+    #[arg(long, env = "LEAFRESH_RESPONSES_STORED", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub responses_stored: u32,
+
+    /// Seconds a stored response is kept.
+    #[arg(long, env = "LEAFRESH_RESPONSES_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub responses_ttl: u64,
 }
 
 impl Config {

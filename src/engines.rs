@@ -68,8 +68,7 @@ pub fn upstream(config: &Config, settings: UpstreamSettings) -> anyhow::Result<A
     match &tokenizer {
         Some(_) => tracing::info!(
             "prompts are rendered and tokenized here and sent as token ids (/v1/completions), \
-             so client text stays text on the upstream (to another instance of this service: \
-             chat requests, its engine keeps text as text itself)"
+             so client text stays text on the upstream"
         ),
         None => tracing::warn!(
             "without --tokenizer the upstream renders and tokenizes each prompt itself: its own \

@@ -362,6 +362,7 @@ mod tests {
             time_to_first_token: Duration::from_millis(300),
             total_time: Duration::from_secs(3),
             upstream_latency: Some(Duration::from_millis(20)),
+            stop_sequence: None,
         };
         metrics
             .begin("base-info")

@@ -203,6 +203,7 @@ fn engine_message(error: &EngineError) -> &'static str {
         }
         EngineError::InvalidSchema(_)
         | EngineError::InvalidToolSchema(_)
+        | EngineError::InfillUnsupported
         | EngineError::ToolsUnsupported => "요청한 답변 형식을 이 모델로 만들 수 없습니다.",
         EngineError::Gguf(_)
         | EngineError::Llama(_)
@@ -286,6 +287,35 @@ impl OpenAiError {
         Self::invalid("body", message)
     }
 
+    /// 404 for a request this API does not have (`what`: its method and path, echoed only when
+    /// it is short plain ASCII), as OpenAI answers one: "Invalid URL (POST /v1/foo)".
+    pub fn not_found(what: &str) -> Self {
+        let plain = what.len() <= 160 && what.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+        let message = if plain {
+            format!("Invalid URL ({what})")
+        } else {
+            "Invalid URL".to_owned()
+        };
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message,
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unknown_url"),
+        }
+    }
+
+    /// 404 for an object that does not exist (a stored response, ...).
+    pub fn missing(param: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param.into()),
+            code: Some("not_found"),
+        }
+    }
+
     pub fn unauthorized() -> Self {
         Self {
             status: StatusCode::UNAUTHORIZED,
@@ -348,6 +378,9 @@ impl From<EngineError> for OpenAiError {
             ),
             (_, EngineError::InvalidToolSchema(_)) => {
                 (Some("tools"), Some("invalid_value"), error.to_string())
+            }
+            (_, EngineError::InfillUnsupported) => {
+                (Some("suffix"), Some("invalid_value"), error.to_string())
             }
             (_, EngineError::ToolsUnsupported) => (
                 Some("tool_choice"),

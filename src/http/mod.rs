@@ -1,11 +1,14 @@
 //! Thin actix handlers: validate, call the engine, frame events. [`app`] builds the application
 //! for `main` and for in-process handler tests alike.
 
+pub mod answers;
+pub mod anthropic;
 pub mod body;
 pub mod error;
 pub mod openai;
 pub mod ops;
 pub mod recommend;
+pub mod responses;
 pub mod stream;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +45,8 @@ pub struct AppState {
     pub default_max_tokens: usize,
     /// Set once a stop signal arrived: new requests are refused, running ones finish.
     pub draining: AtomicBool,
+    /// Responses API responses kept for `previous_response_id`.
+    pub responses: responses::store::ResponseStore,
     /// When set, `/v1/*` (and with `api_key_leafresh` the Leafresh endpoints) need this bearer key.
     pub api_key: Option<String>,
     pub api_key_leafresh: bool,
@@ -68,6 +73,10 @@ impl AppState {
             context_overflow: config.context_overflow,
             default_max_tokens: config.default_max_tokens as usize,
             draining: AtomicBool::new(false),
+            responses: responses::store::ResponseStore::new(
+                config.responses_stored as usize,
+                Duration::from_secs(config.responses_ttl),
+            ),
             api_key: config.api_key.clone(),
             api_key_leafresh: config.api_key_leafresh,
         }
@@ -105,18 +114,19 @@ impl AppState {
         }
     }
 
-    /// Compared in constant time, so that response timing does not reveal the key.
+    /// The key as OpenAI clients send it (`Authorization: Bearer KEY`) or as Anthropic's do
+    /// (`x-api-key: KEY`). Compared in constant time, so that response timing does not reveal
+    /// the key.
     fn key_matches(&self, req: &HttpRequest) -> bool {
         let Some(expected) = &self.api_key else {
             return true;
         };
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let bearer = header(AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "));
+        [bearer, header("x-api-key")]
+            .into_iter()
+            .flatten()
+            .any(|given| bool::from(given.as_bytes().ct_eq(expected.as_bytes())))
     }
 }
 
@@ -164,5 +174,7 @@ pub fn app(
 pub fn routes(cfg: &mut web::ServiceConfig) {
     recommend::routes(cfg);
     openai::routes(cfg);
+    responses::routes(cfg);
+    anthropic::routes(cfg);
     ops::routes(cfg);
 }

@@ -50,7 +50,12 @@ async fn test_page() -> HttpResponse {
         .body(TEST_PAGE)
 }
 
-async fn not_found() -> HttpResponse {
+/// An unknown path: under `/v1/` in OpenAI's error shape (the clients there read only that),
+/// elsewhere the Leafresh envelope.
+async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    if req.path().starts_with("/v1/") || req.path() == "/v1" {
+        return super::openai::unknown_v1(req).await;
+    }
     HttpResponse::NotFound().json(Envelope::new(
         404,
         "요청한 경로를 찾을 수 없습니다. (not found)",

@@ -166,11 +166,9 @@ impl Recommender {
             },
             constraint,
             max_tokens: Some(max_new_tokens),
-            stop: Vec::new(),
-            model: None,
             session: session.map(str::to_owned),
-            tools: None,
             counted: Some(counted),
+            ..Generation::default()
         };
         Ok(self.engine.submit(generation).await?)
     }
@@ -258,8 +256,10 @@ impl Recommendation {
                         return Progress::Fragment(fragment);
                     }
                 }
-                // No tools are offered to the Leafresh answer.
-                GenerationEvent::ToolCall { .. } | GenerationEvent::ToolArguments { .. } => {}
+                // No tools are offered to the Leafresh answer, nor log probabilities asked for.
+                GenerationEvent::ToolCall { .. }
+                | GenerationEvent::ToolArguments { .. }
+                | GenerationEvent::Logprobs(_) => {}
                 GenerationEvent::Done(summary) => {
                     let ending = self.conclude(summary);
                     return match self.extractor.finish() {

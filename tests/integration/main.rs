@@ -3,6 +3,7 @@
 
 mod app;
 mod browser;
+mod clients;
 mod deploy_nginx;
 mod deploy_systemd;
 mod deploy_tools;
@@ -17,6 +18,7 @@ mod openai;
 mod openai_sdk;
 mod ops;
 mod prompt_cache;
+mod protocols;
 mod real_weights;
 mod recommend;
 mod scheduler;

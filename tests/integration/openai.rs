@@ -163,7 +163,7 @@ fn bad_bodies_are_400_invalid_request_errors_naming_the_field() {
             "temperature",
         ),
         (
-            r#"{"model": "tiny-llama", "messages": [{"role": "user", "content": "x"}], "n": 3}"#,
+            r#"{"model": "tiny-llama", "messages": [{"role": "user", "content": "x"}], "n": 17}"#,
             "n",
         ),
     ] {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    client, encode, free_port, get_events, logged_field, slow_model, tiny_model, wait_for_metric,
-    Service, SseReader,
+    client, encode, free_port, get_events, logged_field, model_id, slow_model, tiny_model,
+    wait_for_metric, Service, SseReader,
 };
 
 fn base_info_url(service: &Service, session: &str) -> String {
@@ -457,17 +457,55 @@ fn an_upstream_that_stalls_mid_stream_ends_the_stream_within_the_idle_timeout() 
 }
 
 #[test]
-fn a_local_tokenizer_counts_prompts_exactly_as_the_upstream_does() {
+fn a_local_tokenizer_counts_prompts_exactly_and_sends_them_as_token_ids() {
     let upstream = Service::start(&tiny_model(), &[]);
     let tokenizer = tiny_model().display().to_string();
     let gateway = gateway_to(&upstream, &["--tokenizer", &tokenizer]);
     gateway.assert_logged("counting=Some(Local)");
+    gateway.assert_logged("token_prompts=true");
+    // The recommendation (its JSON schema) goes to the instance's /v1/completions as token ids,
+    // the count the gateway made being the one the upstream made of them.
     let (_, _, events) = get_events(&base_info_url(&gateway, "t"));
-    assert_eq!(events.last().unwrap().event, "close", "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "close", "{events:?}");
     assert_eq!(
-        logged_field(&gateway.log(), "base-info", "prompt_tokens"),
-        logged_field(&upstream.log(), "chat-completions", "prompt_tokens")
+        last.json()["data"]["challenges"].as_array().unwrap().len(),
+        3
     );
+    let counted = logged_field(&gateway.log(), "base-info", "prompt_tokens");
+    assert_eq!(
+        counted,
+        logged_field(&upstream.log(), "completions", "prompt_tokens")
+    );
+    assert!(logged_field(&upstream.log(), "chat-completions", "prompt_tokens").is_empty());
+
+    // So does a chat completion, and the client's own raw prompts: text, and token ids.
+    let id = model_id(&gateway);
+    let chat = post_json(
+        &gateway,
+        "/v1/chat/completions",
+        &json!({"model": id, "max_tokens": 4,
+                "messages": [{"role": "user", "content": "안녕 [INST] <s>"}]}),
+    );
+    assert_eq!(chat["object"], "chat.completion", "{chat}");
+    for prompt in [json!("텀블러를"), json!([1000, 1100, 1200])] {
+        let answer = post_json(
+            &gateway,
+            "/v1/completions",
+            &json!({"model": id, "prompt": prompt, "max_tokens": 4, "logprobs": 2}),
+        );
+        assert_eq!(answer["object"], "text_completion", "{answer}");
+        let logprobs = &answer["choices"][0]["logprobs"];
+        assert_eq!(
+            logprobs["tokens"].as_array().unwrap().len() as u64,
+            answer["usage"]["completion_tokens"].as_u64().unwrap(),
+            "{answer}"
+        );
+    }
+    let upstream_counts = logged_field(&upstream.log(), "completions", "prompt_tokens");
+    assert_eq!(upstream_counts.len(), 4, "{upstream_counts:?}");
+    // The token ids went through as they were (no BOS added on the way).
+    assert_eq!(upstream_counts[3], 3);
 }
 
 #[test]

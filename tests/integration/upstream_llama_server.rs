@@ -203,3 +203,72 @@ fn token_prompts_stream_with_usage_and_keep_json_schema_and_stop_strings() {
         }
     }
 }
+
+fn post(service: &Service, path: &str, body: &Value) -> Value {
+    let response = client().post(service.url(path)).json(body).send().unwrap();
+    assert_eq!(response.status(), 200, "{path}: {}", service.log());
+    response.json().unwrap()
+}
+
+/// The protocols beside chat through the gateway, in front of llama-server: its log
+/// probabilities (both forms, trimmed to the count asked for), raw completions, Responses and
+/// Messages.
+#[test]
+fn log_probabilities_raw_completions_and_the_other_protocols_pass_through() {
+    let Some(llama_server) = LlamaServer::start() else {
+        return;
+    };
+    let tokenizer = tiny_model().display().to_string();
+    for extra in [vec![], vec!["--tokenizer", tokenizer.as_str()]] {
+        let gateway = gateway(&llama_server, &extra);
+        let model = first_model(&gateway);
+        for top in [0, 2] {
+            let chat = post(
+                &gateway,
+                "/v1/chat/completions",
+                &json!({"model": model, "max_tokens": 4, "logprobs": true, "top_logprobs": top,
+                        "messages": [{"role": "user", "content": "안녕"}]}),
+            );
+            let content = chat["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .unwrap();
+            assert_eq!(
+                content.len() as u64,
+                chat["usage"]["completion_tokens"].as_u64().unwrap()
+            );
+            assert!(
+                content
+                    .iter()
+                    .all(|t| t["top_logprobs"].as_array().unwrap().len() == top
+                        && t["logprob"].as_f64().unwrap() <= 0.0),
+                "{extra:?} top {top}: {chat}"
+            );
+        }
+        for prompt in [json!("텀블러를"), json!([1000, 1100, 1200])] {
+            let completion = post(
+                &gateway,
+                "/v1/completions",
+                &json!({"model": model, "prompt": prompt, "max_tokens": 4, "logprobs": 2}),
+            );
+            let logprobs = &completion["choices"][0]["logprobs"];
+            assert_eq!(
+                logprobs["tokens"].as_array().unwrap().len() as u64,
+                completion["usage"]["completion_tokens"].as_u64().unwrap(),
+                "{extra:?}: {completion}"
+            );
+        }
+        let response = post(
+            &gateway,
+            "/v1/responses",
+            &json!({"model": model, "input": "안녕", "max_output_tokens": 4}),
+        );
+        assert_eq!(response["object"], "response", "{response}");
+        let message = post(
+            &gateway,
+            "/v1/messages",
+            &json!({"model": model, "max_tokens": 4,
+                    "messages": [{"role": "user", "content": "안녕"}]}),
+        );
+        assert_eq!(message["type"], "message", "{message}");
+    }
+}

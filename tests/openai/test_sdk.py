@@ -461,9 +461,9 @@ def test_unknown_model_is_not_found(client, stream):
     assert "gpt-4o" in err.value.message
 
 
-def test_n_above_one_is_refused(client):
+def test_n_above_the_limit_is_refused(client):
     with pytest.raises(openai.BadRequestError) as err:
-        complete(client, user(QUESTION), max_tokens=4, n=2)
+        complete(client, user(QUESTION), max_tokens=4, n=17)
     assert err.value.body["type"] == "invalid_request_error", err.value.body
     assert err.value.param == "n", err.value.body
 

@@ -42,6 +42,9 @@ pub enum EngineError {
     /// A function's `parameters` schema (`tools`) that the engine cannot enforce.
     #[error("a tool's parameters schema could not be turned into a grammar (unsupported or invalid schema)")]
     InvalidToolSchema(String),
+    /// A fill-in-the-middle prompt (`suffix`) for a model without FIM tokens.
+    #[error("this model has no fill-in-the-middle tokens: `suffix` cannot be used with it")]
+    InfillUnsupported,
     /// A call was required, and the model's chat template has no tool-call tokens.
     #[error("this model's chat template has no tool-call tokens: it cannot be made to call a function (use tool_choice \"auto\" or \"none\")")]
     ToolsUnsupported,
@@ -93,6 +96,7 @@ impl EngineError {
             | EngineError::InvalidSchema(_)
             | EngineError::InvalidToolSchema(_)
             | EngineError::TemplateRefused(_)
+            | EngineError::InfillUnsupported
             | EngineError::ToolsUnsupported => ErrorKind::Client,
             EngineError::Overloaded
             | EngineError::Stopped

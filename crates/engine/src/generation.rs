@@ -13,10 +13,14 @@ use super::chat::ChatMessage;
 use super::EngineError;
 
 /// One generation as an API asks for it. The engine renders the messages with the model's chat
-/// template, counts them, and sizes the answer to the context window.
-#[derive(Debug, Clone)]
+/// template (or takes a raw prompt as it is), counts them, and sizes the answer to the context
+/// window.
+#[derive(Debug, Clone, Default)]
 pub struct Generation {
     pub messages: Vec<ChatMessage>,
+    /// A prompt given whole, without the chat template (`/v1/completions`); `messages` and `tools`
+    /// are then empty.
+    pub raw: Option<RawPrompt>,
     pub sampling: SamplingParams,
     /// What the output must match, if anything.
     pub constraint: Option<OutputConstraint>,
@@ -32,10 +36,49 @@ pub struct Generation {
     pub session: Option<String>,
     /// Functions the model may call (`None`: it answers in text).
     pub tools: Option<Tools>,
+    /// Special tokens the model samples are sent as their text (`[TOOL_CALLS]`, `<|im_end|>`)
+    /// rather than as nothing: for a client that reads the model's markup itself (a gateway in
+    /// upstream mode parsing tool calls; llama-server's and vLLM's `skip_special_tokens: false`).
+    pub special_text: bool,
     /// What [`Engine::count_tokens`](super::Engine::count_tokens) made of exactly these
     /// `messages` and `tools`, when the caller counted them: the engine then does not render and
     /// tokenize them again.
     pub counted: Option<CountedPrompt>,
+}
+
+impl Generation {
+    /// The generation of each of `n` choices: the same request, choice `i` seeded `seed + i`.
+    pub fn choices(self, n: usize) -> impl Iterator<Item = Generation> {
+        (0..n).map(move |i| {
+            let mut choice = self.clone();
+            choice.sampling.seed = self.sampling.seed.map(|s| s.wrapping_add(i as u32));
+            choice
+        })
+    }
+}
+
+/// A prompt given as it is, not a conversation: what a text-completion client sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawPrompt {
+    /// Text, tokenized with the model's special tokens recognised: a raw prompt's markup is the
+    /// caller's (it may spell the chat template itself), not client text inside a template.
+    Text(String),
+    /// Token ids, each checked against the vocabulary; used as they are (no BOS added).
+    Tokens(Vec<u32>),
+    /// Fill in the middle: the model writes what goes between `prefix` and `suffix` (its FIM
+    /// tokens around them; a model without them refuses it).
+    Infill { prefix: String, suffix: String },
+}
+
+impl RawPrompt {
+    /// Bytes of text it holds (token ids count as one byte each: at least one token).
+    pub fn text_bytes(&self) -> usize {
+        match self {
+            RawPrompt::Text(text) => text.len(),
+            RawPrompt::Tokens(ids) => ids.len(),
+            RawPrompt::Infill { prefix, suffix } => prefix.len() + suffix.len(),
+        }
+    }
 }
 
 /// A prompt an engine rendered and counted: its length, and the engine's own form of it (its
@@ -167,6 +210,9 @@ pub struct SamplingParams {
     pub seed: Option<u32>,
     /// Added to the logits of these token ids before sampling (OpenAI's `logit_bias`).
     pub logit_bias: Vec<(i32, f32)>,
+    /// Report each generated token's log probability and the `n` most likely tokens at its
+    /// place ([`GenerationEvent::Logprobs`]); `None`: nothing is computed.
+    pub logprobs: Option<usize>,
 }
 
 /// llama.cpp's defaults (`common_params_sampling`, what llama-server uses for a request that sets
@@ -184,6 +230,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             seed: None,
             logit_bias: Vec::new(),
+            logprobs: None,
         }
     }
 }
@@ -204,8 +251,32 @@ pub enum GenerationEvent {
         index: usize,
         fragment: String,
     },
+    /// The tokens of the text that follows (sent before it, with `logprobs` asked for): each
+    /// one's log probability under the model and the most likely tokens at its place.
+    Logprobs(Vec<TokenLogprob>),
     Done(GenerationSummary),
     Failed(EngineError),
+}
+
+/// A generated token and how likely the model found it: the log of its probability in the
+/// model's distribution at that place (the softmax of the raw logits, before sampling settings
+/// or constraints), as vLLM and OpenAI report it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: i32,
+    /// The token's bytes (part of a UTF-8 character, for some).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    /// The most likely tokens at this place, most likely first.
+    pub top: Vec<TopLogprob>,
+}
+
+/// One of the most likely tokens at a place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    pub token: i32,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
 }
 
 /// The events of one generation. Dropping the receiver cancels the generation.
@@ -259,6 +330,9 @@ pub struct GenerationSummary {
     pub total_time: Duration,
     /// An upstream engine: from sending the request to its response headers.
     pub upstream_latency: Option<Duration>,
+    /// The caller's stop string that ended the answer (`finish_reason` is then `Stop`), when the
+    /// engine knows which.
+    pub stop_sequence: Option<String>,
 }
 
 impl GenerationSummary {

@@ -28,8 +28,8 @@ pub use chat::{ChatMessage, Role, ToolCall};
 pub use error::{EngineError, ErrorKind};
 pub use generation::{
     CountedPrompt, EngineStats, EventSender, FinishReason, Generation, GenerationEvent,
-    GenerationEvents, GenerationSummary, OutputConstraint, SamplingParams, StepTimes, ToolChoice,
-    ToolFunction, Tools, WarmUp,
+    GenerationEvents, GenerationSummary, OutputConstraint, RawPrompt, SamplingParams, StepTimes,
+    TokenLogprob, ToolChoice, ToolFunction, Tools, TopLogprob, WarmUp,
 };
 pub use llama::LlamaError;
 pub use tokenizer::gguf::GgufError;
@@ -45,6 +45,23 @@ pub trait Engine: Send + Sync {
         &self,
         generation: Generation,
     ) -> BoxFuture<'_, Result<GenerationEvents, EngineError>>;
+
+    /// `n` answers to the same generation (OpenAI's `n`), each sampled on its own: choice `i`
+    /// takes seed `seed + i` when the request has one. An engine that can shares the prompt's
+    /// computation between them; this default submits `n` generations.
+    fn submit_choices(
+        &self,
+        generation: Generation,
+        n: usize,
+    ) -> BoxFuture<'_, Result<Vec<GenerationEvents>, EngineError>> {
+        Box::pin(async move {
+            let mut choices = Vec::with_capacity(n);
+            for choice in generation.choices(n) {
+                choices.push(self.submit(choice).await?);
+            }
+            Ok(choices)
+        })
+    }
 
     /// The prompt tokens `messages` (with `tools` offered) take for `model` (`None`: the default
     /// one), rendered as [`Engine::submit`] would; given back in [`Generation::counted`] of a

@@ -7,13 +7,17 @@ use serde_json::Value;
 
 use super::messages::messages;
 use super::tools;
-use crate::engine::{ChatMessage, SamplingParams, Tools};
+use crate::engine::{ChatMessage, OutputConstraint, SamplingParams, Tools};
 use crate::http::error::OpenAiError;
 
 /// Most stop strings, as OpenAI allows.
 const MAX_STOP_STRINGS: usize = 4;
 /// Longest stop string (bytes): longer ones are never useful and cost work on every token.
 const MAX_STOP_LEN: usize = 256;
+/// Most choices (`n`) of one request: each takes a slot (those beyond `--parallel` wait).
+pub const MAX_CHOICES: i64 = 16;
+/// Most alternatives per token (`top_logprobs`), as OpenAI allows.
+pub const MAX_TOP_LOGPROBS: i64 = 20;
 
 /// The request as sent. Everything is optional here so that validation, not serde, says what is
 /// missing or wrong.
@@ -33,6 +37,8 @@ pub struct ChatRequest {
     pub frequency_penalty: Option<Value>,
     pub response_format: Option<Value>,
     pub n: Option<Value>,
+    pub logprobs: Option<Value>,
+    pub top_logprobs: Option<Value>,
     pub top_k: Option<Value>,
     pub min_p: Option<Value>,
     pub repeat_penalty: Option<Value>,
@@ -50,6 +56,18 @@ pub enum OutputFormat {
     JsonObject,
     /// JSON matching this schema.
     JsonSchema(Value),
+}
+
+impl OutputFormat {
+    /// The constraint the engine enforces for it (`None`: free text).
+    pub fn constraint(&self) -> Option<OutputConstraint> {
+        let schema = match self {
+            OutputFormat::Text => return None,
+            OutputFormat::JsonObject => r#"{"type": "object"}"#.to_owned(),
+            OutputFormat::JsonSchema(schema) => schema.to_string(),
+        };
+        Some(OutputConstraint::JsonSchema(schema))
+    }
 }
 
 /// A request whose every value is present and in range.
@@ -73,6 +91,10 @@ pub struct ValidChatRequest {
     pub format: OutputFormat,
     /// Functions the model may or must call (`None`: none, or `tool_choice` `"none"`).
     pub tools: Option<Tools>,
+    /// Choices to generate.
+    pub n: usize,
+    /// With `logprobs: true`: how many alternatives each token's log probability comes with.
+    pub logprobs: Option<usize>,
 }
 
 impl ChatRequest {
@@ -90,15 +112,8 @@ impl ChatRequest {
             }
         };
         let messages = messages(self.messages)?;
-        if let Some(n) = integer("n", self.n.as_ref(), 1, 128)? {
-            if n != 1 {
-                return Err(OpenAiError::invalid(
-                    "n",
-                    format!("`n` must be 1 (one choice per request); got {n}"),
-                )
-                .code("invalid_value"));
-            }
-        }
+        let n = integer("n", self.n.as_ref(), 1, MAX_CHOICES)?.unwrap_or(1) as usize;
+        let logprobs = chat_logprobs(self.logprobs.as_ref(), self.top_logprobs.as_ref())?;
         let max_tokens = match integer(
             "max_completion_tokens",
             self.max_completion_tokens.as_ref(),
@@ -147,7 +162,28 @@ impl ChatRequest {
             stop: stop(self.stop)?,
             format: format(self.response_format)?,
             tools: tools::offered(self.tools, self.tool_choice, self.parallel_tool_calls)?,
+            n,
+            logprobs,
         })
+    }
+}
+
+/// `logprobs` (true or false) and `top_logprobs` (0-20, which needs `logprobs: true`): how many
+/// alternatives each token comes with, or `None` for no log probabilities.
+fn chat_logprobs(
+    logprobs: Option<&Value>,
+    top: Option<&Value>,
+) -> Result<Option<usize>, OpenAiError> {
+    let wanted = boolean("logprobs", logprobs)?.unwrap_or(false);
+    let top = integer("top_logprobs", top, 0, MAX_TOP_LOGPROBS)?;
+    match (wanted, top) {
+        (false, Some(_)) => Err(OpenAiError::invalid(
+            "top_logprobs",
+            "`top_logprobs` needs `logprobs: true`",
+        )
+        .code("invalid_value")),
+        (false, None) => Ok(None),
+        (true, top) => Ok(Some(top.unwrap_or(0) as usize)),
     }
 }
 
@@ -169,7 +205,7 @@ pub(super) fn described(value: &Value) -> String {
 const MAX_LOGIT_BIASES: usize = 300;
 
 /// `logit_bias`: token ids (as strings) to a bias in -100..=100.
-fn logit_bias(value: Option<Value>) -> Result<Vec<(i32, f32)>, OpenAiError> {
+pub(super) fn logit_bias(value: Option<Value>) -> Result<Vec<(i32, f32)>, OpenAiError> {
     let invalid = |message: &str, code| OpenAiError::invalid("logit_bias", message).code(code);
     let entries = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
@@ -208,7 +244,7 @@ fn logit_bias(value: Option<Value>) -> Result<Vec<(i32, f32)>, OpenAiError> {
 }
 
 /// A whole number in `min..=max`; `null` counts as absent.
-fn integer(
+pub(crate) fn integer(
     param: &str,
     value: Option<&Value>,
     min: i64,
@@ -243,7 +279,7 @@ fn integer(
 }
 
 /// A finite number in `min..=max`; `null` counts as absent.
-fn number(
+pub(crate) fn number(
     param: &str,
     value: Option<&Value>,
     min: f32,
@@ -269,7 +305,7 @@ fn number(
     }
 }
 
-fn boolean(param: &str, value: Option<&Value>) -> Result<Option<bool>, OpenAiError> {
+pub(crate) fn boolean(param: &str, value: Option<&Value>) -> Result<Option<bool>, OpenAiError> {
     match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -281,7 +317,7 @@ fn boolean(param: &str, value: Option<&Value>) -> Result<Option<bool>, OpenAiErr
     }
 }
 
-fn include_usage(options: Option<&Value>) -> Result<bool, OpenAiError> {
+pub(super) fn include_usage(options: Option<&Value>) -> Result<bool, OpenAiError> {
     match options {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Object(fields)) => Ok(boolean(
@@ -297,7 +333,7 @@ fn include_usage(options: Option<&Value>) -> Result<bool, OpenAiError> {
     }
 }
 
-fn stop(value: Option<Value>) -> Result<Vec<String>, OpenAiError> {
+pub(super) fn stop(value: Option<Value>) -> Result<Vec<String>, OpenAiError> {
     let stops = match value {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::String(s)) => vec![s],
@@ -342,7 +378,7 @@ fn stop(value: Option<Value>) -> Result<Vec<String>, OpenAiError> {
     Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
 }
 
-fn format(value: Option<Value>) -> Result<OutputFormat, OpenAiError> {
+pub(crate) fn format(value: Option<Value>) -> Result<OutputFormat, OpenAiError> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(OutputFormat::Text);
     };

@@ -6,24 +6,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::engine::{GenerationSummary, ToolCall};
+use crate::engine::{GenerationSummary, TokenLogprob};
+use crate::http::answers::{total_usage, Answer};
 
-fn unix_seconds() -> u64 {
+pub fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-/// A unique completion id: start time and a counter (ids only need to differ, not be secret).
-fn completion_id() -> String {
+/// A unique id after `prefix` (`chatcmpl-`, `resp_`, ...): start time and a counter (ids only
+/// need to differ, not be secret).
+pub fn completion_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     format!(
-        "chatcmpl-{nanos:x}{:04x}",
+        "{prefix}{nanos:x}{:04x}",
         NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff
     )
 }
@@ -72,7 +74,7 @@ pub struct PromptTokensDetails {
 }
 
 impl Usage {
-    fn of(summary: &GenerationSummary, messages_dropped: usize, tools_dropped: usize) -> Self {
+    pub fn of(summary: &GenerationSummary, messages_dropped: usize, tools_dropped: usize) -> Self {
         Self {
             messages_dropped,
             tools_dropped,
@@ -84,17 +86,6 @@ impl Usage {
             },
         }
     }
-}
-
-/// A whole (non-streamed) answer.
-#[derive(Debug, Serialize)]
-pub struct Completion {
-    id: String,
-    object: &'static str,
-    created: u64,
-    model: String,
-    choices: [Value; 1],
-    usage: Usage,
 }
 
 /// What every object of one completion shares.
@@ -112,7 +103,7 @@ pub struct CompletionMeta {
 impl CompletionMeta {
     pub fn new(model: String, messages_dropped: usize, tools_dropped: usize) -> Self {
         Self {
-            id: completion_id(),
+            id: completion_id("chatcmpl-"),
             created: unix_seconds(),
             model,
             messages_dropped,
@@ -120,106 +111,122 @@ impl CompletionMeta {
         }
     }
 
-    /// The whole answer: its text (`null` when it only called tools) and its tool calls.
-    pub fn completion(
-        &self,
-        text: String,
-        calls: Vec<ToolCall>,
-        summary: &GenerationSummary,
-    ) -> Completion {
-        let mut message = json!({"role": "assistant", "content": text});
-        if !calls.is_empty() {
-            message["tool_calls"] = json!(calls);
-            if text.is_empty() {
-                message["content"] = Value::Null;
-            }
-        }
-        Completion {
-            id: self.id.clone(),
-            object: "chat.completion",
-            created: self.created,
-            model: self.model.clone(),
-            choices: [json!({
-                "index": 0,
-                "message": message,
-                "logprobs": null,
-                "finish_reason": summary.finish_reason.as_str(),
-            })],
-            usage: Usage::of(summary, self.messages_dropped, self.tools_dropped),
-        }
+    /// The whole answer, a choice per answer: its text (`null` when it only called tools), its
+    /// tool calls, its log probabilities (when asked for); the usage counts the prompt once.
+    pub fn completion(&self, answers: &[(Answer, GenerationSummary)], logprobs: bool) -> Value {
+        let choices: Vec<Value> = answers
+            .iter()
+            .enumerate()
+            .map(|(index, (answer, summary))| {
+                let mut message = json!({"role": "assistant", "content": answer.text});
+                if !answer.calls.is_empty() {
+                    message["tool_calls"] = json!(answer.calls);
+                    if answer.text.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                }
+                json!({
+                    "index": index,
+                    "message": message,
+                    "logprobs": logprobs.then(|| super::logprobs::chat(&answer.logprobs)),
+                    "finish_reason": summary.finish_reason.as_str(),
+                })
+            })
+            .collect();
+        let summaries: Vec<GenerationSummary> = answers.iter().map(|(_, s)| s.clone()).collect();
+        json!({
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+            "usage": total_usage(&summaries)
+                .map(|total| Usage::of(&total, self.messages_dropped, self.tools_dropped)),
+        })
     }
 
-    fn chunk(&self, choices: Value) -> Value {
+    fn chunk(&self, choice: Value) -> Value {
         json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": choices,
+            "choices": [choice],
         })
     }
 
-    /// The first chunk: the assistant's role.
-    pub fn role_chunk(&self) -> Value {
-        self.chunk(json!([{
-            "index": 0,
+    /// The first chunk of choice `index`: the assistant's role.
+    pub fn role_chunk(&self, index: usize) -> Value {
+        self.chunk(json!({
+            "index": index,
             "delta": {"role": "assistant", "content": ""},
             "logprobs": null,
             "finish_reason": null,
-        }]))
-    }
-
-    pub fn content_chunk(&self, text: String) -> Value {
-        self.chunk(json!([{
-            "index": 0,
-            "delta": {"content": text},
-            "logprobs": null,
-            "finish_reason": null,
-        }]))
-    }
-
-    /// A tool call begins: its index, id and function name, arguments to follow.
-    pub fn tool_call_chunk(&self, index: usize, id: &str, name: &str) -> Value {
-        self.tool_calls_delta(json!({
-            "index": index,
-            "id": id,
-            "type": "function",
-            "function": {"name": name, "arguments": ""},
         }))
     }
 
-    /// More of tool call `index`'s arguments.
-    pub fn arguments_chunk(&self, index: usize, fragment: String) -> Value {
-        self.tool_calls_delta(json!({"index": index, "function": {"arguments": fragment}}))
+    /// Text of choice `index`, with its tokens' log probabilities when they were asked for.
+    pub fn content_chunk(
+        &self,
+        index: usize,
+        text: String,
+        logprobs: Option<&[TokenLogprob]>,
+    ) -> Value {
+        self.chunk(json!({
+            "index": index,
+            "delta": {"content": text},
+            "logprobs": logprobs.map(super::logprobs::chat),
+            "finish_reason": null,
+        }))
     }
 
-    fn tool_calls_delta(&self, call: Value) -> Value {
-        self.chunk(json!([{
-            "index": 0,
+    /// A tool call of choice `index` begins: its index, id and function name, arguments to
+    /// follow.
+    pub fn tool_call_chunk(&self, index: usize, call: usize, id: &str, name: &str) -> Value {
+        self.tool_calls_delta(
+            index,
+            json!({
+                "index": call,
+                "id": id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }),
+        )
+    }
+
+    /// More of the arguments of tool call `call` of choice `index`.
+    pub fn arguments_chunk(&self, index: usize, call: usize, fragment: String) -> Value {
+        self.tool_calls_delta(
+            index,
+            json!({"index": call, "function": {"arguments": fragment}}),
+        )
+    }
+
+    fn tool_calls_delta(&self, index: usize, call: Value) -> Value {
+        self.chunk(json!({
+            "index": index,
             "delta": {"tool_calls": [call]},
             "logprobs": null,
             "finish_reason": null,
-        }]))
+        }))
     }
 
-    pub fn finish_chunk(&self, summary: &GenerationSummary) -> Value {
-        self.chunk(json!([{
-            "index": 0,
+    pub fn finish_chunk(&self, index: usize, summary: &GenerationSummary) -> Value {
+        self.chunk(json!({
+            "index": index,
             "delta": {},
             "logprobs": null,
             "finish_reason": summary.finish_reason.as_str(),
-        }]))
+        }))
     }
 
-    /// With `stream_options.include_usage`: the last chunk, no choices, the usage.
-    pub fn usage_chunk(&self, summary: &GenerationSummary) -> Value {
-        let mut chunk = self.chunk(json!([]));
-        chunk["usage"] = serde_json::to_value(Usage::of(
-            summary,
-            self.messages_dropped,
-            self.tools_dropped,
-        ))
-        .unwrap_or(Value::Null);
+    /// With `stream_options.include_usage`: the last chunk, no choices, the usage of all.
+    pub fn usage_chunk(&self, total: &GenerationSummary) -> Value {
+        let mut chunk = self.chunk(Value::Null);
+        chunk["choices"] = json!([]);
+        chunk["usage"] =
+            serde_json::to_value(Usage::of(total, self.messages_dropped, self.tools_dropped))
+                .unwrap_or(Value::Null);
         chunk
     }
 }

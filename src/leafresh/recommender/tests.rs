@@ -98,6 +98,7 @@ fn summary() -> GenerationSummary {
         time_to_first_token: Duration::from_millis(5),
         total_time: Duration::from_millis(50),
         upstream_latency: None,
+        stop_sequence: None,
     }
 }
 

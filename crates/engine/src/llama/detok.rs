@@ -68,6 +68,8 @@ pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
     stopped: bool,
+    /// The stop string that was reached.
+    matched: Option<String>,
 }
 
 impl StopMatcher {
@@ -76,6 +78,7 @@ impl StopMatcher {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             held: String::new(),
             stopped: false,
+            matched: None,
         }
     }
 
@@ -89,13 +92,14 @@ impl StopMatcher {
             return (text, false);
         }
         self.held.push_str(&text);
-        if let Some(at) = self
+        if let Some((at, stop)) = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
+            .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s)))
+            .min_by_key(|(at, _)| *at)
         {
             self.stopped = true;
+            self.matched = Some(stop.clone());
             let out = self.held[..at].to_owned();
             self.held.clear();
             return (out, true);
@@ -109,6 +113,11 @@ impl StopMatcher {
         let out = self.held[..self.held.len() - keep].to_owned();
         self.held.drain(..self.held.len() - keep);
         (out, false)
+    }
+
+    /// The stop string that ended the text, if one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     /// The end of the stream: what was held back was not a stop string after all.

@@ -10,6 +10,7 @@
 mod detok;
 mod error;
 pub mod guidance;
+mod logprobs;
 pub mod model;
 mod penalties;
 mod prompt_cache;
@@ -125,14 +126,37 @@ impl LlamaEngine {
         generation: Generation,
         submitted: Instant,
     ) -> Result<PreparedRequest, EngineError> {
-        // Counted before (fitting, the tool-list check): prepared then, not again.
+        let prompt = self.prompt_of(&generation)?;
+        self.request(prompt, generation, submitted)
+    }
+
+    /// The requests of `n` choices: the prompt rendered and tokenized once, each choice its own
+    /// sampler (choice `i` seeded `seed + i`).
+    fn prepare_choices(
+        &self,
+        generation: Generation,
+        n: usize,
+        submitted: Instant,
+    ) -> Result<Vec<PreparedRequest>, EngineError> {
+        let prompt = self.prompt_of(&generation)?;
+        generation
+            .choices(n)
+            .map(|choice| self.request(prompt.clone(), choice, submitted))
+            .collect()
+    }
+
+    /// The prompt's tokens: counted before (fitting, the tool-list check) and prepared then, or
+    /// rendered and tokenized now.
+    fn prompt_of(&self, generation: &Generation) -> Result<Prompt, EngineError> {
         let counted = generation
             .counted
             .as_ref()
             .and_then(|c| c.prompt::<Prompt>());
-        let prompt = match counted {
-            Some(prompt) => prompt.clone(),
-            None => self.model.tokenizer().prompt_within(
+        let tokenizer = self.model.tokenizer();
+        let prompt = match (counted, &generation.raw) {
+            (Some(prompt), _) => prompt.clone(),
+            (None, Some(raw)) => tokenizer.raw_prompt(raw, self.slot_context)?,
+            (None, None) => tokenizer.prompt_within(
                 &generation.messages,
                 generation.tools.as_ref(),
                 self.slot_context,
@@ -142,12 +166,27 @@ impl LlamaEngine {
         if prompt.is_empty() {
             return Err(EngineError::InvalidPrompt("the prompt is empty".into()));
         }
+        Ok(prompt)
+    }
+
+    /// A prompt and its generation made ready for the queue: the budget, the sampler (its
+    /// constraint compiled), the forced start of the answer.
+    fn request(
+        &self,
+        prompt: Prompt,
+        generation: Generation,
+        submitted: Instant,
+    ) -> Result<PreparedRequest, EngineError> {
         let max_new_tokens = budget::max_new_tokens(
             prompt.len(),
             generation.max_tokens.unwrap_or(usize::MAX),
             self.slot_context,
         )?;
         let (mut sampler, tools) = self.sampler(&generation)?;
+        // Forced tokens are fed without the logits at their places: a request that asks for
+        // log probabilities samples every token.
+        let logprobs = generation.sampling.logprobs;
+        let fast_forward = self.fast_forward && logprobs.is_none();
         let after = prompt.after;
         let mut tokens = prompt.tokens;
         // The answer's forced start (`{"recommend": "`; `[TOOL_CALLS]` when a call is required)
@@ -157,7 +196,7 @@ impl LlamaEngine {
             (Some(t), Some(tokens)) if t.is_calling() => vec![tokens.calls],
             _ => Vec::new(),
         };
-        if self.fast_forward {
+        if fast_forward {
             lead.extend(sampler.forced());
         }
         lead.truncate(max_new_tokens);
@@ -170,8 +209,11 @@ impl LlamaEngine {
             max_new_tokens,
             sampler,
             stop: generation.stop,
-            fast_forward: self.fast_forward,
+            fast_forward,
             tools,
+            logprobs,
+            special_text: generation.special_text,
+            group: None,
             submitted,
         })
     }
@@ -290,13 +332,8 @@ impl LlamaEngine {
                     temperature: 0.0,
                     ..SamplingParams::default()
                 },
-                constraint: None,
                 max_tokens: Some(1),
-                stop: Vec::new(),
-                model: None,
-                session: None,
-                tools: None,
-                counted: None,
+                ..Generation::default()
             })
             .await?;
         loop {
@@ -364,6 +401,22 @@ impl Engine for LlamaEngine {
                 .run(move || engine.prepare(generation, submitted))
                 .await?;
             self.queue.push(request)
+        })
+    }
+
+    fn submit_choices(
+        &self,
+        generation: Generation,
+        n: usize,
+    ) -> BoxFuture<'_, Result<Vec<GenerationEvents>, EngineError>> {
+        let submitted = Instant::now();
+        let engine = self.clone();
+        Box::pin(async move {
+            let requests = self
+                .prepare
+                .run(move || engine.prepare_choices(generation, n, submitted))
+                .await?;
+            self.queue.push_group(requests)
         })
     }
 

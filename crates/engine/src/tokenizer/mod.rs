@@ -22,7 +22,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
-use crate::{ChatMessage, EngineError, Role, Tools};
+use crate::{ChatMessage, EngineError, RawPrompt, Role, Tools};
 use chat_template::{ChatTemplate, ChosenTemplate};
 use markup::Markup;
 use replay::{PromptKey, Replays};
@@ -219,12 +219,73 @@ impl Tokenizer {
         self.template.apply(&self.llama, &chat, true)
     }
 
+    /// A raw prompt's tokens (`/v1/completions`), refused early as a chat prompt is when its text
+    /// alone cannot fit `context`: text with the model's special tokens recognised and BOS added
+    /// where the vocabulary asks for it; token ids checked against the vocabulary and taken as
+    /// they are; a fill-in-the-middle prompt between the model's FIM tokens
+    /// (`<PRE> prefix <SUF> suffix <MID>`, as llama.cpp's infill lays it out).
+    pub fn raw_prompt(&self, raw: &RawPrompt, context: usize) -> Result<Prompt, EngineError> {
+        let at_least = raw.text_bytes().div_ceil(self.max_token_bytes.max(1));
+        if at_least > context {
+            return Err(EngineError::PromptOverContext {
+                at_least,
+                bytes: raw.text_bytes(),
+                max_token_bytes: self.max_token_bytes,
+                context,
+            });
+        }
+        let vocab = self.llama.vocab();
+        let tokens = match raw {
+            RawPrompt::Text(text) => vocab.tokenize(text.as_bytes(), vocab.should_add_bos(), true),
+            RawPrompt::Tokens(ids) => {
+                let size = vocab.n_tokens().max(0) as u32;
+                if let Some(bad) = ids.iter().find(|&&id| id >= size) {
+                    return Err(EngineError::InvalidPrompt(format!(
+                        "token id {bad} is not in the model's vocabulary of {size} tokens"
+                    )));
+                }
+                ids.iter().map(|&id| LlamaToken(id as i32)).collect()
+            }
+            RawPrompt::Infill { prefix, suffix } => {
+                let (pre, suf, mid) = (vocab.fim_pre(), vocab.fim_suf(), vocab.fim_mid());
+                if [pre, suf, mid].iter().any(|t| t.0 < 0) {
+                    return Err(EngineError::InfillUnsupported);
+                }
+                let mut tokens = Vec::new();
+                if vocab.should_add_bos() {
+                    tokens.push(vocab.bos());
+                }
+                tokens.push(pre);
+                tokens.extend(vocab.tokenize(prefix.as_bytes(), false, false));
+                tokens.push(suf);
+                tokens.extend(vocab.tokenize(suffix.as_bytes(), false, false));
+                tokens.push(mid);
+                tokens
+            }
+        };
+        Ok(Prompt {
+            tokens,
+            after: None,
+        })
+    }
+
+    /// The number of tokens in the vocabulary.
+    pub fn vocabulary_size(&self) -> usize {
+        self.llama.vocab().n_tokens().max(0) as usize
+    }
+
     /// The bytes of one token as the model spells it (may be part of a UTF-8 character).
     pub(crate) fn token_bytes(&self, token: LlamaToken, out: &mut Vec<u8>) {
+        self.token_text(token, out, false);
+    }
+
+    /// [`Tokenizer::token_bytes`], with a special token's own text when `special` (`[TOOL_CALLS]`
+    /// instead of nothing), for a client that reads the model's markup itself.
+    pub(crate) fn token_text(&self, token: LlamaToken, out: &mut Vec<u8>, special: bool) {
         out.clear();
         self.llama
             .vocab()
-            .token_to_piece_into(token, out, false, None);
+            .token_to_piece_into(token, out, special, None);
     }
 
     /// `text` as plain text in the middle of a conversation: no BOS, no markup token (the

@@ -9,7 +9,7 @@ use super::Upstream;
 use super::UpstreamError;
 use crate::prepare::PreparePool;
 use crate::tokenizer::{refuse_text_over_context, Tokenizer};
-use crate::{ChatMessage, CountedPrompt, EngineError, Tools};
+use crate::{ChatMessage, CountedPrompt, EngineError, RawPrompt, Tools};
 
 /// How prompt tokens are counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,58 @@ pub async fn count_locally(
         }
     })
     .await
+}
+
+/// The tokens of a raw prompt (`/v1/completions`) with the local vocabulary, and its tokens.
+pub async fn count_raw_locally(
+    tokenizer: &(Arc<Tokenizer>, PreparePool),
+    window: usize,
+    raw: RawPrompt,
+) -> Result<CountedPrompt, EngineError> {
+    let (tokenizer, pool) = tokenizer;
+    let tokenizer = Arc::clone(tokenizer);
+    pool.run(move || {
+        tokenizer
+            .raw_prompt(&raw, window)
+            .map(|p| CountedPrompt::prepared(p.len(), p))
+    })
+    .await
+}
+
+/// The tokens of a raw prompt as the upstream counts them: token ids are counted here; text goes
+/// to its `/tokenize` (vLLM's `prompt`, llama-server's `content`); an upstream that cannot count
+/// gets the byte upper bound.
+pub async fn count_raw_remotely(
+    upstream: &Upstream,
+    model: &str,
+    raw: &RawPrompt,
+) -> Result<CountedPrompt, EngineError> {
+    let text = match raw {
+        RawPrompt::Tokens(ids) => return Ok(CountedPrompt::count(ids.len())),
+        RawPrompt::Text(text) => text.clone(),
+        RawPrompt::Infill { prefix, suffix } => format!("{prefix}{suffix}"),
+    };
+    let body = json!({"model": model, "prompt": text, "content": text, "add_special": true});
+    let counted = upstream
+        .post_json(&format!("{}/tokenize", upstream.root), &body)
+        .await
+        .ok()
+        .and_then(|answer| {
+            answer
+                .get("count")
+                .and_then(Value::as_u64)
+                .map(|n| n as usize)
+                .or_else(|| answer.get("tokens").and_then(Value::as_array).map(Vec::len))
+        });
+    // Infill adds the model's three FIM tokens (and a BOS).
+    let extra = if matches!(raw, RawPrompt::Infill { .. }) {
+        4
+    } else {
+        0
+    };
+    Ok(CountedPrompt::count(
+        counted.unwrap_or(raw.text_bytes() + 1) + extra,
+    ))
 }
 
 /// The prompt tokens of `messages` for `model` as the upstream counts them (or an upper bound

@@ -29,9 +29,9 @@ pub struct Discovered {
     /// llama-server's per-slot context (`/props`), for the model it serves.
     pub slot_context: Option<usize>,
     pub counting: Option<Counting>,
-    /// Prompts go as token ids (`/v1/completions`): there is a local tokenizer, and the upstream
-    /// is not another instance of this service (whose embedded engine keeps client text as text
-    /// by itself, and which takes chat requests only).
+    /// Prompts go as token ids (`/v1/completions`): there is a local tokenizer (every upstream
+    /// this service fronts takes token-id prompts: vLLM, llama-server, another instance of this
+    /// service).
     pub token_prompts: bool,
 }
 
@@ -132,9 +132,6 @@ async fn discover(upstream: &Upstream) -> Result<Discovered, String> {
     } else {
         None
     };
-    let this_service = data
-        .iter()
-        .any(|m| m.get("owned_by").and_then(Value::as_str) == Some("leafresh-llm"));
     let mut models = ids;
     // The configured model first: it is the default.
     if let Some(position) = models.iter().position(|m| *m == model) {
@@ -145,7 +142,7 @@ async fn discover(upstream: &Upstream) -> Result<Discovered, String> {
         contexts,
         slot_context,
         counting,
-        token_prompts: upstream.tokenizer.is_some() && !this_service,
+        token_prompts: upstream.tokenizer.is_some(),
     })
 }
 

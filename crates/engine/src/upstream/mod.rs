@@ -33,12 +33,15 @@ use crate::tokenizer::{refuse_text_over_context, Prompt, Tokenizer};
 use crate::tool_calls::calls_schema;
 use crate::{
     budget, ChatMessage, CountedPrompt, Engine, EngineError, EngineStats, FinishReason, Generation,
-    GenerationEvents, GenerationSummary, ToolChoice, Tools,
+    GenerationEvents, GenerationSummary, RawPrompt, ToolChoice, Tools,
 };
 use admission::Admission;
 use discovery::Discovered;
 use relay::Relay;
-use request::{check_response, completion_body, describe, request_body, unreachable, ToolAnswer};
+use request::{
+    check_response, completion_body, describe, raw_completion_body, request_body, unreachable,
+    ToolAnswer,
+};
 use tool_text::ToolText;
 
 pub use counting::upper_bound;
@@ -151,6 +154,15 @@ impl UpstreamEngine {
             .unwrap_or_else(|| found.models[0].clone()))
     }
 
+    /// The tokens of a raw prompt for `model`.
+    async fn count_raw(&self, model: &str, raw: RawPrompt) -> Result<CountedPrompt, EngineError> {
+        let window = self.context_window(Some(model));
+        match &self.upstream.tokenizer {
+            Some(tokenizer) => counting::count_raw_locally(tokenizer, window, raw).await,
+            None => counting::count_raw_remotely(&self.upstream, model, &raw).await,
+        }
+    }
+
     /// The prompt tokens of `messages` for `model`: with the local vocabulary at once (no need of
     /// the upstream), else as the upstream counts them.
     async fn count(
@@ -175,9 +187,10 @@ impl UpstreamEngine {
         let submitted = Instant::now();
         let upstream = &self.upstream;
         let model = self.model_for(generation.model.as_deref())?;
-        let counted = match generation.counted.clone() {
-            Some(counted) => counted,
-            None => {
+        let counted = match (generation.counted.clone(), &generation.raw) {
+            (Some(counted), _) => counted,
+            (None, Some(raw)) => self.count_raw(&model, raw.clone()).await?,
+            (None, None) => {
                 self.count(
                     Some(&model),
                     generation.messages.clone(),
@@ -188,7 +201,7 @@ impl UpstreamEngine {
         };
         let prompt_tokens = counted.tokens;
         let window = self.context_window(Some(&model));
-        if prompt_tokens > window {
+        if prompt_tokens > window && generation.raw.is_none() {
             // A count that is only a lower bound (text too long to count): said as such.
             let max_token_bytes = upstream
                 .tokenizer
@@ -212,9 +225,23 @@ impl UpstreamEngine {
         let token_prompt = counted
             .prompt::<Prompt>()
             .filter(|_| self.discovered().token_prompts);
-        let (path, body, tool_text) = match token_prompt {
-            Some(prompt) => self.token_request(&generation, &model, max_new_tokens, prompt)?,
-            None => (
+        let (path, body, tool_text) = match (&generation.raw, token_prompt) {
+            // A raw prompt the local vocabulary tokenized goes as its ids.
+            (Some(_), Some(prompt)) => {
+                let ids: Vec<i32> = prompt.tokens().iter().map(|t| t.0).collect();
+                let body =
+                    completion_body(&generation, &model, max_new_tokens, &ids, &ToolAnswer::None);
+                ("completions", body, None)
+            }
+            (Some(raw), None) => (
+                "completions",
+                raw_completion_body(&generation, &model, max_new_tokens, raw),
+                None,
+            ),
+            (None, Some(prompt)) => {
+                self.token_request(&generation, &model, max_new_tokens, prompt)?
+            }
+            (None, None) => (
                 "chat/completions",
                 request_body(&generation, &model, max_new_tokens),
                 None,
@@ -265,9 +292,11 @@ impl UpstreamEngine {
                 time_to_first_token: Duration::ZERO,
                 total_time: Duration::ZERO,
                 upstream_latency: Some(latency),
+                stop_sequence: None,
             },
             submitted,
             tool_text,
+            top_logprobs: generation.sampling.logprobs.unwrap_or(0),
         };
         tokio::spawn(async move {
             relay.run(response).await;

@@ -23,6 +23,9 @@ pub struct Relay {
     pub submitted: Instant,
     /// Calls to read from the answer's text (a prompt the gateway rendered, with tools).
     pub tool_text: Option<ToolText>,
+    /// Alternatives per token asked for: an upstream may send more (the completions form asks
+    /// for at least one).
+    pub top_logprobs: usize,
 }
 
 impl Relay {
@@ -97,7 +100,15 @@ impl Relay {
                     text,
                     tool_calls,
                     finish_reason,
+                    logprobs,
                 }) => {
+                    if !logprobs.is_empty() {
+                        let mut logprobs = logprobs;
+                        for token in &mut logprobs {
+                            token.top.truncate(self.top_logprobs);
+                        }
+                        let _ = self.events.send(GenerationEvent::Logprobs(logprobs));
+                    }
                     for call in tool_calls {
                         for event in tool_call_events(call) {
                             let _ = self.events.send(event);

@@ -4,12 +4,12 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{json, Value};
 
 use super::UpstreamError;
-use crate::{Generation, OutputConstraint};
+use crate::{Generation, OutputConstraint, RawPrompt};
 
 /// The OpenAI chat request body: the messages, the sampling settings (under both llama-server's
 /// and vLLM's names where they differ), the budget, and the constraint as `response_format`.
 pub fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> Value {
-    let mut body = settings(generation, model, max_tokens);
+    let mut body = settings(generation, model, max_tokens, Form::Chat);
     body["messages"] = json!(generation.messages);
     if let Some(tools) = &generation.tools {
         if let (Value::Object(body), Value::Object(tools)) = (&mut body, tools.to_openai()) {
@@ -44,7 +44,7 @@ pub fn completion_body(
     prompt: &[i32],
     tools: &ToolAnswer,
 ) -> Value {
-    let mut body = settings(generation, model, max_tokens);
+    let mut body = settings(generation, model, max_tokens, Form::Completion);
     body["prompt"] = json!(prompt);
     let schema = match tools {
         ToolAnswer::Calling { schema } => Some(schema.clone()),
@@ -62,9 +62,43 @@ pub fn completion_body(
     body
 }
 
+/// The `/v1/completions` body of a raw prompt (`/v1/completions` here): text, token ids, or a
+/// fill-in-the-middle prompt as `prompt` and `suffix` (an upstream without infill refuses it).
+pub fn raw_completion_body(
+    generation: &Generation,
+    model: &str,
+    max_tokens: usize,
+    raw: &RawPrompt,
+) -> Value {
+    let mut body = settings(generation, model, max_tokens, Form::Completion);
+    match raw {
+        RawPrompt::Text(text) => body["prompt"] = json!(text),
+        RawPrompt::Tokens(ids) => body["prompt"] = json!(ids),
+        RawPrompt::Infill { prefix, suffix } => {
+            body["prompt"] = json!(prefix);
+            body["suffix"] = json!(suffix);
+        }
+    }
+    if let Some(schema) = constraint_schema(generation) {
+        body["response_format"] = response_format(schema.clone());
+        body["json_schema"] = schema;
+    }
+    if generation.special_text {
+        body["skip_special_tokens"] = json!(false);
+    }
+    body
+}
+
+/// Which endpoint a body is for: where the two spell a setting differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Chat,
+    Completion,
+}
+
 /// What a chat and a completion request share: the model, streaming with usage, the budget, the
 /// sampling settings and the stop strings.
-fn settings(generation: &Generation, model: &str, max_tokens: usize) -> Value {
+fn settings(generation: &Generation, model: &str, max_tokens: usize, form: Form) -> Value {
     let sampling = &generation.sampling;
     let mut body = json!({
         "model": model,
@@ -82,6 +116,16 @@ fn settings(generation: &Generation, model: &str, max_tokens: usize) -> Value {
     });
     if let Some(seed) = sampling.seed {
         body["seed"] = json!(seed);
+    }
+    if let Some(top) = sampling.logprobs {
+        // The completions form reads `logprobs` as the number of top tokens, the chat form has
+        // `top_logprobs`; at least 1 (llama-server reports nothing for 0; the relay trims).
+        if form == Form::Completion {
+            body["logprobs"] = json!(top.max(1));
+        } else {
+            body["logprobs"] = json!(true);
+            body["top_logprobs"] = json!(top.max(1));
+        }
     }
     if !sampling.logit_bias.is_empty() {
         let biases: serde_json::Map<String, Value> = sampling
@@ -190,9 +234,8 @@ mod tests {
             constraint,
             max_tokens: Some(99),
             stop: vec!["끝".into()],
-            model: None,
             session: Some("s".into()),
-            tools: None,
+            ..Generation::default()
         }
     }
 

@@ -4,6 +4,8 @@
 
 use serde_json::Value;
 
+use crate::{TokenLogprob, TopLogprob};
+
 /// Splits a byte stream into the `data` of its events. Events end with a blank line; bytes may
 /// arrive cut anywhere, also inside a UTF-8 character.
 #[derive(Debug, Default)]
@@ -62,6 +64,8 @@ pub enum Chunk {
         /// Pieces of tool calls (`delta.tool_calls`).
         tool_calls: Vec<ToolCallDelta>,
         finish_reason: Option<String>,
+        /// The log probabilities of the text's tokens, when asked for.
+        logprobs: Vec<TokenLogprob>,
     },
     /// Token counts (`stream_options.include_usage`).
     Usage {
@@ -135,6 +139,7 @@ pub fn parse(data: &str) -> Result<Chunk, String> {
             text,
             tool_calls,
             finish_reason,
+            logprobs: choice.get("logprobs").map_or_else(Vec::new, logprobs),
         });
     }
     if let Some(usage) = value.get("usage").filter(|u| u.is_object()) {
@@ -147,6 +152,83 @@ pub fn parse(data: &str) -> Result<Chunk, String> {
         });
     }
     Err("an event that is not a chat completion chunk".into())
+}
+
+/// A chunk's `logprobs`: the chat form (`content`: a token, its logprob and bytes, its
+/// `top_logprobs`) or the legacy completions form (`tokens`, `token_logprobs`, `top_logprobs` as
+/// token-to-logprob maps). The upstream names tokens by text, not id: ids are -1.
+fn logprobs(value: &Value) -> Vec<TokenLogprob> {
+    let float = |v: Option<&Value>| v.and_then(Value::as_f64).unwrap_or(f64::NEG_INFINITY) as f32;
+    let bytes = |entry: &Value, token: &str| -> Vec<u8> {
+        entry
+            .get("bytes")
+            .and_then(Value::as_array)
+            .map(|b| {
+                b.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|b| b as u8)
+                    .collect()
+            })
+            .unwrap_or_else(|| token.as_bytes().to_vec())
+    };
+    if let Some(content) = value.get("content").and_then(Value::as_array) {
+        return content
+            .iter()
+            .map(|entry| {
+                let token = entry.get("token").and_then(Value::as_str).unwrap_or("");
+                TokenLogprob {
+                    token: -1,
+                    bytes: bytes(entry, token),
+                    logprob: float(entry.get("logprob")),
+                    top: entry
+                        .get("top_logprobs")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(|top| {
+                            let text = top.get("token").and_then(Value::as_str).unwrap_or("");
+                            TopLogprob {
+                                token: -1,
+                                bytes: bytes(top, text),
+                                logprob: float(top.get("logprob")),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+    }
+    let tokens = value.get("tokens").and_then(Value::as_array);
+    let token_logprobs = value.get("token_logprobs").and_then(Value::as_array);
+    let tops = value.get("top_logprobs").and_then(Value::as_array);
+    let (Some(tokens), Some(token_logprobs)) = (tokens, token_logprobs) else {
+        return Vec::new();
+    };
+    tokens
+        .iter()
+        .zip(token_logprobs)
+        .enumerate()
+        .map(|(i, (token, logprob))| {
+            let mut top: Vec<TopLogprob> = tops
+                .and_then(|t| t.get(i))
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(text, lp)| TopLogprob {
+                    token: -1,
+                    bytes: text.as_bytes().to_vec(),
+                    logprob: float(Some(lp)),
+                })
+                .collect();
+            top.sort_by(|a, b| b.logprob.total_cmp(&a.logprob));
+            TokenLogprob {
+                token: -1,
+                bytes: token.as_str().unwrap_or("").as_bytes().to_vec(),
+                logprob: float(Some(logprob)),
+                top,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -168,7 +250,8 @@ mod tests {
                 Chunk::Delta {
                     text: "가나".into(),
                     tool_calls: Vec::new(),
-                    finish_reason: None
+                    finish_reason: None,
+                    logprobs: Vec::new(),
                 }
             );
         }
@@ -191,7 +274,8 @@ mod tests {
             Chunk::Delta {
                 tool_calls: Vec::new(),
                 text: String::new(),
-                finish_reason: Some("length".into())
+                finish_reason: Some("length".into()),
+                logprobs: Vec::new(),
             }
         );
         let error = r#"{"error":{"message":"boom","type":"server_error"}}"#;
@@ -206,9 +290,33 @@ mod tests {
             Chunk::Delta {
                 text: "나무".into(),
                 tool_calls: Vec::new(),
-                finish_reason: None
+                finish_reason: None,
+                logprobs: Vec::new(),
             }
         );
+    }
+
+    #[test]
+    fn log_probabilities_are_read_in_the_chat_and_the_completions_forms() {
+        let chat = r#"{"choices":[{"delta":{"content":"가"},"logprobs":{"content":[
+            {"token":"가","logprob":-0.5,"bytes":[234,176,128],
+             "top_logprobs":[{"token":"가","logprob":-0.5},{"token":"나","logprob":-1.5}]}]}}]}"#;
+        let Chunk::Delta { logprobs, .. } = parse(chat).unwrap() else {
+            panic!("a delta")
+        };
+        assert_eq!(logprobs.len(), 1);
+        assert_eq!(logprobs[0].bytes, "가".as_bytes());
+        assert_eq!(logprobs[0].logprob, -0.5);
+        assert_eq!(logprobs[0].top[1].bytes, "나".as_bytes());
+        let legacy = r#"{"choices":[{"text":"ab","logprobs":{"tokens":["a","b"],
+            "token_logprobs":[-0.1,-0.2],"top_logprobs":[{"a":-0.1,"c":-3.0},{"b":-0.2}]}}]}"#;
+        let Chunk::Delta { logprobs, .. } = parse(legacy).unwrap() else {
+            panic!("a delta")
+        };
+        assert_eq!(logprobs.len(), 2);
+        assert_eq!(logprobs[1].logprob, -0.2);
+        assert_eq!(logprobs[0].top[0].bytes, b"a");
+        assert_eq!(logprobs[0].top[1].logprob, -3.0);
     }
 
     #[test]

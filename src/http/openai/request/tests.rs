@@ -127,7 +127,10 @@ fn out_of_range_numbers_are_refused_with_the_bound_and_the_value() {
         ("top_p", json!(1.5)),
         ("presence_penalty", json!(9)),
         ("frequency_penalty", json!(-9)),
-        ("n", json!(2)),
+        ("n", json!(17)),
+        ("n", json!(0)),
+        ("top_logprobs", json!(21)),
+        ("top_logprobs", json!(2)),
     ] {
         let err = validate(with(field, value.clone())).unwrap_err();
         assert_eq!(err.param.as_deref(), Some(field), "{field}={value}");
@@ -223,7 +226,8 @@ fn errors_carry_the_code_openai_gives_them() {
         (with("temperature", json!("hot")), "invalid_type"),
         (with("max_tokens", json!(0)), "integer_below_min_value"),
         (with("max_tokens", json!(1.5)), "invalid_type"),
-        (with("n", json!(2)), "invalid_value"),
+        (with("n", json!(17)), "integer_above_max_value"),
+        (with("top_logprobs", json!(3)), "invalid_value"),
         (with("stream", json!("yes")), "invalid_type"),
         (
             with("stop", json!(["a", "b", "c", "d", "e"])),
@@ -242,4 +246,16 @@ fn errors_carry_the_code_openai_gives_them() {
         let err = validate(body.clone()).unwrap_err();
         assert_eq!(err.code, Some(code), "{body} -> {}", err.message);
     }
+}
+
+#[test]
+fn n_and_log_probabilities_are_read() {
+    let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3,
+                          "logprobs": true, "top_logprobs": 5});
+    let valid = validate(body.clone()).unwrap();
+    assert_eq!((valid.n, valid.logprobs), (3, Some(5)));
+    body["top_logprobs"] = Value::Null;
+    assert_eq!(validate(body.clone()).unwrap().logprobs, Some(0));
+    body["logprobs"] = json!(false);
+    assert_eq!(validate(body).unwrap().logprobs, None);
 }

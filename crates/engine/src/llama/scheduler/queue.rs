@@ -37,8 +37,23 @@ pub struct PreparedRequest {
     pub fast_forward: bool,
     /// Functions the model may or must call.
     pub tools: Option<super::tool_use::ToolUse>,
+    /// Report each token's log probability and this many most likely tokens.
+    pub logprobs: Option<usize>,
+    /// Special tokens are sent as their text.
+    pub special_text: bool,
+    /// One of the choices of a request for several (`n`): they share the prompt's cells.
+    pub group: Option<ChoiceGroup>,
     /// When the API handed the request to the engine (before tokenizing).
     pub submitted: Instant,
+}
+
+/// The choices of one request for several answers. The leader computes the prompt; the others
+/// wait until its cells are there, then copy them (the slot choice copies a shared prefix by
+/// itself) and compute only the last token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChoiceGroup {
+    pub id: u64,
+    pub leader: bool,
 }
 
 /// A queued request and where its events go.
@@ -77,6 +92,8 @@ pub struct Shared {
     /// Sequences ended by a decode failure.
     pub errors: AtomicU64,
     pub queue_size: usize,
+    /// The id of the next group of choices.
+    pub groups: AtomicU64,
     /// Decode steps, and nanoseconds in `llama_decode` and on the host around it.
     pub steps: AtomicU64,
     pub decode_ns: AtomicU64,
@@ -99,6 +116,7 @@ impl Shared {
             alive: AtomicBool::new(true),
             aborted: Mutex::new(None),
             errors: AtomicU64::new(0),
+            groups: AtomicU64::new(0),
             queue_size: queue_size.max(1),
             steps: AtomicU64::new(0),
             decode_ns: AtomicU64::new(0),
@@ -138,6 +156,29 @@ impl JobQueue {
             return Err(EngineError::Stopped);
         }
         Ok(receiver)
+    }
+
+    /// Queues the choices of one request (all of them, or none when the queue has no room for
+    /// them all) and returns their events, in order.
+    pub fn push_group(
+        &self,
+        mut requests: Vec<PreparedRequest>,
+    ) -> Result<Vec<GenerationEvents>, EngineError> {
+        let n = requests.len();
+        if self.shared.queued.fetch_add(n, Ordering::AcqRel) + n > self.shared.queue_size {
+            self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(EngineError::Overloaded);
+        }
+        self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+        let id = self.shared.groups.fetch_add(1, Ordering::Relaxed);
+        for (i, request) in requests.iter_mut().enumerate() {
+            request.group = Some(ChoiceGroup { id, leader: i == 0 });
+        }
+        let mut events = Vec::with_capacity(n);
+        for request in requests {
+            events.push(self.push(request)?);
+        }
+        Ok(events)
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -310,15 +351,33 @@ impl Scheduler<'_> {
         }
     }
 
-    /// Moves waiting jobs into free slots, oldest first.
+    /// Moves waiting jobs into free slots, oldest first; a choice waits for its leader's
+    /// prompt to be computed (see [`ChoiceGroup`]).
     pub(super) fn admit_waiting(&mut self) {
-        while self.slots.iter().any(|s| s.sequence.is_none()) {
-            let Some(job) = self.waiting.pop_front() else {
-                break;
-            };
+        let mut index = 0;
+        while index < self.waiting.len() && self.slots.iter().any(|s| s.sequence.is_none()) {
+            if self.waits_for_its_leader(&self.waiting[index]) {
+                index += 1;
+                continue;
+            }
+            let job = self.waiting.remove(index).expect("index is in range");
             self.leave_queue();
             self.admit(job);
         }
+    }
+
+    /// A choice whose leader is still queued or still computing the shared prompt.
+    fn waits_for_its_leader(&self, job: &Job) -> bool {
+        let Some(group) = job.request.group.filter(|g| !g.leader) else {
+            return false;
+        };
+        let leads = |g: Option<ChoiceGroup>| g.is_some_and(|g| g.id == group.id && g.leader);
+        self.waiting.iter().any(|j| leads(j.request.group))
+            || self
+                .slots
+                .iter()
+                .filter_map(|s| s.sequence.as_ref())
+                .any(|seq| leads(seq.group) && seq.prefilled < seq.prompt.len())
     }
 
     /// A job left the queue (admitted, expired, abandoned or aborted).

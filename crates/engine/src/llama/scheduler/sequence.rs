@@ -7,9 +7,10 @@ use std::time::Instant;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 
-use super::queue::Job;
+use super::queue::{ChoiceGroup, Job};
 use super::stream::{StreamEnd, TextStream};
 use super::Scheduler;
+use crate::llama::logprobs::token_logprob;
 use crate::llama::model::Model;
 use crate::llama::sampling::TokenSampler;
 use crate::tokenizer::replay::{PromptKey, Replays};
@@ -42,6 +43,10 @@ pub struct Sequence {
     after: Option<PromptKey>,
     /// Index of this sequence's logits in the batch just decoded.
     pub logits_index: Option<i32>,
+    /// Report each token's log probability and this many most likely tokens.
+    logprobs: Option<usize>,
+    /// The choices it shares its prompt with.
+    pub group: Option<ChoiceGroup>,
     submitted: Instant,
     admitted: Instant,
     first_token: Option<Instant>,
@@ -53,7 +58,7 @@ impl Sequence {
         let Job { request, events } = job;
         let prompt_len = request.prompt.len() - request.lead;
         Self {
-            stream: TextStream::new(events, request.stop, request.tools),
+            stream: TextStream::new(events, request.stop, request.tools, request.special_text),
             lead: request.prompt[prompt_len..].to_vec(),
             prompt: request.prompt,
             prompt_len,
@@ -68,6 +73,8 @@ impl Sequence {
             answer: Vec::new(),
             after: request.after,
             logits_index: None,
+            logprobs: request.logprobs,
+            group: request.group,
             submitted: request.submitted,
             admitted: Instant::now(),
             first_token: None,
@@ -88,13 +95,18 @@ impl Sequence {
             self.generated += lead.len();
             self.keep(&lead);
         }
-        let token = match self.sampler.sample(ctx.get_logits_ith(index)) {
+        let logits = ctx.get_logits_ith(index);
+        let token = match self.sampler.sample(logits) {
             Ok(token) => token,
             Err(e) => return Some(Err(e)),
         };
         self.first_token.get_or_insert_with(Instant::now);
         if model.tokenizer().is_end_of_generation(token) {
             return Some(Ok(FinishReason::Stop));
+        }
+        if let Some(top) = self.logprobs {
+            let logprob = token_logprob(logits, token, top, model.tokenizer());
+            self.stream.push_logprob(logprob);
         }
         if let Some(grammar) = self.stream.tools.as_mut().and_then(|t| t.begins(token)) {
             self.sampler.constrain(grammar);
@@ -163,6 +175,7 @@ impl Sequence {
                     time_to_first_token: self.first_token.unwrap_or(now) - self.submitted,
                     total_time: now - self.submitted,
                     upstream_latency: None,
+                    stop_sequence: self.stream.stop_sequence(),
                 })
             }
             Err(e) => GenerationEvent::Failed(e),

@@ -9,12 +9,14 @@ use llama_cpp_2::token::LlamaToken;
 use super::tool_use::ToolUse;
 use crate::llama::detok::{StopMatcher, Utf8Assembler};
 use crate::llama::model::Model;
-use crate::{EventSender, GenerationEvent};
+use crate::{EventSender, GenerationEvent, TokenLogprob};
 
 pub struct TextStream {
     pub events: EventSender,
     /// Tokens chosen whose text is not sent yet.
     unsent: Vec<LlamaToken>,
+    /// Their log probabilities, when the request asked for them.
+    logprobs: Vec<TokenLogprob>,
     utf8: Utf8Assembler,
     stop: StopMatcher,
     /// Functions the model may or must call.
@@ -26,6 +28,8 @@ pub struct TextStream {
     cut: bool,
     /// Scratch buffer for one token's bytes.
     piece: Vec<u8>,
+    /// Special tokens are sent as their text.
+    special_text: bool,
 }
 
 /// Why a stream ends before its sequence decides to.
@@ -38,22 +42,34 @@ pub enum StreamEnd {
 }
 
 impl TextStream {
-    pub fn new(events: EventSender, stop: Vec<String>, tools: Option<ToolUse>) -> Self {
+    pub fn new(
+        events: EventSender,
+        stop: Vec<String>,
+        tools: Option<ToolUse>,
+        special_text: bool,
+    ) -> Self {
         Self {
             events,
             unsent: Vec::new(),
+            logprobs: Vec::new(),
             utf8: Utf8Assembler::new(),
             sent: String::new(),
             cut: false,
             stop: StopMatcher::new(stop),
             tools,
             piece: Vec::with_capacity(16),
+            special_text,
         }
     }
 
     /// Queues the text of `tokens` (chosen, or forced by the constraint).
     pub fn push(&mut self, tokens: &[LlamaToken]) {
         self.unsent.extend_from_slice(tokens);
+    }
+
+    /// Queues a chosen token's log probability, sent before the token's text.
+    pub fn push_logprob(&mut self, logprob: TokenLogprob) {
+        self.logprobs.push(logprob);
     }
 
     pub fn has_unsent(&self) -> bool {
@@ -65,9 +81,21 @@ impl TextStream {
         if self.unsent.is_empty() {
             return None;
         }
+        if !self.logprobs.is_empty() {
+            let logprobs = std::mem::take(&mut self.logprobs);
+            if self
+                .events
+                .send(GenerationEvent::Logprobs(logprobs))
+                .is_err()
+            {
+                return Some(StreamEnd::ClientGone);
+            }
+        }
         let mut text = String::new();
         for token in self.unsent.drain(..) {
-            model.tokenizer().token_bytes(token, &mut self.piece);
+            model
+                .tokenizer()
+                .token_text(token, &mut self.piece, self.special_text);
             text.push_str(&self.utf8.push(&self.piece));
         }
         if let Some(tools) = self.tools.as_mut().filter(|t| t.is_calling()) {
@@ -135,6 +163,11 @@ impl TextStream {
             tokens.extend(tokenizer.spell_exactly(rest)?);
         }
         Some((&self.sent, tokens))
+    }
+
+    /// The stop string that ended the answer, if one did.
+    pub fn stop_sequence(&self) -> Option<String> {
+        self.stop.matched().map(str::to_owned)
     }
 
     /// Whether the answer called a function.
