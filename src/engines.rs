@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::{CacheType, Config, FlashAttention, StepOverlap};
 use crate::engine::llama::{self, LlamaEngine, Model};
+use crate::engine::tokenizer::chat_format::syntax_name;
 use crate::engine::tokenizer::Tokenizer;
 use crate::engine::upstream::{UpstreamEngine, UpstreamSettings};
 use crate::engine::{Engine, EngineError, GgufError};
@@ -22,6 +23,7 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
     })?;
     let info = model.info().clone();
     let template_source = model.tokenizer().template_source().to_owned();
+    let format = model.tokenizer().chat_format().clone();
     let settings = engine_settings(config);
     let threads = settings.threads;
     let (engine, engine_thread) = LlamaEngine::start(Arc::new(model), settings)?;
@@ -40,6 +42,8 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         gpu_device = %info.gpu_device.as_deref().unwrap_or("none"),
         cache_types = %format_args!("{}/{}", config.cache_type_k.name(), config.cache_type_v.name()),
         chat_template = %template_source,
+        tool_format = %syntax_name(format.calls),
+        reasoning_format = %format.reasoning_name(),
         grammar = !config.no_grammar,
         fast_forward = !config.no_fast_forward,
         "model loaded"

@@ -14,6 +14,8 @@ use crate::engine::{
 #[derive(Debug, Default, Clone)]
 pub struct Answer {
     pub text: String,
+    /// The model's thinking before its answer.
+    pub reasoning: String,
     pub calls: Vec<ToolCall>,
     pub logprobs: Vec<TokenLogprob>,
 }
@@ -26,6 +28,7 @@ impl Answer {
     ) -> Option<Result<GenerationSummary, EngineError>> {
         match event {
             GenerationEvent::Text(piece) => self.text.push_str(&piece),
+            GenerationEvent::Reasoning(piece) => self.reasoning.push_str(&piece),
             GenerationEvent::Logprobs(logprobs) => self.logprobs.extend(logprobs),
             GenerationEvent::ToolCall { index, id, name } => {
                 if index == self.calls.len() {

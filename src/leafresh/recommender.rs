@@ -256,8 +256,10 @@ impl Recommendation {
                         return Progress::Fragment(fragment);
                     }
                 }
-                // No tools are offered to the Leafresh answer, nor log probabilities asked for.
-                GenerationEvent::ToolCall { .. }
+                // No tools are offered to the Leafresh answer, nor log probabilities asked for;
+                // a model's thinking is not part of the answer.
+                GenerationEvent::Reasoning(_)
+                | GenerationEvent::ToolCall { .. }
                 | GenerationEvent::ToolArguments { .. }
                 | GenerationEvent::Logprobs(_) => {}
                 GenerationEvent::Done(summary) => {

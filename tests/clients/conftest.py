@@ -16,9 +16,6 @@ The server is given in the environment:
                           shapes, counts, determinism, grammar and errors only.
 - LEAFRESH_HAS_FIM        "1" when the model has fill-in-the-middle tokens (neither test model
                           has), so /v1/completions accepts `suffix`.
-- LEAFRESH_TOOL_CALLS     "0" when the model's chat template has no tool-call format (the
-                          real-weights model's, Gemma 3's): the tests marked `tool_calls`, which
-                          need the model to call a function, are deselected (not skipped).
 
 No client retries (a retried 5xx would hide the first answer) and every client times out after
 CLIENT_TIMEOUT seconds.
@@ -45,16 +42,8 @@ def _env(name):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "tool_calls: the model must call a function (a tool-call format)")
-
-
-def pytest_collection_modifyitems(config, items):
-    if _env("LEAFRESH_TOOL_CALLS") != "0":
-        return
-    deselected = [item for item in items if item.get_closest_marker("tool_calls")]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("tool_calls")]
+    # Every model can be made to call (its own tool-call format, or the generic JSON one).
+    config.addinivalue_line("markers", "tool_calls: the model must call a function")
 
 
 @pytest.fixture(scope="session")

@@ -30,9 +30,6 @@ fn venv_python() -> PathBuf {
 
 /// Runs the whole suite against a service on `model`; nothing may fail or be skipped.
 fn suite_passes_on(model: &Path, extra: &[&str], real_weights: bool) {
-    // Gemma 3's template (the real-weights model's) has no tool-call format, so the flows where
-    // the model must call a function run on the synthetic model (Mistral's markup) only.
-    let tool_calls = !real_weights;
     let python = venv_python();
     // One slot: the suite compares answers of separate requests (a seed repeated, a stream
     // against the whole answer, a prompt alone and in a list), which are computed alike only
@@ -65,7 +62,6 @@ fn suite_passes_on(model: &Path, extra: &[&str], real_weights: bool) {
             "LEAFRESH_REAL_WEIGHTS",
             if real_weights { "1" } else { "0" },
         )
-        .env("LEAFRESH_TOOL_CALLS", if tool_calls { "1" } else { "0" })
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")

@@ -3,11 +3,13 @@
 
 mod app;
 mod browser;
+mod chat_formats;
 mod clients;
 mod deploy_nginx;
 mod deploy_systemd;
 mod deploy_tools;
 mod engine;
+mod families;
 mod fast_forward;
 mod faults;
 mod fuzz_corpus;

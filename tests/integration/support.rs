@@ -451,3 +451,16 @@ pub fn model_id(service: &Service) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// POSTs a chat completion and returns its body, which must be a 200.
+pub fn chat_ok(service: &Service, body: &Value) -> Value {
+    let response = client()
+        .post(service.url("/v1/chat/completions"))
+        .json(body)
+        .send()
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
+}

@@ -36,6 +36,9 @@ pub struct Generation {
     pub session: Option<String>,
     /// Functions the model may call (`None`: it answers in text).
     pub tools: Option<Tools>,
+    /// Arguments for the chat template beyond the conversation (`chat_template_kwargs`, as vLLM
+    /// and llama-server take them): `{"enable_thinking": false}` turns Qwen3's thinking off.
+    pub template_args: serde_json::Map<String, serde_json::Value>,
     /// Special tokens the model samples are sent as their text (`[TOOL_CALLS]`, `<|im_end|>`)
     /// rather than as nothing: for a client that reads the model's markup itself (a gateway in
     /// upstream mode parsing tool calls; llama-server's and vLLM's `skip_special_tokens: false`).
@@ -240,6 +243,9 @@ impl Default for SamplingParams {
 #[derive(Debug, Clone)]
 pub enum GenerationEvent {
     Text(String),
+    /// The model's thinking before its answer (`<think>...</think>`, gpt-oss's analysis
+    /// channel): never part of the answer's text.
+    Reasoning(String),
     /// The model began tool call `index` (from 0 in each answer) of function `name`.
     ToolCall {
         index: usize,

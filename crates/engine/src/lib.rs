@@ -18,6 +18,7 @@ pub mod fit;
 pub mod generation;
 pub mod llama;
 pub(crate) mod prepare;
+pub mod reasoning;
 pub mod tokenizer;
 pub mod tool_calls;
 pub mod upstream;

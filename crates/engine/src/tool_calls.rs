@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::{GenerationEvent, ToolChoice, Tools};
 
+pub mod formats;
 mod schema_refs;
 
 /// What the list read so far says.
@@ -40,6 +41,8 @@ pub struct ToolCallStream {
     pending: bool,
     /// Arguments text read before the name was (when a model puts `arguments` first).
     held: String,
+    /// `parameters` is read as the arguments too (Llama 3.1's key).
+    parameters: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,14 @@ enum Reading {
 impl ToolCallStream {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A reader that also takes `parameters` for the arguments: Llama 3.1 writes its calls so.
+    pub fn with_parameters_key() -> Self {
+        Self {
+            parameters: true,
+            ..Self::default()
+        }
     }
 
     /// The generation events `piece` completes: a call's start (with a new id), its arguments.
@@ -170,7 +181,7 @@ impl ToolCallStream {
                         self.reading = Reading::Name;
                         self.text.clear();
                     }
-                    "arguments" => {
+                    key if key == "arguments" || (self.parameters && key == "parameters") => {
                         self.reading = Reading::Arguments { from: 2 };
                         self.track(c);
                         let mut first = c.to_string();

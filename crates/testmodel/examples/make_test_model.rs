@@ -1,5 +1,5 @@
 //! Writes a llama-architecture GGUF with random weights and Mistral v0.3's tokenizer layout and
-//! chat template: tiny for tests and manual runs of the server without the real model, or
+//! chat template (or another model family's, `--family`): tiny for tests and manual runs of the server without the real model, or
 //! full-size (`--preset mistral-7b`) for benchmarks. `--check` then loads the file with llama.cpp
 //! and decodes a few tokens, so a benchmark model is known to work before a server is started.
 //!
@@ -14,7 +14,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use leafresh_testmodel::{
-    quantize_with_llama_cpp, write_tiny_llama, QuantMix, TensorType, TinyModelSpec, PRESETS,
+    quantize_with_llama_cpp, write_tiny_llama, QuantMix, TensorType, TinyModelSpec, FAMILIES,
+    PRESETS,
 };
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -33,6 +34,9 @@ the presets have real shapes and 4-bit weights, for benchmarks (text is gibberis
 Options (defaults in brackets; shape options override the preset):
   --preset NAME   tiny [default], 1b (16x2048, ~0.62 GB) or mistral-7b (32x4096, ~4.1 GB);
                   1b and mistral-7b have 32,768 tokens and Q4_0 weights
+  --family NAME   the chat template, special tokens and BOS/EOS settings of a model family:
+                  qwen2.5, qwen3, llama3.1, hermes2pro, mistral-v0.3 [default], deepseek-r1,
+                  gpt-oss or gemma3; its special tokens come after the --vocab tokens
   --layers N      transformer blocks [2]
   --embd N        hidden size [64]
   --ff N          feed-forward size [128]
@@ -55,7 +59,9 @@ Examples:
   make-test-model --preset mistral-7b --quantize q4_k_m --check target/bench-models/mistral-7b-q4_k_m.gguf
       # 4.37 GB like the real Q4_K_M file; needs 14.5 GB of free disk for the F16 step
   make-test-model --preset 1b --q4_0 target/bench-models/1b-q4_0.gguf
-      # written directly, in seconds";
+      # written directly, in seconds
+  make-test-model --family qwen3 --check target/test-models/tiny-qwen3.gguf
+      # Qwen3's template, <|im_start|>, <tool_call>, <think>..., no BOS added";
 
 /// What the command line asks for.
 struct Args {
@@ -177,6 +183,13 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
         spec = TinyModelSpec::preset(name)
             .ok_or_else(|| format!("unknown preset {name:?}; known: {}", PRESETS.join(", ")))?;
     }
+    // Then the family, which changes only the tokenizer and template, so --no-template still wins.
+    if let Some(i) = args.iter().position(|a| a == "--family") {
+        let name = args.get(i + 1).ok_or("--family needs a value")?;
+        spec = spec
+            .with_family(name)
+            .ok_or_else(|| format!("unknown family {name:?}; known: {}", FAMILIES.join(", ")))?;
+    }
     let mut out = None;
     let mut check = false;
     let mut write = true;
@@ -190,7 +203,7 @@ fn parse(args: &[String]) -> Result<Option<Args>, String> {
         };
         match arg.as_str() {
             "-h" | "--help" => return Ok(None),
-            "--preset" => drop(value(arg)?),
+            "--preset" | "--family" => drop(value(arg)?),
             "--layers" => spec.n_layer = number(arg, &value(arg)?)?,
             "--embd" => spec.n_embd = number(arg, &value(arg)?)?,
             "--ff" => spec.n_ff = number(arg, &value(arg)?)?,

@@ -5,6 +5,12 @@
 //! [`TinyModelSpec::llama_1b`]): real shapes, a 32,768-token vocabulary and 4-bit Q4_0 weights,
 //! so llama.cpp reads as many bytes per token as with the real file. Decoding speed does not
 //! depend on the weight values, only the text does (random weights write gibberish).
+//!
+//! Models of other families ([`FAMILIES`], [`TinyModelSpec::family`]) keep the architecture and
+//! the SentencePiece vocabulary but carry the family's real chat template, its special tokens
+//! (with the token types the real GGUF gives them) and its BOS/EOS/add-BOS settings: what the
+//! engine's tool-calling and reasoning code looks at. The weights stay random; only the
+//! tokenizer side is the family's.
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -12,14 +18,14 @@ use std::path::Path;
 use super::gguf::{GgufWriter, TensorData, TensorInfo, TensorType};
 use super::quant::{random_q4_0_block, Q4_0_BLOCK_BYTES};
 use super::rng::SplitMix64;
-use super::vocab::{self, sized_vocab, MISTRAL_VOCAB_LEN, TINY_VOCAB_LEN};
+use super::vocab::{self, sized_vocab, TokenType, MISTRAL_VOCAB_LEN, TINY_VOCAB_LEN};
 
 /// The chat template of Mistral-7B-Instruct-v0.3 as its `tokenizer_config.json` ships it (the
 /// "v3" template with tool calling; the same text llama.cpp's `tests/test-chat-template.cpp`
 /// carries). llama.cpp recognises it by `[INST]` and `[AVAILABLE_TOOLS]` as its built-in
 /// `mistral-v3` format, which folds the system message into the first `[INST]`; real Jinja
 /// would fold it into the last.
-pub const MISTRAL_V03_CHAT_TEMPLATE: &str = include_str!("mistral-7b-instruct-v0.3.jinja");
+pub const MISTRAL_V03_CHAT_TEMPLATE: &str = include_str!("templates/mistral-v0.3.jinja");
 
 /// Mistral v0.3's RoPE base (`rope_theta`).
 const ROPE_FREQ_BASE: f32 = 1e6;
@@ -29,6 +35,197 @@ const RMS_NORM_EPS: f32 = 1e-5;
 const CHUNK: usize = 1 << 16;
 /// The names [`TinyModelSpec::preset`] knows, for help texts.
 pub const PRESETS: &[&str] = &["tiny", "1b", "mistral-7b"];
+/// The model families [`TinyModelSpec::family`] knows, for help texts and for tests that go
+/// through all of them.
+pub const FAMILIES: &[&str] = &[
+    "qwen2.5",
+    "qwen3",
+    "llama3.1",
+    "hermes2pro",
+    "mistral-v0.3",
+    "deepseek-r1",
+    "gpt-oss",
+    "gemma3",
+];
+
+/// What a family changes in a model: its tokenizer's special tokens and settings and its chat
+/// template. Everything else (architecture, vocabulary, weights) is the tiny llama's.
+struct Family {
+    name: &'static str,
+    /// The real `tokenizer.chat_template`, byte for byte (`templates/SOURCES.md` says where each
+    /// came from).
+    template: &'static str,
+    /// Every special string the template writes or the model emits, in the real vocabulary's id
+    /// order, with the type the real GGUF gives it: control for the tokens that are
+    /// `"special": true` in the Hugging Face tokenizer, user-defined for the added tokens that are
+    /// not (Qwen's `<tool_call>` and `<think>`).
+    tokens: &'static [(&'static str, TokenType)],
+    bos: &'static str,
+    eos: &'static str,
+    add_bos: bool,
+    /// SentencePiece's add_dummy_prefix: Mistral's tokenizer has it; the byte-level BPE families
+    /// and Gemma's SentencePiece model do not, so text after a marker starts without a space.
+    add_space_prefix: bool,
+}
+
+const C: TokenType = TokenType::Control;
+const U: TokenType = TokenType::UserDefined;
+
+/// The families, in [`FAMILIES`] order. Real ids differ (the real vocabularies have 128k to 262k
+/// tokens); the tests look tokens up by text.
+const FAMILY_TABLE: &[Family] = &[
+    Family {
+        name: "qwen2.5",
+        template: include_str!("templates/qwen2.5.jinja"),
+        tokens: &[
+            ("<|endoftext|>", C),
+            ("<|im_start|>", C),
+            ("<|im_end|>", C),
+            ("<tool_call>", U),
+            ("</tool_call>", U),
+        ],
+        // The GGUF conversion sets BOS to <|endoftext|> but never adds it.
+        bos: "<|endoftext|>",
+        eos: "<|im_end|>",
+        add_bos: false,
+        add_space_prefix: false,
+    },
+    Family {
+        name: "qwen3",
+        template: include_str!("templates/qwen3.jinja"),
+        tokens: &[
+            ("<|endoftext|>", C),
+            ("<|im_start|>", C),
+            ("<|im_end|>", C),
+            ("<tool_call>", U),
+            ("</tool_call>", U),
+            ("<tool_response>", U),
+            ("</tool_response>", U),
+            ("<think>", U),
+            ("</think>", U),
+        ],
+        bos: "<|endoftext|>",
+        eos: "<|im_end|>",
+        add_bos: false,
+        add_space_prefix: false,
+    },
+    Family {
+        name: "llama3.1",
+        template: include_str!("templates/llama3.1.jinja"),
+        tokens: &[
+            ("<|begin_of_text|>", C),
+            ("<|end_of_text|>", C),
+            ("<|start_header_id|>", C),
+            ("<|end_header_id|>", C),
+            ("<|eom_id|>", C),
+            ("<|eot_id|>", C),
+            ("<|python_tag|>", C),
+        ],
+        bos: "<|begin_of_text|>",
+        eos: "<|eot_id|>",
+        add_bos: true,
+        add_space_prefix: false,
+    },
+    Family {
+        // Llama 3's vocabulary with <|im_start|>/<|im_end|> in place of reserved tokens and the
+        // tool markup as added tokens.
+        name: "hermes2pro",
+        template: include_str!("templates/hermes2pro.jinja"),
+        tokens: &[
+            ("<|begin_of_text|>", C),
+            ("<|end_of_text|>", C),
+            ("<|im_start|>", C),
+            ("<|im_end|>", C),
+            ("<tools>", U),
+            ("</tools>", U),
+            ("<tool_call>", U),
+            ("</tool_call>", U),
+            ("<tool_response>", U),
+            ("</tool_response>", U),
+            ("<|eot_id|>", C),
+        ],
+        bos: "<|begin_of_text|>",
+        eos: "<|im_end|>",
+        add_bos: true,
+        add_space_prefix: false,
+    },
+    Family {
+        // The default model: the base vocabulary has Mistral v0.3's tokens already.
+        name: "mistral-v0.3",
+        template: MISTRAL_V03_CHAT_TEMPLATE,
+        tokens: &[],
+        bos: "<s>",
+        eos: "</s>",
+        add_bos: true,
+        add_space_prefix: true,
+    },
+    Family {
+        // DeepSeek-R1-Distill-Qwen: Qwen's vocabulary with DeepSeek's fullwidth-bar markers;
+        // <think> stays a non-special added token as in Qwen. The tool markers are single control
+        // tokens as in DeepSeek-V3/R1, whose template this is (the distills, never trained on
+        // tools, spell them in assorted ways).
+        name: "deepseek-r1",
+        template: include_str!("templates/deepseek-r1.jinja"),
+        tokens: &[
+            ("<｜end▁of▁sentence｜>", C),
+            ("<｜User｜>", C),
+            ("<｜Assistant｜>", C),
+            ("<｜begin▁of▁sentence｜>", C),
+            ("<think>", U),
+            ("</think>", U),
+            ("<｜tool▁calls▁begin｜>", C),
+            ("<｜tool▁calls▁end｜>", C),
+            ("<｜tool▁call▁begin｜>", C),
+            ("<｜tool▁call▁end｜>", C),
+            ("<｜tool▁outputs▁begin｜>", C),
+            ("<｜tool▁outputs▁end｜>", C),
+            ("<｜tool▁output▁begin｜>", C),
+            ("<｜tool▁output▁end｜>", C),
+            ("<｜tool▁sep｜>", C),
+        ],
+        bos: "<｜begin▁of▁sentence｜>",
+        eos: "<｜end▁of▁sentence｜>",
+        add_bos: true,
+        add_space_prefix: false,
+    },
+    Family {
+        // Harmony (o200k_harmony). All control in the file; llama.cpp's loader turns <|start|>,
+        // <|message|>, <|channel|> and <|constrain|> into user-defined tokens, and <|end|> too
+        // (dropping it from the end-of-generation set) because <|return|> and <|call|> exist.
+        name: "gpt-oss",
+        template: include_str!("templates/gpt-oss.jinja"),
+        tokens: &[
+            ("<|startoftext|>", C),
+            ("<|endoftext|>", C),
+            ("<|return|>", C),
+            ("<|constrain|>", C),
+            ("<|channel|>", C),
+            ("<|start|>", C),
+            ("<|end|>", C),
+            ("<|message|>", C),
+            ("<|call|>", C),
+        ],
+        bos: "<|startoftext|>",
+        eos: "<|return|>",
+        add_bos: false,
+        add_space_prefix: false,
+    },
+    Family {
+        name: "gemma3",
+        template: include_str!("templates/gemma3.jinja"),
+        tokens: &[
+            ("<eos>", C),
+            ("<bos>", C),
+            ("<start_of_turn>", C),
+            ("<end_of_turn>", C),
+            ("<start_of_image>", C),
+        ],
+        bos: "<bos>",
+        eos: "<eos>",
+        add_bos: true,
+        add_space_prefix: false,
+    },
+];
 
 /// The shape of a llama-architecture model with random weights: tiny by default, real-sized with
 /// the presets. The vocabulary is [`vocab::tiny_vocab`] grown to `n_vocab` by
@@ -60,6 +257,18 @@ pub struct TinyModelSpec {
     pub weight_type: TensorType,
     /// `tokenizer.chat_template`; `None` writes no template key (to test the fallback).
     pub chat_template: Option<String>,
+    /// A model family's special tokens with their types ([`vocab::Vocab::with_extra_tokens`]):
+    /// appended after the `n_vocab` tokens, or retyped where the text is a token already.
+    pub extra_tokens: Vec<(String, TokenType)>,
+    /// Text of the `tokenizer.ggml.bos_token_id` token; `None` is `<s>`.
+    pub bos: Option<String>,
+    /// Text of the `tokenizer.ggml.eos_token_id` token; `None` is `</s>`.
+    pub eos: Option<String>,
+    /// `tokenizer.ggml.add_bos_token`: whether llama.cpp prepends BOS when tokenizing.
+    pub add_bos: bool,
+    /// `tokenizer.ggml.add_space_prefix`: whether the first word (and each word after a special
+    /// token) gets SentencePiece's `▁`.
+    pub add_space_prefix: bool,
 }
 
 impl Default for TinyModelSpec {
@@ -77,6 +286,11 @@ impl Default for TinyModelSpec {
             seed: 0x1eaf_5eed,
             weight_type: TensorType::F32,
             chat_template: Some(MISTRAL_V03_CHAT_TEMPLATE.to_string()),
+            extra_tokens: Vec::new(),
+            bos: None,
+            eos: None,
+            add_bos: true,
+            add_space_prefix: true,
         }
     }
 }
@@ -126,6 +340,33 @@ impl TinyModelSpec {
             "mistral-7b" => Some(Self::mistral_7b()),
             _ => None,
         }
+    }
+
+    /// The tiny model of the family `name` (one of [`FAMILIES`]): the default shape and seed with
+    /// the family's chat template and tokenizer ([`Self::with_family`]). `mistral-v0.3` is the
+    /// default model.
+    pub fn family(name: &str) -> Option<Self> {
+        Self::default().with_family(name)
+    }
+
+    /// This shape with the tokenizer and chat template of the family `name` (one of
+    /// [`FAMILIES`]), so that a preset can take a family's tokenizer too.
+    pub fn with_family(self, name: &str) -> Option<Self> {
+        let family = FAMILY_TABLE.iter().find(|f| f.name == name)?;
+        let special = |text: &str| (text != "<s>" && text != "</s>").then(|| text.to_string());
+        Some(Self {
+            chat_template: Some(family.template.to_string()),
+            extra_tokens: family
+                .tokens
+                .iter()
+                .map(|(text, ty)| (text.to_string(), *ty))
+                .collect(),
+            bos: special(family.bos),
+            eos: special(family.eos),
+            add_bos: family.add_bos,
+            add_space_prefix: family.add_space_prefix,
+            ..self
+        })
     }
 
     /// Checks the constraints llama.cpp's llama architecture puts on the shape.
@@ -188,7 +429,17 @@ impl TinyModelSpec {
     /// Describes the whole file: metadata and tensor shapes, no data yet.
     fn describe(&self) -> io::Result<GgufWriter> {
         self.validate()?;
-        let vocab = sized_vocab(self.n_vocab as usize)?;
+        let vocab = sized_vocab(self.n_vocab as usize)?.with_extra_tokens(&self.extra_tokens)?;
+        let id = |text: &Option<String>, default: u32| match text {
+            None => Ok(default),
+            Some(text) => vocab.id_of(text).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("special token {text:?} is not in the vocabulary"),
+                )
+            }),
+        };
+        let (bos_id, eos_id) = (id(&self.bos, vocab::BOS_ID)?, id(&self.eos, vocab::EOS_ID)?);
         let n_vocab = vocab.len() as u64;
         let (embd, ff) = (u64::from(self.n_embd), u64::from(self.n_ff));
         let kv = u64::from(self.head_dim() * self.n_head_kv);
@@ -216,13 +467,13 @@ impl TinyModelSpec {
             .add_string_array("tokenizer.ggml.tokens", vocab.tokens().to_vec())
             .add_f32_array("tokenizer.ggml.scores", vocab.scores().to_vec())
             .add_i32_array("tokenizer.ggml.token_type", vocab.type_codes())
-            .add_u32("tokenizer.ggml.bos_token_id", vocab::BOS_ID)
-            .add_u32("tokenizer.ggml.eos_token_id", vocab::EOS_ID)
+            .add_u32("tokenizer.ggml.bos_token_id", bos_id)
+            .add_u32("tokenizer.ggml.eos_token_id", eos_id)
             .add_u32("tokenizer.ggml.unknown_token_id", vocab::UNK_ID)
-            .add_bool("tokenizer.ggml.add_bos_token", true)
+            .add_bool("tokenizer.ggml.add_bos_token", self.add_bos)
             .add_bool("tokenizer.ggml.add_eos_token", false)
             // SentencePiece's add_dummy_prefix, which Mistral's tokenizer.model sets.
-            .add_bool("tokenizer.ggml.add_space_prefix", true);
+            .add_bool("tokenizer.ggml.add_space_prefix", self.add_space_prefix);
         if let Some(template) = &self.chat_template {
             w.add_string("tokenizer.chat_template", template.as_str());
         }
@@ -429,6 +680,85 @@ mod tests {
             let err = write_tiny_llama_to(Vec::new(), &spec).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{spec:?}");
         }
+    }
+
+    /// FNV-1a, 64 bits: enough to notice any changed byte without a hashing dependency.
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    #[test]
+    fn default_model_bytes_are_unchanged_by_the_families() {
+        // Measured on the writer before families existed: tests all over the project depend on
+        // these exact bytes (token ids, template, metadata).
+        let bytes = write_tiny_llama_to(Vec::new(), &TinyModelSpec::default()).unwrap();
+        assert_eq!(bytes.len(), 6_856_768);
+        assert_eq!(fnv1a(&bytes), 0xe940_1cf3_58c9_a3dc);
+        assert_eq!(
+            TinyModelSpec::family("mistral-v0.3"),
+            Some(TinyModelSpec::default())
+        );
+    }
+
+    #[test]
+    fn every_family_writes_with_its_tokens_after_the_base_vocabulary() {
+        assert_eq!(
+            FAMILIES,
+            FAMILY_TABLE.iter().map(|f| f.name).collect::<Vec<_>>()
+        );
+        let base = vocab::tiny_vocab();
+        for name in FAMILIES {
+            let spec = TinyModelSpec::family(name).unwrap();
+            let w = spec.describe().unwrap();
+            let bytes = write_tiny_llama_to(Vec::new(), &spec).unwrap();
+            assert_eq!(&bytes[..4], b"GGUF", "{name}");
+            let v = base.clone().with_extra_tokens(&spec.extra_tokens).unwrap();
+            assert_eq!(v.tokens()[..TINY_VOCAB_LEN], base.tokens()[..], "{name}");
+            for (text, ty) in &spec.extra_tokens {
+                let id = v.id_of(text).unwrap() as usize;
+                assert_eq!(v.types()[id], *ty, "{name} {text}");
+            }
+            let embd = &w.tensors()[0];
+            assert_eq!(embd.dims[1], v.len() as u64, "{name}");
+            let template = spec.chat_template.as_deref().unwrap();
+            let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+            assert!(has(template.as_bytes()), "{name}");
+        }
+        assert_eq!(TinyModelSpec::family("chatml"), None);
+    }
+
+    #[test]
+    fn families_take_their_markers_types_and_settings() {
+        let qwen3 = TinyModelSpec::family("qwen3").unwrap();
+        assert!(!qwen3.add_bos && !qwen3.add_space_prefix);
+        assert_eq!(qwen3.bos.as_deref(), Some("<|endoftext|>"));
+        assert_eq!(qwen3.eos.as_deref(), Some("<|im_end|>"));
+        let ty = |spec: &TinyModelSpec, text: &str| {
+            spec.extra_tokens
+                .iter()
+                .find(|(t, _)| t == text)
+                .map(|(_, ty)| *ty)
+        };
+        assert_eq!(ty(&qwen3, "<|im_end|>"), Some(TokenType::Control));
+        assert_eq!(ty(&qwen3, "<think>"), Some(TokenType::UserDefined));
+        assert_eq!(ty(&qwen3, "<tool_call>"), Some(TokenType::UserDefined));
+        let gpt_oss = TinyModelSpec::family("gpt-oss").unwrap();
+        assert_eq!(ty(&gpt_oss, "<|start|>"), Some(TokenType::Control));
+        let llama = TinyModelSpec::family("llama3.1").unwrap();
+        assert!(llama.add_bos);
+        assert_eq!(ty(&llama, "<|python_tag|>"), Some(TokenType::Control));
+        // A preset's shape keeps the family's tokenizer.
+        let big = TinyModelSpec::llama_1b().with_family("gemma3").unwrap();
+        assert_eq!((big.n_layer, big.bos.as_deref()), (16, Some("<bos>")));
+        // A special token that is not in the vocabulary cannot be BOS.
+        let bad = TinyModelSpec {
+            bos: Some("<|nope|>".into()),
+            ..TinyModelSpec::default()
+        };
+        let err = write_tiny_llama_to(Vec::new(), &bad).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

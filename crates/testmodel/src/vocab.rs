@@ -7,7 +7,9 @@
 //! syllables U+AC00..U+D7A3. Hangul Compatibility Jamo (ㅅ, ㅂ) and emoji are deliberately absent,
 //! so they go through byte fallback and tests exercise UTF-8 split across tokens. The last five
 //! ids are Mistral v0.3's tool-calling control tokens ([`TOOL_TOKENS`]; the real model has them
-//! at ids 5-9), so that tests can call tools.
+//! at ids 5-9), so that tests can call tools. The synthetic models of other families
+//! ([`crate::TinyModelSpec::family`]) append their own special tokens after them
+//! ([`Vocab::with_extra_tokens`]), so no id of this layout moves.
 //!
 //! llama.cpp's SPM tokenizer only merges two adjacent symbols when their concatenation is a
 //! token, so every multi-character piece has all its prefixes in the vocabulary too (otherwise it
@@ -213,6 +215,36 @@ impl Vocab {
             .iter()
             .position(|t| t == piece)
             .map(|i| i as u32)
+    }
+
+    /// The vocabulary with a model family's special tokens: each text that is not a token yet is
+    /// appended at the end (score 0, as the other special tokens), so that every id of the base
+    /// vocabulary stays where it is; a text that is a token already keeps its id and takes the
+    /// type given. That is how gpt-oss gets `<|start|>` and `<|message|>`: every vocabulary here
+    /// has them as user-defined tokens ([`USER_DEFINED_TOKENS`]), the real file as control ones.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for an empty text or one given twice (llama.cpp refuses a vocabulary in
+    /// which two ids share a piece).
+    pub fn with_extra_tokens(mut self, extra: &[(String, TokenType)]) -> io::Result<Self> {
+        let mut seen = HashSet::new();
+        for (text, ty) in extra {
+            if text.is_empty() || !seen.insert(text.as_str()) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("extra token {text:?} is empty or given twice"),
+                ));
+            }
+            match self.id_of(text) {
+                Some(id) => self.types[id as usize] = *ty,
+                None => {
+                    self.push(text.clone(), *ty);
+                    self.scores.push(0.0);
+                }
+            }
+        }
+        Ok(self)
     }
 
     fn push(&mut self, piece: String, ty: TokenType) {
@@ -454,6 +486,30 @@ mod tests {
             let err = sized_vocab(n).unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         }
+    }
+
+    #[test]
+    fn extra_tokens_go_at_the_end_or_retype_a_token_in_place() {
+        let tiny = tiny_vocab();
+        let extra = [
+            ("<|im_start|>".to_string(), TokenType::Control),
+            ("<tool_call>".to_string(), TokenType::UserDefined),
+            ("<|start|>".to_string(), TokenType::Control),
+        ];
+        let v = tiny.clone().with_extra_tokens(&extra).unwrap();
+        assert_eq!(v.len(), TINY_VOCAB_LEN + 2);
+        assert_eq!(v.tokens()[..TINY_VOCAB_LEN], tiny.tokens()[..]);
+        assert_eq!(v.id_of("<|im_start|>"), Some(TINY_VOCAB_LEN as u32));
+        assert_eq!(v.types()[TINY_VOCAB_LEN + 1], TokenType::UserDefined);
+        assert_eq!(v.scores().len(), v.len());
+        let start = v.id_of("<|start|>").unwrap() as usize;
+        assert_eq!(tiny.types()[start], TokenType::UserDefined);
+        assert_eq!(v.types()[start], TokenType::Control);
+        assert_unique_and_prefix_closed(&v);
+
+        let twice = [extra[0].clone(), extra[0].clone()];
+        let err = tiny_vocab().with_extra_tokens(&twice).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -199,6 +199,9 @@ fn blocks_of(param: &str, role: Role, blocks: &[Value]) -> Result<Vec<ChatMessag
                 result.tool_call_id = Some(id.to_owned());
                 results.push(result);
             }
+            // An earlier answer's thinking, sent back as it came: not part of the prompt (the
+            // templates of thinking models leave earlier thinking out too).
+            (Role::Assistant, Some("thinking" | "redacted_thinking")) => {}
             (_, Some(kind @ ("image" | "document" | "thinking" | "redacted_thinking"))) => {
                 return Err(invalid(&format!(
                     "{kind} blocks are not supported: this server serves a text model"

@@ -28,6 +28,10 @@ impl Message {
     /// The whole message: a text block (when there is text), a `tool_use` block per call.
     pub fn whole(&self, answer: &Answer, summary: &GenerationSummary) -> Value {
         let mut content = Vec::new();
+        if !answer.reasoning.is_empty() {
+            content.push(json!({"type": "thinking", "thinking": answer.reasoning,
+                                "signature": ""}));
+        }
         if !answer.text.is_empty() || answer.calls.is_empty() {
             content.push(json!({"type": "text", "text": answer.text}));
         }
@@ -84,6 +88,8 @@ fn event(name: &str, data: Value) -> sse::Event {
 /// The open content block of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Block {
+    /// The model's thinking (Anthropic's extended-thinking block).
+    Thinking,
     Text,
     /// The block of tool call `call` (the engine's index).
     ToolUse {
@@ -139,6 +145,18 @@ impl StreamWriter {
                     "content_block_delta",
                     json!({"type": "content_block_delta", "index": index,
                            "delta": {"type": "text_delta", "text": text}}),
+                ));
+            }
+            GenerationEvent::Reasoning(text) if !text.is_empty() => {
+                let index = self.enter(
+                    Block::Thinking,
+                    &mut frames,
+                    || json!({"type": "thinking", "thinking": "", "signature": ""}),
+                );
+                frames.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index,
+                           "delta": {"type": "thinking_delta", "thinking": text}}),
                 ));
             }
             GenerationEvent::ToolCall {
@@ -272,7 +290,7 @@ mod tests {
                 name: "weather".into(),
                 arguments: r#"{"city": "서울"}"#.into(),
             }],
-            logprobs: Vec::new(),
+            ..Answer::default()
         };
         let message = Message::new("m".into(), 12);
         let whole = message.whole(&answer, &summary(FinishReason::ToolCalls, None));

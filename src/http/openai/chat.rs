@@ -119,6 +119,7 @@ pub fn generation(valid: &ValidChatRequest, max_tokens: usize) -> Generation {
         stop: valid.stop.clone(),
         model: Some(valid.model.clone()),
         tools: valid.tools.clone(),
+        template_args: valid.template_args.clone(),
         ..Generation::default()
     }
 }
@@ -166,6 +167,7 @@ fn stream_choices(
                     let tokens = std::mem::take(&mut pending[index]);
                     meta.content_chunk(index, piece, logprobs.then_some(&tokens[..]))
                 }
+                GenerationEvent::Reasoning(text) => meta.reasoning_chunk(index, text),
                 GenerationEvent::ToolCall {
                     index: call,
                     id,

@@ -452,10 +452,10 @@ fn stream_choices(
                     sent[index] += piece.chars().count();
                     meta.chunk(index, piece, lp, None)
                 }
-                // A raw prompt offers no tools.
-                GenerationEvent::ToolCall { .. } | GenerationEvent::ToolArguments { .. } => {
-                    continue
-                }
+                // A raw prompt offers no tools and is not read for thinking.
+                GenerationEvent::ToolCall { .. }
+                | GenerationEvent::ToolArguments { .. }
+                | GenerationEvent::Reasoning(_) => continue,
                 GenerationEvent::Done(summary) => {
                     let chunk = meta.chunk(
                         index,

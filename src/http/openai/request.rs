@@ -46,6 +46,8 @@ pub struct ChatRequest {
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
     pub parallel_tool_calls: Option<Value>,
+    pub chat_template_kwargs: Option<Value>,
+    pub reasoning_effort: Option<Value>,
 }
 
 /// What the answer must look like.
@@ -95,6 +97,8 @@ pub struct ValidChatRequest {
     pub n: usize,
     /// With `logprobs: true`: how many alternatives each token's log probability comes with.
     pub logprobs: Option<usize>,
+    /// Arguments for the chat template (`chat_template_kwargs`, `reasoning_effort`).
+    pub template_args: serde_json::Map<String, Value>,
 }
 
 impl ChatRequest {
@@ -164,8 +168,58 @@ impl ChatRequest {
             tools: tools::offered(self.tools, self.tool_choice, self.parallel_tool_calls)?,
             n,
             logprobs,
+            template_args: template_args(self.chat_template_kwargs, self.reasoning_effort)?,
         })
     }
+}
+
+/// `chat_template_kwargs` (an object, as vLLM and llama-server take it: `{"enable_thinking":
+/// false}` turns Qwen3's thinking off) and `reasoning_effort` (gpt-oss's template reads it).
+pub fn template_args(
+    kwargs: Option<Value>,
+    effort: Option<Value>,
+) -> Result<serde_json::Map<String, Value>, OpenAiError> {
+    let mut args = match kwargs {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(args)) => args,
+        Some(other) => {
+            return Err(OpenAiError::invalid(
+                "chat_template_kwargs",
+                format!(
+                    "`chat_template_kwargs` must be an object, not {}",
+                    described(&other)
+                ),
+            )
+            .code("invalid_type"))
+        }
+    };
+    // What the template is given besides them is not the client's to replace.
+    for reserved in [
+        "messages",
+        "tools",
+        "add_generation_prompt",
+        "bos_token",
+        "eos_token",
+    ] {
+        args.remove(reserved);
+    }
+    match effort {
+        None | Some(Value::Null) => {}
+        Some(Value::String(effort)) if ["low", "medium", "high"].contains(&effort.as_str()) => {
+            args.insert("reasoning_effort".into(), Value::String(effort));
+        }
+        Some(other) => {
+            return Err(OpenAiError::invalid(
+                "reasoning_effort",
+                format!(
+                    "`reasoning_effort` must be \"low\", \"medium\" or \"high\", not {}",
+                    described(&other)
+                ),
+            )
+            .code("invalid_value"))
+        }
+    }
+    Ok(args)
 }
 
 /// `logprobs` (true or false) and `top_logprobs` (0-20, which needs `logprobs: true`): how many

@@ -119,6 +119,9 @@ impl CompletionMeta {
             .enumerate()
             .map(|(index, (answer, summary))| {
                 let mut message = json!({"role": "assistant", "content": answer.text});
+                if !answer.reasoning.is_empty() {
+                    message["reasoning_content"] = json!(answer.reasoning);
+                }
                 if !answer.calls.is_empty() {
                     message["tool_calls"] = json!(answer.calls);
                     if answer.text.is_empty() {
@@ -176,6 +179,17 @@ impl CompletionMeta {
             "index": index,
             "delta": {"content": text},
             "logprobs": logprobs.map(super::logprobs::chat),
+            "finish_reason": null,
+        }))
+    }
+
+    /// The model's thinking, as `reasoning_content` (DeepSeek's and vLLM's name, which Open
+    /// WebUI and LangChain read), never as `content`.
+    pub fn reasoning_chunk(&self, index: usize, text: String) -> Value {
+        self.chunk(json!({
+            "index": index,
+            "delta": {"reasoning_content": text},
+            "logprobs": null,
             "finish_reason": null,
         }))
     }

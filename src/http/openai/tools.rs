@@ -30,8 +30,10 @@ pub fn offered(
             .code("invalid_type"))
         }
     };
+    // Not given: one call, as llama-server does. Small models offered a list of calls tend to
+    // repeat the same call until their budget ends.
     let parallel = match parallel {
-        None | Some(Value::Null) => true,
+        None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
         Some(_) => {
             return Err(OpenAiError::invalid(

@@ -87,7 +87,7 @@ impl ResponsesRequest {
             }
         };
         let parallel_tool_calls =
-            boolean("parallel_tool_calls", self.parallel_tool_calls.as_ref())?.unwrap_or(true);
+            boolean("parallel_tool_calls", self.parallel_tool_calls.as_ref())?.unwrap_or(false);
         let tools_echo = self.tools.clone().unwrap_or_else(|| json!([]));
         let tool_choice_echo = self.tool_choice.clone().unwrap_or_else(|| json!("auto"));
         let (format, text_echo) = format(self.text)?;

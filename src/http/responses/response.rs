@@ -1,7 +1,7 @@
-//! Responses API objects: the `response` (its output items: a `message` with `output_text`, a
-//! `function_call` per call), and its event stream (`response.created` ...
-//! `response.output_text.delta` ... `response.function_call_arguments.delta` ...
-//! `response.completed`), each event numbered.
+//! Responses API objects: the `response` (its output items: a `reasoning` item with the model's
+//! thinking, a `message` with `output_text`, a `function_call` per call), and its event stream
+//! (`response.created` ... `response.reasoning_text.delta` ... `response.output_text.delta` ...
+//! `response.function_call_arguments.delta` ... `response.completed`), each event numbered.
 
 use actix_web_lab::sse;
 use serde_json::{json, Value};
@@ -76,6 +76,9 @@ impl ResponseMeta {
     /// `function_call` item per call.
     pub fn whole(&self, answer: &Answer, summary: &GenerationSummary) -> Value {
         let mut output = Vec::new();
+        if !answer.reasoning.is_empty() {
+            output.push(reasoning_item(&item_id("rs_"), &answer.reasoning));
+        }
         if !answer.text.is_empty() || answer.calls.is_empty() {
             output.push(message_item(&item_id("msg_"), &answer.text, "completed"));
         }
@@ -97,6 +100,12 @@ fn message_item(id: &str, text: &str, status: &str) -> Value {
         json!([text_part(text)])
     };
     json!({"type": "message", "id": id, "status": status, "role": "assistant", "content": content})
+}
+
+/// The model's thinking, as OpenAI's reasoning models give it (`reasoning_text` content).
+fn reasoning_item(id: &str, text: &str) -> Value {
+    json!({"type": "reasoning", "id": id, "summary": [],
+           "content": [{"type": "reasoning_text", "text": text}]})
 }
 
 fn text_part(text: &str) -> Value {
@@ -126,6 +135,7 @@ fn usage(summary: &GenerationSummary) -> Value {
 
 /// The output item being streamed.
 enum Open {
+    Reasoning { id: String, text: String },
     Message { id: String, text: String },
     Call { id: String, call: ToolCall },
 }
@@ -179,6 +189,30 @@ impl<'a> StreamWriter<'a> {
                     let data = json!({"item_id": id, "output_index": index, "content_index": 0,
                                       "delta": text, "logprobs": []});
                     frames.push(self.event("response.output_text.delta", data));
+                }
+            }
+            GenerationEvent::Reasoning(text) if !text.is_empty() => {
+                if !matches!(self.open, Some((Open::Reasoning { .. }, _))) {
+                    self.finish_open(&mut frames);
+                    let id = item_id("rs_");
+                    let index = self.done.len();
+                    let mut item = reasoning_item(&id, "");
+                    item["content"] = json!([]);
+                    frames.push(self.event(
+                        "response.output_item.added",
+                        json!({"output_index": index, "item": item}),
+                    ));
+                    let open = Open::Reasoning {
+                        id,
+                        text: String::new(),
+                    };
+                    self.open = Some((open, index));
+                }
+                if let Some((Open::Reasoning { id, text: sent }, index)) = &mut self.open {
+                    sent.push_str(text);
+                    let data = json!({"item_id": id, "output_index": index, "content_index": 0,
+                                      "delta": text});
+                    frames.push(self.event("response.reasoning_text.delta", data));
                 }
             }
             GenerationEvent::ToolCall {
@@ -239,6 +273,12 @@ impl<'a> StreamWriter<'a> {
             return;
         };
         let item = match open {
+            Open::Reasoning { id, text } => {
+                let data = json!({"item_id": id, "output_index": index, "content_index": 0,
+                                  "text": text});
+                frames.push(self.event("response.reasoning_text.done", data));
+                reasoning_item(&id, &text)
+            }
             Open::Message { id, text } => {
                 let base = json!({"item_id": id, "output_index": index, "content_index": 0});
                 let mut done = base.clone();
@@ -268,8 +308,15 @@ impl<'a> StreamWriter<'a> {
     /// the budget ran out) with the whole response. Returns the events and the response.
     pub fn close(&mut self, summary: &GenerationSummary) -> (Vec<sse::Event>, Value) {
         let mut frames = Vec::new();
-        if self.open.is_none() && self.done.is_empty() {
+        let answered = self.done.iter().any(|item| item["type"] != "reasoning");
+        if !answered
+            && !matches!(
+                self.open,
+                Some((Open::Message { .. } | Open::Call { .. }, _))
+            )
+        {
             // No text and no call: an empty message, as a whole response has.
+            self.finish_open(&mut frames);
             self.start_message(&mut frames);
         }
         self.finish_open(&mut frames);

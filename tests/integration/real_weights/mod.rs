@@ -7,6 +7,7 @@
 mod openai;
 mod reuse;
 mod streams;
+mod tools;
 
 use leafresh_llm::engine::tokenizer::Tokenizer;
 use leafresh_llm::leafresh::{base_info_messages, validate_base_info, QueryParams};

@@ -27,13 +27,16 @@ use llama_cpp_2::token::LlamaToken;
 use llguidance::Matcher;
 
 use crate::prepare::PreparePool;
+use crate::reasoning::ThinkSplitter;
 use crate::tokenizer::replay::Replays;
 use crate::tokenizer::Prompt;
+use crate::tool_calls::formats::{self, CallParser, CallSyntax};
 pub use error::LlamaError;
 pub use model::{LoadOptions, Model, ModelInfo};
 use prompt_cache::PromptCache;
 use sampling::TokenSampler;
-use scheduler::tool_use::ToolUse;
+use scheduler::reader::AnswerReader;
+use scheduler::tool_use::{AnswerGuide, CallStart, ThinkTokens};
 pub use scheduler::{EngineSettings, FlashAttention, KvCacheType};
 use scheduler::{JobQueue, PreparedRequest};
 
@@ -41,6 +44,13 @@ use super::{
     budget, ChatMessage, CountedPrompt, Engine, EngineError, EngineStats, Generation,
     GenerationEvent, GenerationEvents, OutputConstraint, SamplingParams, ToolChoice, Tools, WarmUp,
 };
+
+/// A request's sampler and how its answer is shaped and read.
+struct Shaped {
+    sampler: TokenSampler,
+    guide: Option<AnswerGuide>,
+    reader: Option<AnswerReader>,
+}
 
 /// llama.cpp embedded: a loaded model and the inference thread that serves it.
 #[derive(Clone)]
@@ -148,9 +158,12 @@ impl LlamaEngine {
     /// The prompt's tokens: counted before (fitting, the tool-list check) and prepared then, or
     /// rendered and tokenized now.
     fn prompt_of(&self, generation: &Generation) -> Result<Prompt, EngineError> {
+        // A count is of the conversation without template arguments: with them, it is rendered
+        // again.
         let counted = generation
             .counted
             .as_ref()
+            .filter(|_| generation.template_args.is_empty())
             .and_then(|c| c.prompt::<Prompt>());
         let tokenizer = self.model.tokenizer();
         let prompt = match (counted, &generation.raw) {
@@ -159,6 +172,7 @@ impl LlamaEngine {
             (None, None) => tokenizer.prompt_within(
                 &generation.messages,
                 generation.tools.as_ref(),
+                &generation.template_args,
                 self.slot_context,
                 Some(&self.replays),
             )?,
@@ -182,20 +196,21 @@ impl LlamaEngine {
             generation.max_tokens.unwrap_or(usize::MAX),
             self.slot_context,
         )?;
-        let (mut sampler, tools) = self.sampler(&generation)?;
+        let Shaped {
+            mut sampler,
+            guide,
+            reader,
+        } = self.sampler(&generation, prompt.opens_thinking, max_new_tokens)?;
         // Forced tokens are fed without the logits at their places: a request that asks for
         // log probabilities samples every token.
         let logprobs = generation.sampling.logprobs;
         let fast_forward = self.fast_forward && logprobs.is_none();
         let after = prompt.after;
         let mut tokens = prompt.tokens;
-        // The answer's forced start (`{"recommend": "`; `[TOOL_CALLS]` when a call is required)
+        // The answer's forced start (`{"recommend": "`; a call's marker when a call is required)
         // is prefilled with the prompt: it is cached with it too, since every answer of that
         // shape starts the same way.
-        let mut lead = match (&tools, self.model.tokenizer().tool_tokens()) {
-            (Some(t), Some(tokens)) if t.is_calling() => vec![tokens.calls],
-            _ => Vec::new(),
-        };
+        let mut lead = Vec::new();
         if fast_forward {
             lead.extend(sampler.forced());
         }
@@ -210,7 +225,8 @@ impl LlamaEngine {
             sampler,
             stop: generation.stop,
             fast_forward,
-            tools,
+            guide,
+            reader,
             logprobs,
             special_text: generation.special_text,
             group: None,
@@ -219,58 +235,145 @@ impl LlamaEngine {
     }
 
     /// The request's sampler, its constraint compiled once (here, not on the inference thread),
-    /// and its tool calling.
+    /// and how its answer is shaped and read: thinking first, then the answer's constraint;
+    /// calls in the model's own syntax, their grammar from their start marker on when the model
+    /// may call (`auto`), from the first token when it must.
     fn sampler(
         &self,
         generation: &Generation,
-    ) -> Result<(TokenSampler, Option<ToolUse>), EngineError> {
-        let sampling = &generation.sampling;
-        // The client's `response_format`, or the grammar this service wrote for its answer.
-        let text_constraint = || -> Result<Option<Matcher>, EngineError> {
-            Ok(match &generation.constraint {
-                None => None,
-                Some(OutputConstraint::JsonSchema(schema)) => Some(
-                    self.guidance()?
-                        .matcher(GrammarSource::JsonSchema(schema))
-                        .map_err(|e| EngineError::InvalidSchema(e.to_string()))?,
+        opens_thinking: bool,
+        max_new_tokens: usize,
+    ) -> Result<Shaped, EngineError> {
+        let tokenizer = self.model.tokenizer();
+        let format = tokenizer.chat_format();
+        let chat = generation.raw.is_none();
+        let compile = |lark: &str| {
+            self.guidance()?
+                .matcher(GrammarSource::Lark(lark))
+                .map_err(|e| EngineError::InvalidToolSchema(e.to_string()))
+        };
+        let marker = |text: &str| tokenizer.grammar_marker(text);
+        // A named function is called once.
+        let named;
+        let offered = match generation.tools.as_ref().filter(|_| chat) {
+            Some(tools) if matches!(tools.choice, ToolChoice::Function(_)) && tools.parallel => {
+                named = Tools {
+                    parallel: false,
+                    ..tools.clone()
+                };
+                Some(&named)
+            }
+            other => other,
+        };
+        let mut offered_calls = None;
+        let (constraint, calling) = match offered {
+            None => (self.text_constraint(generation)?, false),
+            Some(tools) => match (&tools.choice, format.calls) {
+                // Without a syntax of its own the answer is JSON: a call or a message.
+                (ToolChoice::Auto, CallSyntax::Generic) => (
+                    Some(compile(&formats::generic_answer_grammar(tools))?),
+                    false,
                 ),
-                // Written by this service: one that does not compile is our fault, not the
-                // client's.
-                Some(OutputConstraint::Grammar { lark, .. }) => Some(
-                    self.guidance()?
-                        .matcher(GrammarSource::Lark(lark))
-                        .map_err(|e| {
-                            LlamaError::Sampling(format!("the grammar does not compile: {e}"))
-                        })?,
+                (ToolChoice::Auto, syntax) => {
+                    offered_calls = self.call_start(syntax).map(|start| (start, tools));
+                    (self.text_constraint(generation)?, false)
+                }
+                // The call is the answer: a `response_format` does not apply to it.
+                (_, syntax) => (
+                    Some(compile(&formats::calls_grammar(syntax, tools, &marker))?),
+                    true,
                 ),
-            })
+            },
         };
-        let sampler_with = |constraint| TokenSampler::new(&self.model, sampling, constraint);
-        let Some(offered) = &generation.tools else {
-            return Ok((sampler_with(text_constraint()?), None));
+        let offered_calls = match offered_calls {
+            Some((start, tools)) => Some((
+                start,
+                compile(&formats::calls_grammar(format.calls, tools, &marker))?,
+            )),
+            None => None,
         };
-        let Some(tokens) = self.model.tokenizer().tool_tokens() else {
-            return match offered.choice {
-                // The model answers in text, as it would without the tools.
-                ToolChoice::Auto => Ok((sampler_with(text_constraint()?), None)),
-                _ => Err(EngineError::ToolsUnsupported),
-            };
+        let think = format
+            .thinking
+            .as_ref()
+            .filter(|_| chat)
+            .and_then(|markers| {
+                Some(ThinkTokens {
+                    open: tokenizer.single_token(&markers.open)?,
+                    close: tokenizer.single_token(&markers.close)?,
+                })
+            });
+        // A thinking section the prompt opened comes before the answer's constraint.
+        let thinking = think.is_some() && opens_thinking;
+        let (constraint, after_thinking) = if thinking {
+            (None, constraint)
+        } else {
+            (constraint, None)
         };
-        let calls = self
-            .guidance()?
-            .matcher(GrammarSource::Lark(&guidance::calls_grammar(offered)))
-            .map_err(|e| EngineError::InvalidToolSchema(e.to_string()))?;
-        Ok(match offered.choice {
-            ToolChoice::Auto => (
-                sampler_with(text_constraint()?),
-                Some(ToolUse::offered(tokens.calls, calls)),
+        let guide = (thinking || offered_calls.is_some()).then(|| {
+            AnswerGuide::new(
+                think,
+                thinking,
+                after_thinking,
+                offered_calls,
+                max_new_tokens,
+            )
+        });
+        // gpt-oss's channels are read even without tools, unless a grammar writes the answer
+        // (then it is the constrained text itself, without channel headers).
+        let harmony = format.calls == CallSyntax::Harmony && generation.constraint.is_none();
+        let reads_calls = offered.is_some() || harmony;
+        let reader = (chat
+            && !generation.special_text
+            && (format.thinking.is_some() || reads_calls))
+            .then(|| {
+                let splitter = format
+                    .thinking
+                    .as_ref()
+                    .map(|m| ThinkSplitter::new(&m.open, &m.close, opens_thinking));
+                let parser = reads_calls.then(|| CallParser::new(format.calls, calling));
+                AnswerReader::new(splitter, parser)
+            });
+        Ok(Shaped {
+            sampler: TokenSampler::new(&self.model, &generation.sampling, constraint),
+            guide,
+            reader,
+        })
+    }
+
+    /// The client's `response_format`, or the grammar this service wrote for its answer.
+    fn text_constraint(&self, generation: &Generation) -> Result<Option<Matcher>, EngineError> {
+        Ok(match &generation.constraint {
+            None => None,
+            Some(OutputConstraint::JsonSchema(schema)) => Some(
+                self.guidance()?
+                    .matcher(GrammarSource::JsonSchema(schema))
+                    .map_err(|e| EngineError::InvalidSchema(e.to_string()))?,
             ),
-            // The call is the answer: a `response_format` does not apply to it.
-            ToolChoice::Required | ToolChoice::Function(_) => (
-                sampler_with(Some(calls)),
-                Some(ToolUse::required(tokens.calls)),
+            // Written by this service: one that does not compile is our fault, not the client's.
+            Some(OutputConstraint::Grammar { lark, .. }) => Some(
+                self.guidance()?
+                    .matcher(GrammarSource::Lark(lark))
+                    .map_err(|e| {
+                        LlamaError::Sampling(format!("the grammar does not compile: {e}"))
+                    })?,
             ),
         })
+    }
+
+    /// Where offered calls of `syntax` begin, if the model can begin them (its start markers
+    /// are tokens of the vocabulary, or its calls begin as a JSON object).
+    fn call_start(&self, syntax: CallSyntax) -> Option<CallStart> {
+        let tokenizer = self.model.tokenizer();
+        let triggers = syntax.triggers();
+        let start = CallStart {
+            tokens: triggers
+                .iter()
+                .filter(|t| **t != "{")
+                .filter_map(|t| tokenizer.single_token(t))
+                .collect(),
+            json_object: triggers.contains(&"{"),
+        };
+        (!start.tokens.is_empty() || start.json_object).then_some(start)
     }
 
     /// The constraint compiler; waits for the start-up thread if it is still building it.
@@ -432,10 +535,13 @@ impl Engine for LlamaEngine {
         Box::pin(self.prepare.run(move || {
             // Contents that cannot fit whatever their tokens are not tokenized: their lower bound
             // already says they do not fit.
-            match model
-                .tokenizer()
-                .prompt_within(&messages, tools.as_ref(), window, Some(&replays))
-            {
+            match model.tokenizer().prompt_within(
+                &messages,
+                tools.as_ref(),
+                &serde_json::Map::new(),
+                window,
+                Some(&replays),
+            ) {
                 Err(EngineError::PromptOverContext { at_least, .. }) => {
                     Ok(CountedPrompt::count(at_least))
                 }

@@ -8,8 +8,8 @@
 use std::path::Path;
 
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
-use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 
+use super::jinja::JinjaTemplate;
 use crate::EngineError;
 
 /// The format of Mistral-7B-Instruct v0.3, the default model: used when the file has no template.
@@ -29,16 +29,6 @@ pub enum ChatTemplate {
     Jinja(Box<JinjaTemplate>),
 }
 
-/// A Jinja chat template with the model's special-token texts.
-pub struct JinjaTemplate {
-    env: Environment<'static>,
-    bos_token: String,
-    eos_token: String,
-    /// The tokenizer adds BOS itself: a rendering that begins with its text loses it, so that the
-    /// prompt does not begin with two.
-    strip_bos: bool,
-}
-
 /// A chat template and a description of where it came from, for the start-up log.
 pub struct ChosenTemplate {
     pub template: ChatTemplate,
@@ -46,6 +36,9 @@ pub struct ChosenTemplate {
     /// The template's own text, where its markup is looked for: its source when it has one (a
     /// GGUF or Jinja template, every branch of it), and always a conversation it rendered.
     pub own_text: String,
+    /// The Jinja source, when the template has one (the file's own, even where llama.cpp applies
+    /// it, or a `--chat-template` file): tool conversations are rendered with it.
+    pub jinja: Option<String>,
 }
 
 impl ChatTemplate {
@@ -68,19 +61,31 @@ impl ChatTemplate {
         };
         let text = own.to_str().unwrap_or_default().to_owned();
         let builtin = Self::Builtin(own.clone());
-        if let Ok(probe) = builtin.probe(llama) {
+        let jinja = JinjaTemplate::new(llama, text.clone()).map(|t| Self::Jinja(Box::new(t)));
+        // llama.cpp's rendering of a template it recognises drops a thinking section the
+        // template opens for the answer (DeepSeek-R1's `<｜Assistant｜><think>\n`): the model
+        // would answer without thinking, or think where its text is expected.
+        let opens_thinking = |probe: &str| probe.trim_end().ends_with("<think>");
+        let jinja_thinks = jinja
+            .as_ref()
+            .ok()
+            .and_then(|j| j.probe(llama).ok())
+            .is_some_and(|probe| opens_thinking(&probe));
+        let builtin_probe = builtin.probe(llama).ok();
+        if let Some(probe) = builtin_probe.filter(|p| !jinja_thinks || opens_thinking(p)) {
             return Ok(ChosenTemplate {
                 template: builtin,
                 source: "the model file's (applied by llama.cpp)".into(),
-                own_text: text + &probe,
+                own_text: text.clone() + &probe,
+                jinja: Some(text),
             });
         }
-        let jinja = JinjaTemplate::new(llama, text.clone()).map(|t| Self::Jinja(Box::new(t)));
         match jinja.map(|j| (j.probe(llama), j)) {
             Ok((Ok(probe), jinja)) => Ok(ChosenTemplate {
                 template: jinja,
                 source: "the model file's (Jinja)".into(),
-                own_text: text + &probe,
+                own_text: text.clone() + &probe,
+                jinja: Some(text),
             }),
             _ => {
                 tracing::warn!(
@@ -97,10 +102,12 @@ impl ChatTemplate {
             |why: String| EngineError::Template(format!("--chat-template {requested}: {why}"));
         let path = Path::new(requested);
         let mut own_text = String::new();
+        let mut jinja = None;
         let (template, source) = if path.is_file() {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| refused(format!("cannot be read ({e})")))?;
             own_text.push_str(&text);
+            jinja = Some(text.clone());
             let template = JinjaTemplate::new(llama, text).map_err(|e| {
                 refused(format!(
                     "is not a Jinja template that can be rendered ({e})"
@@ -131,6 +138,7 @@ impl ChatTemplate {
             template,
             source,
             own_text,
+            jinja,
         })
     }
 
@@ -140,6 +148,7 @@ impl ChatTemplate {
             own_text: template.probe(llama).unwrap_or_default(),
             template,
             source: format!("{FALLBACK} (fallback: {why})"),
+            jinja: None,
         }
     }
 
@@ -180,180 +189,5 @@ impl ChatTemplate {
             }
             Self::Jinja(template) => template.render(messages, add_assistant),
         }
-    }
-}
-
-impl JinjaTemplate {
-    fn new(llama: &LlamaModel, source: String) -> Result<Self, JinjaError> {
-        let vocab = llama.vocab();
-        let text_of = |token| {
-            vocab
-                .text(token)
-                .and_then(|t| t.to_str().ok())
-                .map(str::to_owned)
-                .unwrap_or_default()
-        };
-        let mut env = Environment::new();
-        // Hugging Face's settings: blocks swallow their newline and leading whitespace.
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |message: String| -> Result<(), JinjaError> {
-                Err(
-                    JinjaError::new(ErrorKind::InvalidOperation, message.clone())
-                        .with_source(Raised(message)),
-                )
-            },
-        );
-        env.add_function("strftime_now", |format: String| strftime_now(&format));
-        env.add_template_owned("chat", source)?;
-        Ok(Self {
-            env,
-            bos_token: text_of(vocab.bos()),
-            eos_token: text_of(vocab.eos()),
-            strip_bos: vocab.should_add_bos(),
-        })
-    }
-
-    fn render(
-        &self,
-        messages: &[(&str, String)],
-        add_assistant: bool,
-    ) -> Result<String, EngineError> {
-        let messages: Vec<_> = messages
-            .iter()
-            .map(|(role, content)| context! { role => role, content => content })
-            .collect();
-        let rendered = self
-            .env
-            .get_template("chat")
-            .and_then(|t| {
-                t.render(context! {
-                    messages => messages,
-                    add_generation_prompt => add_assistant,
-                    bos_token => self.bos_token,
-                    eos_token => self.eos_token,
-                })
-            })
-            .map_err(|e| match raised(&e) {
-                Some(message) => EngineError::TemplateRefused(message.to_owned()),
-                None => EngineError::Template(format!("chat template failed: {e}")),
-            })?;
-        Ok(match rendered.strip_prefix(self.bos_token.as_str()) {
-            Some(rest) if self.strip_bos && !self.bos_token.is_empty() => rest.to_owned(),
-            _ => rendered,
-        })
-    }
-}
-
-/// A template's own `raise_exception`: it refuses the conversation it was given.
-#[derive(Debug)]
-struct Raised(String);
-
-impl std::fmt::Display for Raised {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Raised {}
-
-/// The message of the `raise_exception` that ended a rendering, if one did (minijinja wraps it
-/// in the errors of the calls and blocks around it).
-fn raised(error: &JinjaError) -> Option<&str> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if let Some(Raised(message)) = error.downcast_ref::<Raised>() {
-            return Some(message);
-        }
-        source = error.source();
-    }
-    None
-}
-
-/// Today's date for templates that print it (Llama 3's), in the few formats they use.
-fn strftime_now(format: &str) -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    format_date(civil_date(days), format)
-}
-
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// (year, month 1-12, day 1-31) of the day `days` after 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_date(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
-/// `format` with `%d`, `%m`, `%Y`, `%B` and `%b` replaced, as Python's `strftime` writes them.
-fn format_date((year, month, day): (i64, i64, i64), format: &str) -> String {
-    let name = MONTHS[(month - 1) as usize];
-    format
-        .replace("%d", &format!("{day:02}"))
-        .replace("%m", &format!("{month:02}"))
-        .replace("%Y", &year.to_string())
-        .replace("%B", name)
-        .replace("%b", &name[..3])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_are_the_calendar_days_since_1970() {
-        // Walked day by day with the Gregorian calendar's month lengths, from 1970 to 2100
-        // (2000 a leap year, 2100 not).
-        let (mut year, mut month, mut day) = (1970, 1, 1);
-        for days in 0..47_847 {
-            assert_eq!(civil_date(days), (year, month, day), "day {days}");
-            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-            let length = match month {
-                2 if leap => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            day += 1;
-            if day > length {
-                (day, month) = (1, month + 1);
-                if month > 12 {
-                    (month, year) = (1, year + 1);
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_formats_templates_use_are_written_as_python_writes_them() {
-        // Llama 3.1's template: strftime_now("%d %b %Y"); others use %B and %m.
-        assert_eq!(format_date((2024, 7, 5), "%d %b %Y"), "05 Jul 2024");
-        assert_eq!(format_date((2024, 7, 5), "%d %B %Y"), "05 July 2024");
-        assert_eq!(format_date((2026, 12, 6), "%Y-%m-%d"), "2026-12-06");
-        assert_eq!(civil_date(19_723), (2024, 1, 1));
     }
 }

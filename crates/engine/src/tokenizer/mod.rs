@@ -8,11 +8,17 @@
 //! keeps the tokens of recent answers so that a conversation's next prompt begins with exactly
 //! what its previous turn left in the cache.
 
+pub mod chat_format;
 pub mod chat_template;
+mod generic_tools;
 pub mod gguf;
+pub mod jinja;
 mod markup;
+mod neutral;
+mod pyjson;
 pub mod replay;
 pub mod template;
+mod tool_chat;
 pub mod tools;
 
 use std::ops::Range;
@@ -22,11 +28,16 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 
+use serde_json::{Map, Value};
+
+use crate::tool_calls::formats::CallSyntax;
 use crate::{ChatMessage, EngineError, RawPrompt, Role, Tools};
+use chat_format::ChatFormat;
 use chat_template::{ChatTemplate, ChosenTemplate};
 use markup::Markup;
 use replay::{PromptKey, Replays};
 use template::{Fragment, RenderedChat};
+use tool_chat::ToolChat;
 use tools::ToolTokens;
 
 /// A vocabulary with its chat template: turns conversations into prompt tokens.
@@ -41,6 +52,10 @@ pub struct Tokenizer {
     markup: Markup,
     /// Mistral's tool-calling tokens, when the vocabulary has them.
     tool_tokens: Option<ToolTokens>,
+    /// The template's Jinja source, for conversations with tools and for template arguments.
+    tool_chat: Option<ToolChat>,
+    /// How the model calls functions and whether it thinks first.
+    format: ChatFormat,
     /// The longest token's text in bytes: a text of N bytes needs at least N / this many tokens.
     max_token_bytes: usize,
     /// A token that spells each byte alone (byte-fallback and byte-level vocabularies have one
@@ -62,9 +77,32 @@ impl Tokenizer {
             template,
             source: template_source,
             own_text,
+            jinja,
         } = ChatTemplate::choose(&llama, chat_template)?;
         let markup = Markup::find(&llama, &own_text);
-        let tool_tokens = ToolTokens::find(markup.specials().as_slice());
+        // Mistral's tool tokens serve a template of Mistral's format (one without tools
+        // included: many v0.3 GGUFs carry the older template), not any vocabulary that has them.
+        let mistral = own_text.contains("[INST]") || own_text.contains("[TOOL_CALLS]");
+        let tool_tokens = ToolTokens::find(markup.specials().as_slice()).filter(|_| mistral);
+        let markup_texts = || {
+            markup
+                .specials()
+                .as_slice()
+                .iter()
+                .map(|s| s.text.clone())
+                .collect()
+        };
+        let tool_chat = jinja
+            .clone()
+            .and_then(|source| ToolChat::new(&llama, source, markup_texts()));
+        let native = tool_chat
+            .as_ref()
+            .is_some_and(|c| c.lists_tools() && c.renders_calls());
+        let format = ChatFormat::detect(
+            jinja.as_deref().unwrap_or(&own_text),
+            tool_tokens.is_some(),
+            native,
+        );
         let (max_token_bytes, byte_tokens) = token_lengths(&llama);
         Ok(Self {
             llama,
@@ -72,6 +110,8 @@ impl Tokenizer {
             template_source,
             markup,
             tool_tokens,
+            tool_chat,
+            format,
             max_token_bytes,
             byte_tokens,
         })
@@ -80,6 +120,11 @@ impl Tokenizer {
     /// Mistral's tool-calling tokens, when the vocabulary has them.
     pub fn tool_tokens(&self) -> Option<&ToolTokens> {
         self.tool_tokens.as_ref()
+    }
+
+    /// How the model calls functions and whether it thinks first.
+    pub fn chat_format(&self) -> &ChatFormat {
+        &self.format
     }
 
     /// Which chat template is used and where it came from.
@@ -95,7 +140,7 @@ impl Tokenizer {
     /// tokenizes it, BOS included. Only the template's own text can become control tokens: the
     /// contents are tokenized as plain text (see [`template`]).
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, EngineError> {
-        self.prompt_with(messages, None, None)
+        self.prompt_with(messages, None, &Map::new(), None)
     }
 
     /// [`Tokenizer::prompt`] with the functions offered to the model, and the earlier answers
@@ -107,16 +152,19 @@ impl Tokenizer {
         &self,
         messages: &[ChatMessage],
         tools: Option<&Tools>,
+        template_args: &Map<String, Value>,
         replays: Option<&Replays>,
     ) -> Result<Prompt, EngineError> {
         let vocab = self.llama.vocab();
         let mut tokens = Vec::with_capacity(256);
-        if vocab.should_add_bos() {
-            tokens.push(vocab.bos());
-        }
         let mut after = None;
-        match (&self.tool_tokens, tools::uses_tools(messages, tools)) {
-            (Some(tool_tokens), true) => {
+        let uses_tools = tools::uses_tools(messages, tools);
+        let own_tools = uses_tools && self.format.calls != CallSyntax::Generic;
+        match (&self.tool_tokens, &self.tool_chat) {
+            (Some(tool_tokens), _) if uses_tools => {
+                if vocab.should_add_bos() {
+                    tokens.push(vocab.bos());
+                }
                 // Mistral's tool format: each earlier answer is a text piece of its own.
                 let fragments = tools::render(messages, tools, tool_tokens, vocab.eos());
                 for fragment in fragments {
@@ -131,11 +179,23 @@ impl Tokenizer {
                     }
                 }
             }
-            (_, uses_tools) => {
-                let plain;
+            (_, Some(chat)) if own_tools || !template_args.is_empty() => {
+                // The template's own rendering of tools, calls and results, or of the request's
+                // template arguments (`enable_thinking`).
+                if vocab.should_add_bos() {
+                    tokens.push(vocab.bos());
+                }
+                let text = chat.render(messages, tools, template_args)?;
+                self.tokenize_escaped(chat, text, &mut tokens);
+            }
+            _ => {
+                if vocab.should_add_bos() {
+                    tokens.push(vocab.bos());
+                }
+                let generic;
                 let messages = if uses_tools {
-                    plain = tools::as_plain_messages(messages);
-                    &plain[..]
+                    generic = generic_tools::messages(messages, tools);
+                    &generic[..]
                 } else {
                     messages
                 };
@@ -160,7 +220,85 @@ impl Tokenizer {
         if vocab.should_add_eos() {
             tokens.push(vocab.eos());
         }
-        Ok(Prompt { tokens, after })
+        let opens_thinking = self.opens_thinking(&tokens);
+        Ok(Prompt {
+            tokens,
+            after,
+            opens_thinking,
+        })
+    }
+
+    /// The tokens of a rendering whose client strings are escaped ([`ToolChat`]): markup where
+    /// the template wrote it, the text between it (the client's given back) as plain text.
+    fn tokenize_escaped(&self, chat: &ToolChat, text: String, out: &mut Vec<LlamaToken>) {
+        let rendered = RenderedChat {
+            contents: Vec::new(),
+            text,
+        };
+        let span = 0..rendered.text.len();
+        for fragment in template::partition(&rendered, span, self.markup.specials()) {
+            match fragment {
+                Fragment::Token(token) => out.push(token),
+                Fragment::Text(text) => {
+                    out.extend(self.tokenize_text(chat.restore(&text).as_bytes()))
+                }
+            }
+        }
+    }
+
+    /// The prompt of a Hugging Face chat-template context (`messages` in OpenAI's shape,
+    /// `tools`, `add_generation_prompt`, template arguments), rendered by the model's Jinja
+    /// template as tool conversations are, client strings kept text: what the tests compare
+    /// with Python's jinja2 rendering of the same context. `None` without a Jinja template.
+    pub fn template_prompt(
+        &self,
+        context: Map<String, Value>,
+    ) -> Option<Result<Vec<LlamaToken>, EngineError>> {
+        let chat = self.tool_chat.as_ref()?;
+        let vocab = self.llama.vocab();
+        Some(chat.render_context(context).map(|text| {
+            let mut tokens = Vec::new();
+            if vocab.should_add_bos() {
+                tokens.push(vocab.bos());
+            }
+            self.tokenize_escaped(chat, text, &mut tokens);
+            tokens
+        }))
+    }
+
+    /// [`Tokenizer::prompt`] of a conversation with functions offered and template arguments,
+    /// as the engine builds it.
+    pub fn chat_prompt(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Tools>,
+        template_args: &Map<String, Value>,
+    ) -> Result<Prompt, EngineError> {
+        self.prompt_with(messages, tools, template_args, None)
+    }
+
+    /// Whether `prompt` ends inside a thinking section the template opened (DeepSeek-R1's
+    /// generation prompt ends with `<think>\n`): the answer then begins with the thinking.
+    fn opens_thinking(&self, prompt: &[LlamaToken]) -> bool {
+        let Some(markers) = &self.format.thinking else {
+            return false;
+        };
+        let mut piece = Vec::new();
+        let mut text = Vec::new();
+        // The last few tokens' text: the marker and the whitespace after it.
+        for &token in prompt.iter().rev().take(4) {
+            self.token_text(token, &mut piece, true);
+            text.splice(0..0, piece.iter().copied());
+            let tail = String::from_utf8_lossy(&text);
+            let tail = tail.trim_end();
+            if tail.ends_with(&markers.close) {
+                return false;
+            }
+            if tail.ends_with(&markers.open) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Appends the tokens of `chat.text[span]`, tokenized on its own: control tokens only where
@@ -181,13 +319,12 @@ impl Tokenizer {
         &self,
         messages: &[ChatMessage],
         tools: Option<&Tools>,
+        template_args: &Map<String, Value>,
         context: usize,
         replays: Option<&Replays>,
     ) -> Result<Prompt, EngineError> {
-        // Without tool tokens the function list is not part of the prompt.
-        let tools_in_prompt = tools.filter(|_| self.tool_tokens.is_some());
-        refuse_text_over_context(messages, tools_in_prompt, self.max_token_bytes, context)?;
-        self.prompt_with(messages, tools, replays)
+        refuse_text_over_context(messages, tools, self.max_token_bytes, context)?;
+        self.prompt_with(messages, tools, template_args, replays)
     }
 
     /// The chat template applied to `messages`, with the place of every content in the text.
@@ -266,6 +403,7 @@ impl Tokenizer {
         Ok(Prompt {
             tokens,
             after: None,
+            opens_thinking: false,
         })
     }
 
@@ -315,6 +453,34 @@ impl Tokenizer {
             return Some(tokens);
         }
         text.iter().map(|&b| self.byte_tokens[b as usize]).collect()
+    }
+
+    /// The one token `text` is with special-token parsing on (a marker: `<tool_call>`,
+    /// `</think>`), if it is one.
+    pub fn single_token(&self, text: &str) -> Option<LlamaToken> {
+        match self.llama.vocab().tokenize(text.as_bytes(), false, true)[..] {
+            [token] => Some(token),
+            _ => None,
+        }
+    }
+
+    /// A marker of the model's format as a terminal of an llguidance Lark grammar: a control
+    /// token by its id (`<[151657]>`: its text is not text the model can write), anything else as
+    /// the string it is.
+    pub fn grammar_marker(&self, text: &str) -> String {
+        use llama_cpp_2::token_type::LlamaTokenAttr;
+        match self.single_token(text) {
+            Some(token)
+                if self
+                    .llama
+                    .vocab()
+                    .attr(token)
+                    .contains(LlamaTokenAttr::Control) =>
+            {
+                format!("<[{}]>", token.0)
+            }
+            _ => Value::String(text.to_owned()).to_string(),
+        }
     }
 
     /// Whether `token` is markup of the chat template (a control token, or a user-defined one the
@@ -382,6 +548,8 @@ pub struct Prompt {
     pub(crate) tokens: Vec<LlamaToken>,
     /// What its answer is remembered after, for the conversation's next prompt.
     pub(crate) after: Option<PromptKey>,
+    /// It ends inside a thinking section: the answer begins with the model's thinking.
+    pub(crate) opens_thinking: bool,
 }
 
 impl Prompt {

@@ -6,12 +6,13 @@
 //! conversations itself, as [`Fragment`]s: only its own control tokens are tokens, every name,
 //! argument and result is text (client text is data).
 //!
-//! A model whose vocabulary has no such tokens gets its conversation with the calls written as
-//! text instead ([`as_plain_messages`]), and cannot be asked to call a function.
+//! Other families' templates render tool conversations themselves ([`super::tool_chat`]); a
+//! template without tool support gets the generic format ([`super::generic_tools`]).
 
 use llama_cpp_2::token::LlamaToken;
 use serde_json::{json, Value};
 
+use super::pyjson::python_json;
 use super::template::{Fragment, SpecialText};
 use crate::{ChatMessage, Role, ToolCall, Tools};
 
@@ -133,31 +134,6 @@ fn instruction(
     ]);
 }
 
-/// For a chat template without tool tokens: calls become the assistant's text, results user
-/// messages, so that the conversation still reads as it happened.
-pub fn as_plain_messages(messages: &[ChatMessage]) -> Vec<ChatMessage> {
-    messages
-        .iter()
-        .map(|m| match m.role {
-            Role::Assistant if !m.tool_calls.is_empty() => {
-                let calls = calls_text(&m.tool_calls, false);
-                let text = if m.content.is_empty() {
-                    calls
-                } else {
-                    format!("{}\n{calls}", m.content)
-                };
-                ChatMessage::assistant(text)
-            }
-            Role::Tool => ChatMessage::user(format!(
-                "Result of tool call {}: {}",
-                m.tool_call_id.as_deref().unwrap_or("?"),
-                m.content
-            )),
-            _ => m.clone(),
-        })
-        .collect()
-}
-
 /// The `[AVAILABLE_TOOLS]` list: OpenAI's function objects, as Mistral's template writes them.
 fn available_tools(tools: &Tools) -> String {
     let list: Vec<Value> = tools
@@ -197,43 +173,6 @@ fn calls_text(calls: &[ToolCall], with_ids: bool) -> String {
 /// JSON text as its value (arguments arrive from clients as JSON in a string), else the text.
 fn parsed_or_text(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
-}
-
-/// JSON on one line with `", "` and `": "` between items, as Python's `json.dumps` (and so the
-/// chat templates' `tojson`) writes it, non-ASCII characters as they are. The same layout the
-/// grammar gives generated calls, so that what the model wrote and what is sent back agree.
-fn python_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_python_json(value, &mut out);
-    out
-}
-
-fn write_python_json(value: &Value, out: &mut String) {
-    match value {
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_python_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(fields) => {
-            out.push('{');
-            for (i, (key, item)) in fields.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push_str(": ");
-                write_python_json(item, out);
-            }
-            out.push('}');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,8 @@ pub async fn count_locally(
     let (tokenizer, pool) = tokenizer;
     let tokenizer = Arc::clone(tokenizer);
     pool.run(move || {
-        match tokenizer.prompt_within(&messages, tools.as_ref(), window, None) {
+        let no_args = serde_json::Map::new();
+        match tokenizer.prompt_within(&messages, tools.as_ref(), &no_args, window, None) {
             // The lower bound already says it does not fit: the budget refuses it.
             Err(EngineError::PromptOverContext { at_least, .. }) => {
                 Ok(CountedPrompt::count(at_least))

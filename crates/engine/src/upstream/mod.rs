@@ -221,10 +221,19 @@ impl UpstreamEngine {
             generation.max_tokens.unwrap_or(usize::MAX),
             window,
         )?;
-        // With a local tokenizer the prompt goes as token ids (see `token_request`).
-        let token_prompt = counted
-            .prompt::<Prompt>()
-            .filter(|_| self.discovered().token_prompts);
+        // With a local tokenizer the prompt goes as token ids (see `token_request`), except where
+        // the upstream's own chat handling must do the work: calls in a format other than
+        // Mistral's (read by the upstream's parser), template arguments.
+        let reads_calls_here = generation.tools.is_none()
+            || upstream
+                .tokenizer
+                .as_ref()
+                .is_some_and(|(t, _)| t.tool_tokens().is_some());
+        let token_prompt = counted.prompt::<Prompt>().filter(|_| {
+            self.discovered().token_prompts
+                && (generation.raw.is_some()
+                    || (reads_calls_here && generation.template_args.is_empty()))
+        });
         let (path, body, tool_text) = match (&generation.raw, token_prompt) {
             // A raw prompt the local vocabulary tokenized goes as its ids.
             (Some(_), Some(prompt)) => {

@@ -98,10 +98,14 @@ impl Relay {
             match sse::parse(&data) {
                 Ok(Chunk::Delta {
                     text,
+                    reasoning,
                     tool_calls,
                     finish_reason,
                     logprobs,
                 }) => {
+                    if !reasoning.is_empty() {
+                        let _ = self.events.send(GenerationEvent::Reasoning(reasoning));
+                    }
                     if !logprobs.is_empty() {
                         let mut logprobs = logprobs;
                         for token in &mut logprobs {

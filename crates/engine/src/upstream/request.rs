@@ -19,6 +19,10 @@ pub fn request_body(generation: &Generation, model: &str, max_tokens: usize) -> 
     if let Some(schema) = constraint_schema(generation) {
         body["response_format"] = response_format(schema);
     }
+    if !generation.template_args.is_empty() {
+        // vLLM's and llama-server's name.
+        body["chat_template_kwargs"] = Value::Object(generation.template_args.clone());
+    }
     body
 }
 

@@ -61,6 +61,9 @@ pub enum Chunk {
     /// Generated text (may be empty: a role-only first chunk).
     Delta {
         text: String,
+        /// The model's thinking (`delta.reasoning_content`; vLLM, llama-server and this service
+        /// send it; some servers call it `reasoning`).
+        reasoning: String,
         /// Pieces of tool calls (`delta.tool_calls`).
         tool_calls: Vec<ToolCallDelta>,
         finish_reason: Option<String>,
@@ -110,6 +113,12 @@ pub fn parse(data: &str) -> Result<Chunk, String> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
+        let reasoning = choice
+            .pointer("/delta/reasoning_content")
+            .or_else(|| choice.pointer("/delta/reasoning"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let finish_reason = choice
             .get("finish_reason")
             .and_then(Value::as_str)
@@ -137,6 +146,7 @@ pub fn parse(data: &str) -> Result<Chunk, String> {
             .collect();
         return Ok(Chunk::Delta {
             text,
+            reasoning,
             tool_calls,
             finish_reason,
             logprobs: choice.get("logprobs").map_or_else(Vec::new, logprobs),
@@ -249,6 +259,7 @@ mod tests {
                 parse(&events[0]).unwrap(),
                 Chunk::Delta {
                     text: "가나".into(),
+                    reasoning: String::new(),
                     tool_calls: Vec::new(),
                     finish_reason: None,
                     logprobs: Vec::new(),
@@ -274,6 +285,7 @@ mod tests {
             Chunk::Delta {
                 tool_calls: Vec::new(),
                 text: String::new(),
+                reasoning: String::new(),
                 finish_reason: Some("length".into()),
                 logprobs: Vec::new(),
             }
@@ -289,6 +301,7 @@ mod tests {
             parse(chunk).unwrap(),
             Chunk::Delta {
                 text: "나무".into(),
+                reasoning: String::new(),
                 tool_calls: Vec::new(),
                 finish_reason: None,
                 logprobs: Vec::new(),
@@ -317,6 +330,22 @@ mod tests {
         assert_eq!(logprobs[1].logprob, -0.2);
         assert_eq!(logprobs[0].top[0].bytes, b"a");
         assert_eq!(logprobs[0].top[1].logprob, -3.0);
+    }
+
+    #[test]
+    fn the_models_thinking_is_read_apart_from_its_text() {
+        for data in [
+            r#"{"choices":[{"delta":{"reasoning_content":"생각"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning":"생각"}}]}"#,
+        ] {
+            let Chunk::Delta {
+                text, reasoning, ..
+            } = parse(data).unwrap()
+            else {
+                panic!("a delta")
+            };
+            assert_eq!((text.as_str(), reasoning.as_str()), ("", "생각"));
+        }
     }
 
     #[test]

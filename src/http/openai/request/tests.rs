@@ -259,3 +259,20 @@ fn n_and_log_probabilities_are_read() {
     body["logprobs"] = json!(false);
     assert_eq!(validate(body).unwrap().logprobs, None);
 }
+
+#[test]
+fn template_arguments_are_an_object_and_reasoning_effort_a_level() {
+    let args = super::template_args(
+        Some(json!({"enable_thinking": false, "messages": [], "bos_token": "x"})),
+        Some(json!("low")),
+    )
+    .unwrap();
+    assert_eq!(
+        Value::Object(args),
+        json!({"enable_thinking": false, "reasoning_effort": "low"})
+    );
+    let wrong = super::template_args(Some(json!([1])), None).unwrap_err();
+    assert_eq!(wrong.param.as_deref(), Some("chat_template_kwargs"));
+    let wrong = super::template_args(None, Some(json!("max"))).unwrap_err();
+    assert_eq!(wrong.param.as_deref(), Some("reasoning_effort"));
+}

@@ -13,7 +13,10 @@ fn weather() -> Value {
 fn functions_choice_and_parallel_are_read() {
     let tools = offered(Some(weather()), None, None).unwrap().unwrap();
     assert_eq!(tools.choice, ToolChoice::Auto);
-    assert!(tools.parallel);
+    // Not given: one call, as llama-server.
+    assert!(!tools.parallel);
+    let parallel = offered(Some(weather()), None, Some(json!(true))).unwrap();
+    assert!(parallel.unwrap().parallel);
     assert_eq!(tools.functions[0].name, "get_weather");
     assert_eq!(tools.functions[0].description.as_deref(), Some("날씨"));
     // No parameters: a function without arguments.

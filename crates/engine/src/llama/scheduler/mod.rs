@@ -18,6 +18,7 @@ mod batch;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod queue;
+pub(crate) mod reader;
 mod sequence;
 mod slots;
 mod stream;

@@ -35,8 +35,11 @@ pub struct PreparedRequest {
     pub stop: Vec<String>,
     /// Feed the tokens the constraint forces in one batch.
     pub fast_forward: bool,
-    /// Functions the model may or must call.
-    pub tools: Option<super::tool_use::ToolUse>,
+    /// When the answer's grammar starts, when not from its first token (after the thinking, at
+    /// the start of offered calls).
+    pub guide: Option<super::tool_use::AnswerGuide>,
+    /// Reads the answer's thinking and calls apart from its text.
+    pub reader: Option<super::reader::AnswerReader>,
     /// Report each token's log probability and this many most likely tokens.
     pub logprobs: Option<usize>,
     /// Special tokens are sent as their text.

@@ -9,6 +9,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::queue::{ChoiceGroup, Job};
 use super::stream::{StreamEnd, TextStream};
+use super::tool_use::AnswerGuide;
 use super::Scheduler;
 use crate::llama::logprobs::token_logprob;
 use crate::llama::model::Model;
@@ -37,6 +38,8 @@ pub struct Sequence {
     /// Tokens still to be fed: the one sampled last, and those its constraint forces after it.
     pub next_input: Vec<LlamaToken>,
     pub sampler: TokenSampler,
+    /// Starts the answer's grammar where it does not apply from the first token.
+    guide: Option<AnswerGuide>,
     /// The answer's tokens as generated, to be replayed in the next turn's prompt.
     answer: Vec<LlamaToken>,
     /// The prompt it is remembered after.
@@ -58,7 +61,8 @@ impl Sequence {
         let Job { request, events } = job;
         let prompt_len = request.prompt.len() - request.lead;
         Self {
-            stream: TextStream::new(events, request.stop, request.tools, request.special_text),
+            stream: TextStream::new(events, request.stop, request.reader, request.special_text),
+            guide: request.guide,
             lead: request.prompt[prompt_len..].to_vec(),
             prompt: request.prompt,
             prompt_len,
@@ -100,6 +104,10 @@ impl Sequence {
             Ok(token) => token,
             Err(e) => return Some(Err(e)),
         };
+        let token = match &self.guide {
+            Some(guide) => guide.overrule(token, self.generated),
+            None => token,
+        };
         self.first_token.get_or_insert_with(Instant::now);
         if model.tokenizer().is_end_of_generation(token) {
             return Some(Ok(FinishReason::Stop));
@@ -108,7 +116,7 @@ impl Sequence {
             let logprob = token_logprob(logits, token, top, model.tokenizer());
             self.stream.push_logprob(logprob);
         }
-        if let Some(grammar) = self.stream.tools.as_mut().and_then(|t| t.begins(token)) {
+        if let Some(grammar) = self.guide.as_mut().and_then(|g| g.sampled(token, model)) {
             self.sampler.constrain(grammar);
         }
         let mut fed = vec![token];

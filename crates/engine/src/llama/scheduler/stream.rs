@@ -6,9 +6,11 @@
 
 use llama_cpp_2::token::LlamaToken;
 
-use super::tool_use::ToolUse;
+use super::reader::AnswerReader;
 use crate::llama::detok::{StopMatcher, Utf8Assembler};
 use crate::llama::model::Model;
+use crate::tool_calls::formats::Parsed;
+use crate::tool_calls::{new_call_id, ToolCallEvent};
 use crate::{EventSender, GenerationEvent, TokenLogprob};
 
 pub struct TextStream {
@@ -19,8 +21,11 @@ pub struct TextStream {
     logprobs: Vec<TokenLogprob>,
     utf8: Utf8Assembler,
     stop: StopMatcher,
-    /// Functions the model may or must call.
-    pub tools: Option<ToolUse>,
+    /// Reads thinking and calls apart from the answer's text, for a model that writes them.
+    reader: Option<AnswerReader>,
+    /// Thinking or calls were sent: the answer's text alone is not what the model wrote, so it
+    /// is not replayed as such.
+    structured: bool,
     /// The text sent, for the answer's replay in the next turn: what the client received is what
     /// it sends back.
     sent: String,
@@ -45,7 +50,7 @@ impl TextStream {
     pub fn new(
         events: EventSender,
         stop: Vec<String>,
-        tools: Option<ToolUse>,
+        reader: Option<AnswerReader>,
         special_text: bool,
     ) -> Self {
         Self {
@@ -56,7 +61,8 @@ impl TextStream {
             sent: String::new(),
             cut: false,
             stop: StopMatcher::new(stop),
-            tools,
+            reader,
+            structured: false,
             piece: Vec::with_capacity(16),
             special_text,
         }
@@ -92,35 +98,75 @@ impl TextStream {
             }
         }
         let mut text = String::new();
+        // A reader needs the markup the model wrote (`<tool_call>`, `</think>`).
+        let special = self.special_text || self.reader.is_some();
         for token in self.unsent.drain(..) {
             model
                 .tokenizer()
-                .token_text(token, &mut self.piece, self.special_text);
+                .token_text(token, &mut self.piece, special);
             text.push_str(&self.utf8.push(&self.piece));
         }
-        if let Some(tools) = self.tools.as_mut().filter(|t| t.is_calling()) {
-            // Calls are not text: no stop string applies to them.
-            for event in tools.events(&text) {
-                if self.events.send(event).is_err() {
-                    return Some(StreamEnd::ClientGone);
+        let parts = match &mut self.reader {
+            Some(reader) => reader.push(&text),
+            None => vec![Parsed::Text(text)],
+        };
+        self.send_parts(parts)
+    }
+
+    /// Sends the reasoning, calls and text of the answer; text goes through the stop strings
+    /// (calls and thinking are not text: no stop string applies to them).
+    fn send_parts(&mut self, parts: Vec<Parsed>) -> Option<StreamEnd> {
+        for part in parts {
+            let event = match part {
+                Parsed::Text(text) => {
+                    let (text, stopped) = self.stop.push(text);
+                    self.cut |= stopped;
+                    self.sent.push_str(&text);
+                    if !text.is_empty() && self.events.send(GenerationEvent::Text(text)).is_err() {
+                        return Some(StreamEnd::ClientGone);
+                    }
+                    if stopped {
+                        return Some(StreamEnd::Stopped);
+                    }
+                    continue;
                 }
+                Parsed::Reasoning(text) => GenerationEvent::Reasoning(text),
+                Parsed::Call(ToolCallEvent::Begin { index, name }) => GenerationEvent::ToolCall {
+                    index,
+                    id: new_call_id(),
+                    name,
+                },
+                Parsed::Call(ToolCallEvent::Arguments { index, fragment }) => {
+                    GenerationEvent::ToolArguments { index, fragment }
+                }
+            };
+            self.structured = true;
+            if self.events.send(event).is_err() {
+                return Some(StreamEnd::ClientGone);
             }
-            return None;
         }
-        let (text, stopped) = self.stop.push(text);
-        self.cut |= stopped;
-        self.sent.push_str(&text);
-        if !text.is_empty() && self.events.send(GenerationEvent::Text(text)).is_err() {
-            return Some(StreamEnd::ClientGone);
-        }
-        stopped.then_some(StreamEnd::Stopped)
+        None
     }
 
     /// Sends everything still queued or held back: the end of the answer, before its final
     /// event. Returns whether a stop string came in that text.
     pub fn close(&mut self, model: &Model) -> bool {
         let stopped = self.flush(model) == Some(StreamEnd::Stopped);
-        let (mut tail, _) = self.stop.push(self.utf8.finish());
+        let rest = self.utf8.finish();
+        if let Some(reader) = &mut self.reader {
+            let mut parts = reader.push(&rest);
+            parts.extend(reader.finish());
+            if self.send_parts(parts) == Some(StreamEnd::Stopped) {
+                return true;
+            }
+            let tail = self.stop.finish();
+            self.sent.push_str(&tail);
+            if !tail.is_empty() {
+                let _ = self.events.send(GenerationEvent::Text(tail));
+            }
+            return stopped;
+        }
+        let (mut tail, _) = self.stop.push(rest);
         tail.push_str(&self.stop.finish());
         self.sent.push_str(&tail);
         if !tail.is_empty() {
@@ -138,6 +184,9 @@ impl TextStream {
         answer: &[LlamaToken],
         model: &Model,
     ) -> Option<(&str, Vec<LlamaToken>)> {
+        if self.structured {
+            return None;
+        }
         if !self.cut {
             return Some((&self.sent, answer.to_vec()));
         }
@@ -172,6 +221,6 @@ impl TextStream {
 
     /// Whether the answer called a function.
     pub fn called(&self) -> bool {
-        self.tools.as_ref().is_some_and(ToolUse::called)
+        self.reader.as_ref().is_some_and(AnswerReader::called)
     }
 }

@@ -109,30 +109,3 @@ fn without_a_user_turn_the_system_prompt_and_the_functions_get_a_turn_of_their_o
         "{text}"
     );
 }
-
-#[test]
-fn without_tool_tokens_calls_and_results_become_text() {
-    let messages = vec![
-        ChatMessage::user("a"),
-        ChatMessage {
-            tool_calls: vec![ToolCall {
-                id: "c1".into(),
-                name: "now".into(),
-                arguments: "{}".into(),
-            }],
-            ..ChatMessage::assistant("")
-        },
-        ChatMessage {
-            tool_call_id: Some("c1".into()),
-            ..ChatMessage::new(Role::Tool, "12:00")
-        },
-    ];
-    let plain = as_plain_messages(&messages);
-    assert_eq!(
-        plain[1],
-        ChatMessage::assistant(r#"[{"name": "now", "arguments": {}}]"#)
-    );
-    assert_eq!(plain[2], ChatMessage::user("Result of tool call c1: 12:00"));
-    assert!(!uses_tools(&plain, None));
-    assert!(uses_tools(&messages, None));
-}
