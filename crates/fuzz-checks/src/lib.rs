@@ -146,12 +146,17 @@ pub fn openai(data: &[u8]) {
             assert!(!valid.messages.is_empty());
             assert!(valid.messages.iter().all(|m| !m.content.contains('\0')));
             assert!(valid.max_tokens.is_none_or(|n| (1..=1 << 20).contains(&n)));
-            assert!((0.0..=2.0).contains(&valid.temperature));
-            assert!((0.0..=1.0).contains(&valid.top_p) && (0.0..=1.0).contains(&valid.min_p));
-            assert!(valid.top_k >= 0);
-            assert!(valid.repeat_penalty.is_finite() && valid.repeat_penalty > 0.0);
-            assert!((-2.0..=2.0).contains(&valid.presence_penalty));
-            assert!((-2.0..=2.0).contains(&valid.frequency_penalty));
+            assert!((0.0..=2.0).contains(&valid.sampling.temperature));
+            assert!(
+                (0.0..=1.0).contains(&valid.sampling.top_p)
+                    && (0.0..=1.0).contains(&valid.sampling.min_p)
+            );
+            assert!(valid.sampling.top_k >= 0);
+            assert!(
+                valid.sampling.repeat_penalty.is_finite() && valid.sampling.repeat_penalty > 0.0
+            );
+            assert!((-2.0..=2.0).contains(&valid.sampling.presence_penalty));
+            assert!((-2.0..=2.0).contains(&valid.sampling.frequency_penalty));
             assert!(valid.stop.len() <= 4 && valid.stop.iter().all(|s| s.len() <= 256));
         }
         Err(error) => {

@@ -10,9 +10,7 @@ use super::request::{ChatRequest, ValidChatRequest};
 use super::response::CompletionMeta;
 use super::{data, outcome_of, read_request};
 use crate::chat_completions;
-use crate::engine::{
-    EngineError, Generation, GenerationEvent, GenerationEvents, SamplingParams, TokenLogprob,
-};
+use crate::engine::{EngineError, Generation, GenerationEvent, GenerationEvents, TokenLogprob};
 use crate::http::answers::{gather, merged, total_usage};
 use crate::http::error::OpenAiError;
 use crate::http::{stream, AppState};
@@ -92,7 +90,7 @@ async fn accept(
         ),
         stream: valid.stream,
         include_usage: valid.include_usage,
-        logprobs: valid.logprobs.is_some(),
+        logprobs: valid.sampling.logprobs.is_some(),
         choices: started.choices,
     })
 }
@@ -102,18 +100,7 @@ async fn accept(
 pub fn generation(valid: &ValidChatRequest, max_tokens: usize) -> Generation {
     Generation {
         messages: valid.messages.clone(),
-        sampling: SamplingParams {
-            temperature: valid.temperature,
-            top_p: valid.top_p,
-            top_k: valid.top_k,
-            min_p: valid.min_p,
-            repeat_penalty: valid.repeat_penalty,
-            frequency_penalty: valid.frequency_penalty,
-            presence_penalty: valid.presence_penalty,
-            seed: valid.seed,
-            logit_bias: valid.logit_bias.clone(),
-            logprobs: valid.logprobs,
-        },
+        sampling: valid.sampling.clone(),
         constraint: valid.format.constraint(),
         max_tokens: Some(max_tokens),
         stop: valid.stop.clone(),

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::request::{
-    boolean, format, include_usage, integer, logit_bias, number, stop, OutputFormat, MAX_CHOICES,
+    boolean, format, include_usage, integer, stop, OutputFormat, SamplingFields, MAX_CHOICES,
 };
 use super::response::{completion_id, unix_seconds, Usage};
 use super::{data, logprobs, outcome_of, read_request};
@@ -41,6 +41,15 @@ pub struct CompletionRequest {
     prompt: Option<Value>,
     suffix: Option<Value>,
     max_tokens: Option<Value>,
+    stop: Option<Value>,
+    stream: Option<Value>,
+    stream_options: Option<Value>,
+    echo: Option<Value>,
+    logprobs: Option<Value>,
+    n: Option<Value>,
+    best_of: Option<Value>,
+    response_format: Option<Value>,
+    skip_special_tokens: Option<Value>,
     temperature: Option<Value>,
     top_p: Option<Value>,
     top_k: Option<Value>,
@@ -49,16 +58,7 @@ pub struct CompletionRequest {
     presence_penalty: Option<Value>,
     frequency_penalty: Option<Value>,
     seed: Option<Value>,
-    stop: Option<Value>,
-    stream: Option<Value>,
-    stream_options: Option<Value>,
-    echo: Option<Value>,
-    logprobs: Option<Value>,
-    n: Option<Value>,
-    best_of: Option<Value>,
     logit_bias: Option<Value>,
-    response_format: Option<Value>,
-    skip_special_tokens: Option<Value>,
 }
 
 /// A request whose every value is present and in range.
@@ -151,34 +151,18 @@ impl CompletionRequest {
             )
             .code("invalid_value"));
         }
-        let defaults = SamplingParams::default();
-        let sampling = SamplingParams {
-            temperature: number("temperature", self.temperature.as_ref(), 0.0, 2.0)?
-                .unwrap_or(defaults.temperature),
-            top_p: number("top_p", self.top_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.top_p),
-            top_k: integer("top_k", self.top_k.as_ref(), 0, 1 << 20)?
-                .map_or(defaults.top_k, |k| k as i32),
-            min_p: number("min_p", self.min_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.min_p),
-            repeat_penalty: number("repeat_penalty", self.repeat_penalty.as_ref(), 0.01, 10.0)?
-                .unwrap_or(defaults.repeat_penalty),
-            presence_penalty: number(
-                "presence_penalty",
-                self.presence_penalty.as_ref(),
-                -2.0,
-                2.0,
-            )?
-            .unwrap_or(0.0),
-            frequency_penalty: number(
-                "frequency_penalty",
-                self.frequency_penalty.as_ref(),
-                -2.0,
-                2.0,
-            )?
-            .unwrap_or(0.0),
-            seed: integer("seed", self.seed.as_ref(), i64::MIN, i64::MAX)?.map(|s| s as u32),
-            logit_bias: logit_bias(self.logit_bias)?,
-            logprobs: logprobs.map(|k| k as usize),
-        };
+        let sampling = SamplingFields {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            seed: self.seed,
+            logit_bias: self.logit_bias,
+        }
+        .validate(logprobs.map(|k| k as usize))?;
         Ok(ValidCompletion {
             model,
             prompts,

@@ -29,22 +29,22 @@ pub struct ChatRequest {
     pub stream_options: Option<Value>,
     pub max_tokens: Option<Value>,
     pub max_completion_tokens: Option<Value>,
-    pub temperature: Option<Value>,
-    pub top_p: Option<Value>,
-    pub seed: Option<Value>,
     pub stop: Option<Value>,
-    pub presence_penalty: Option<Value>,
-    pub frequency_penalty: Option<Value>,
     pub response_format: Option<Value>,
     pub n: Option<Value>,
     pub logprobs: Option<Value>,
     pub top_logprobs: Option<Value>,
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub temperature: Option<Value>,
+    pub top_p: Option<Value>,
     pub top_k: Option<Value>,
     pub min_p: Option<Value>,
     pub repeat_penalty: Option<Value>,
+    pub presence_penalty: Option<Value>,
+    pub frequency_penalty: Option<Value>,
+    pub seed: Option<Value>,
     pub logit_bias: Option<Value>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
     pub parallel_tool_calls: Option<Value>,
     pub chat_template_kwargs: Option<Value>,
     pub reasoning_effort: Option<Value>,
@@ -72,6 +72,50 @@ impl OutputFormat {
     }
 }
 
+/// The sampling fields chat and text completions share, as sent (each request type reads them
+/// as its own fields: serde's `flatten` would buffer the whole body and refuse bytes an ignored
+/// field may hold).
+#[derive(Debug, Default)]
+pub struct SamplingFields {
+    pub temperature: Option<Value>,
+    pub top_p: Option<Value>,
+    pub top_k: Option<Value>,
+    pub min_p: Option<Value>,
+    pub repeat_penalty: Option<Value>,
+    pub presence_penalty: Option<Value>,
+    pub frequency_penalty: Option<Value>,
+    pub seed: Option<Value>,
+    pub logit_bias: Option<Value>,
+}
+
+impl SamplingFields {
+    /// The settings, each in range; a field left out gets llama.cpp's default, as llama-server
+    /// and Ollama do (OpenAI's own defaults, no top-k and top-p 1, would sample over the whole
+    /// vocabulary). `logprobs`: validated by the caller (chat and completions ask differently).
+    pub fn validate(self, logprobs: Option<usize>) -> Result<SamplingParams, OpenAiError> {
+        let defaults = SamplingParams::default();
+        let penalty = |name: &str, value: Option<&Value>| {
+            Ok::<_, OpenAiError>(number(name, value, -2.0, 2.0)?.unwrap_or(0.0))
+        };
+        Ok(SamplingParams {
+            temperature: number("temperature", self.temperature.as_ref(), 0.0, 2.0)?
+                .unwrap_or(defaults.temperature),
+            top_p: number("top_p", self.top_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.top_p),
+            top_k: integer("top_k", self.top_k.as_ref(), 0, 1 << 20)?
+                .map_or(defaults.top_k, |k| k as i32),
+            min_p: number("min_p", self.min_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.min_p),
+            repeat_penalty: number("repeat_penalty", self.repeat_penalty.as_ref(), 0.01, 10.0)?
+                .unwrap_or(defaults.repeat_penalty),
+            presence_penalty: penalty("presence_penalty", self.presence_penalty.as_ref())?,
+            frequency_penalty: penalty("frequency_penalty", self.frequency_penalty.as_ref())?,
+            // llama.cpp takes a 32-bit seed; keep the low bits of whatever was sent.
+            seed: integer("seed", self.seed.as_ref(), i64::MIN, i64::MAX)?.map(|s| s as u32),
+            logit_bias: logit_bias(self.logit_bias)?,
+            logprobs,
+        })
+    }
+}
+
 /// A request whose every value is present and in range.
 #[derive(Debug, Clone)]
 pub struct ValidChatRequest {
@@ -80,23 +124,14 @@ pub struct ValidChatRequest {
     pub stream: bool,
     pub include_usage: bool,
     pub max_tokens: Option<usize>,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub top_k: i32,
-    pub min_p: f32,
-    pub repeat_penalty: f32,
-    pub presence_penalty: f32,
-    pub frequency_penalty: f32,
-    pub seed: Option<u32>,
-    pub logit_bias: Vec<(i32, f32)>,
+    /// The sampling settings, `logprobs` included.
+    pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub format: OutputFormat,
     /// Functions the model may or must call (`None`: none, or `tool_choice` `"none"`).
     pub tools: Option<Tools>,
     /// Choices to generate.
     pub n: usize,
-    /// With `logprobs: true`: how many alternatives each token's log probability comes with.
-    pub logprobs: Option<usize>,
     /// Arguments for the chat template (`chat_template_kwargs`, `reasoning_effort`).
     pub template_args: serde_json::Map<String, Value>,
 }
@@ -127,47 +162,28 @@ impl ChatRequest {
             Some(n) => Some(n),
             None => integer("max_tokens", self.max_tokens.as_ref(), 1, 1 << 20)?,
         };
-        let seed = integer("seed", self.seed.as_ref(), i64::MIN, i64::MAX)?
-            // llama.cpp takes a 32-bit seed; keep the low bits of whatever was sent.
-            .map(|s| s as u32);
-        // A field the request leaves out gets llama.cpp's default, as llama-server and Ollama do
-        // (OpenAI's own defaults, no top-k and top-p 1, would sample over the whole vocabulary).
-        let defaults = SamplingParams::default();
         Ok(ValidChatRequest {
             model,
             messages,
             stream: boolean("stream", self.stream.as_ref())?.unwrap_or(false),
             include_usage: include_usage(self.stream_options.as_ref())?,
             max_tokens: max_tokens.map(|n| n as usize),
-            temperature: number("temperature", self.temperature.as_ref(), 0.0, 2.0)?
-                .unwrap_or(defaults.temperature),
-            top_p: number("top_p", self.top_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.top_p),
-            top_k: integer("top_k", self.top_k.as_ref(), 0, 1 << 20)?
-                .map_or(defaults.top_k, |k| k as i32),
-            min_p: number("min_p", self.min_p.as_ref(), 0.0, 1.0)?.unwrap_or(defaults.min_p),
-            repeat_penalty: number("repeat_penalty", self.repeat_penalty.as_ref(), 0.01, 10.0)?
-                .unwrap_or(defaults.repeat_penalty),
-            presence_penalty: number(
-                "presence_penalty",
-                self.presence_penalty.as_ref(),
-                -2.0,
-                2.0,
-            )?
-            .unwrap_or(0.0),
-            frequency_penalty: number(
-                "frequency_penalty",
-                self.frequency_penalty.as_ref(),
-                -2.0,
-                2.0,
-            )?
-            .unwrap_or(0.0),
-            seed,
-            logit_bias: logit_bias(self.logit_bias)?,
+            sampling: SamplingFields {
+                temperature: self.temperature,
+                top_p: self.top_p,
+                top_k: self.top_k,
+                min_p: self.min_p,
+                repeat_penalty: self.repeat_penalty,
+                presence_penalty: self.presence_penalty,
+                frequency_penalty: self.frequency_penalty,
+                seed: self.seed,
+                logit_bias: self.logit_bias,
+            }
+            .validate(logprobs)?,
             stop: stop(self.stop)?,
             format: format(self.response_format)?,
             tools: tools::offered(self.tools, self.tool_choice, self.parallel_tool_calls)?,
             n,
-            logprobs,
             template_args: template_args(self.chat_template_kwargs, self.reasoning_effort)?,
         })
     }

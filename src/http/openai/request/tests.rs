@@ -65,16 +65,21 @@ fn a_minimal_request_gets_the_defaults() {
     assert_eq!(valid.format, OutputFormat::Text);
     // llama.cpp's sampler defaults: top-k narrows the vocabulary first.
     assert_eq!(
-        (valid.temperature, valid.top_k, valid.top_p, valid.min_p),
+        (
+            valid.sampling.temperature,
+            valid.sampling.top_k,
+            valid.sampling.top_p,
+            valid.sampling.min_p
+        ),
         (0.8, 40, 0.95, 0.05)
     );
-    assert_eq!(valid.repeat_penalty, 1.0);
+    assert_eq!(valid.sampling.repeat_penalty, 1.0);
 }
 
 #[test]
 fn an_explicit_zero_top_k_is_kept() {
     let valid = validate(with("top_k", json!(0))).unwrap();
-    assert_eq!(valid.top_k, 0);
+    assert_eq!(valid.sampling.top_k, 0);
 }
 
 #[test]
@@ -253,11 +258,11 @@ fn n_and_log_probabilities_are_read() {
     let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 3,
                           "logprobs": true, "top_logprobs": 5});
     let valid = validate(body.clone()).unwrap();
-    assert_eq!((valid.n, valid.logprobs), (3, Some(5)));
+    assert_eq!((valid.n, valid.sampling.logprobs), (3, Some(5)));
     body["top_logprobs"] = Value::Null;
-    assert_eq!(validate(body.clone()).unwrap().logprobs, Some(0));
+    assert_eq!(validate(body.clone()).unwrap().sampling.logprobs, Some(0));
     body["logprobs"] = json!(false);
-    assert_eq!(validate(body).unwrap().logprobs, None);
+    assert_eq!(validate(body).unwrap().sampling.logprobs, None);
 }
 
 #[test]
