@@ -246,6 +246,13 @@ pub struct Config {
     #[arg(long, env = "LEAFRESH_NO_FAST_FORWARD")]
     pub no_fast_forward: bool,
 
+    /// Decode one answer token per step, without drafts. By default each sequence drafts the
+    /// tokens that followed its last few tokens before (in its prompt or its answer) and checks
+    /// them in the same decode step (self-speculation): several tokens per step where the answer
+    /// repeats what came before, the sampler's choices unchanged.
+    #[arg(long, env = "LEAFRESH_NO_SPECULATION")]
+    pub no_speculation: bool,
+
     /// Send a step's text and compute the next constraint masks on a second thread while
     /// llama.cpp decodes: `auto` (with GPU offload), `on` or `off`. The tokens are the same.
     #[arg(long, env = "LEAFRESH_STEP_OVERLAP", value_enum, default_value_t = StepOverlap::Auto)]

@@ -46,6 +46,7 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         reasoning_format = %format.reasoning_name(),
         grammar = !config.no_grammar,
         fast_forward = !config.no_fast_forward,
+        speculation = !config.no_speculation,
         "model loaded"
     );
     Ok(Arc::new(engine))
@@ -106,6 +107,7 @@ fn engine_settings(config: &Config) -> llama::EngineSettings {
         cache_type_v: cache_type(config.cache_type_v),
         prompt_cache_dir: config.prompt_cache_dir.clone(),
         fast_forward: !config.no_fast_forward,
+        speculation: !config.no_speculation,
         step_overlap: match config.step_overlap {
             StepOverlap::On => true,
             StepOverlap::Off => false,

@@ -64,6 +64,8 @@ pub struct Metrics {
     prompt_tokens_total: IntCounter,
     prompt_tokens_cached_total: IntCounter,
     generated_tokens_total: IntCounter,
+    drafted_tokens_total: IntCounter,
+    accepted_tokens_total: IntCounter,
     time_to_first_token: Histogram,
     queue_wait: Histogram,
     engine_errors_total: IntCounter,
@@ -112,6 +114,16 @@ impl Metrics {
         let generated_tokens_total =
             IntCounter::new("leafresh_generated_tokens_total", "Tokens generated")
                 .expect("valid metric");
+        let drafted_tokens_total = IntCounter::new(
+            "leafresh_drafted_tokens_total",
+            "Tokens drafted by self-speculation and checked",
+        )
+        .expect("valid metric");
+        let accepted_tokens_total = IntCounter::new(
+            "leafresh_accepted_tokens_total",
+            "Drafted tokens the sampler chose (each without a decode step of its own)",
+        )
+        .expect("valid metric");
         let time_to_first_token = Histogram::with_opts(
             HistogramOpts::new(
                 "leafresh_time_to_first_token_seconds",
@@ -167,6 +179,8 @@ impl Metrics {
             Box::new(prompt_tokens_total.clone()),
             Box::new(prompt_tokens_cached_total.clone()),
             Box::new(generated_tokens_total.clone()),
+            Box::new(drafted_tokens_total.clone()),
+            Box::new(accepted_tokens_total.clone()),
             Box::new(time_to_first_token.clone()),
             Box::new(queue_wait.clone()),
             Box::new(engine_errors_total.clone()),
@@ -187,6 +201,8 @@ impl Metrics {
             prompt_tokens_total,
             prompt_tokens_cached_total,
             generated_tokens_total,
+            drafted_tokens_total,
+            accepted_tokens_total,
             time_to_first_token,
             queue_wait,
             engine_errors_total,
@@ -232,6 +248,10 @@ impl Metrics {
             .inc_by(summary.cached_tokens as u64);
         self.generated_tokens_total
             .inc_by(summary.completion_tokens as u64);
+        self.drafted_tokens_total
+            .inc_by(summary.drafted_tokens as u64);
+        self.accepted_tokens_total
+            .inc_by(summary.accepted_tokens as u64);
         self.time_to_first_token
             .observe(summary.time_to_first_token.as_secs_f64());
         self.queue_wait.observe(summary.queue_wait.as_secs_f64());
@@ -324,6 +344,8 @@ impl RequestRecord {
                     ttft_ms = summary.time_to_first_token.as_millis() as u64,
                     completion_tokens = summary.completion_tokens,
                     forced_tokens = summary.forced_tokens,
+                    drafted_tokens = summary.drafted_tokens,
+                    accepted_tokens = summary.accepted_tokens,
                     tokens_per_second = format_args!("{:.1}", summary.decode_tokens_per_second()),
                     finish = summary.finish_reason.as_str(),
                     total_ms,
@@ -358,6 +380,8 @@ mod tests {
             cached_tokens: 350,
             completion_tokens: 120,
             forced_tokens: 30,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
             queue_wait: Duration::from_millis(5),
             time_to_first_token: Duration::from_millis(300),
             total_time: Duration::from_secs(3),

@@ -100,6 +100,8 @@ pub fn total_usage(summaries: &[GenerationSummary]) -> Option<GenerationSummary>
     let mut total = summaries.first()?.clone();
     total.completion_tokens = summaries.iter().map(|s| s.completion_tokens).sum();
     total.forced_tokens = summaries.iter().map(|s| s.forced_tokens).sum();
+    total.drafted_tokens = summaries.iter().map(|s| s.drafted_tokens).sum();
+    total.accepted_tokens = summaries.iter().map(|s| s.accepted_tokens).sum();
     total.total_time = summaries.iter().map(|s| s.total_time).max()?;
     Some(total)
 }
@@ -118,6 +120,8 @@ mod tests {
             cached_tokens: 0,
             completion_tokens,
             forced_tokens: 0,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
             queue_wait: Duration::ZERO,
             time_to_first_token: Duration::ZERO,
             total_time: Duration::from_millis(completion_tokens as u64),

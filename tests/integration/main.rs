@@ -24,6 +24,7 @@ mod protocols;
 mod real_weights;
 mod recommend;
 mod scheduler;
+mod speculation;
 mod startup;
 mod support;
 mod upstream;

@@ -22,7 +22,7 @@ def stream_chat(server, messages, max_tokens, timeout, fields=None):
     body.update(server.extra_body)
     r = {"status": None, "ttft": None, "first": None, "last": None, "deltas": 0,
          "usage_tokens": None, "prompt_tokens": None, "cached_tokens": None, "seconds": None,
-         "error": None, "finish": None, "text": ""}
+         "error": None, "finish": None, "text": "", "timings": None}
     pieces = []
     started = time.monotonic()
     conn = server.connection(timeout)
@@ -58,8 +58,10 @@ def stream_chat(server, messages, max_tokens, timeout, fields=None):
                     r["cached_tokens"] = cached
             # llama-server's own account of the prompt tokens its slot cache served.
             timings = chunk.get("timings")
-            if isinstance(timings, dict) and r["cached_tokens"] is None:
-                r["cached_tokens"] = timings.get("cache_n")
+            if isinstance(timings, dict):
+                r["timings"] = timings
+                if r["cached_tokens"] is None:
+                    r["cached_tokens"] = timings.get("cache_n")
     except OSError as e:
         r["error"] = f"{type(e).__name__}: {e}"
     finally:

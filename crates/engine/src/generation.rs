@@ -328,6 +328,10 @@ pub struct GenerationSummary {
     /// Completion tokens an output constraint forced, fed without a decode step of their own
     /// (grammar fast-forward).
     pub forced_tokens: usize,
+    /// Tokens drafted by self-speculation and checked, and those of them the sampler chose
+    /// (each a token that took no decode step of its own).
+    pub drafted_tokens: usize,
+    pub accepted_tokens: usize,
     /// From submission to a free slot.
     pub queue_wait: Duration,
     /// From submission to the first generated token (queue and prompt processing included).

@@ -273,6 +273,8 @@ mod tests {
             cached_tokens: 4,
             completion_tokens: 7,
             forced_tokens: 0,
+            drafted_tokens: 0,
+            accepted_tokens: 0,
             queue_wait: Duration::ZERO,
             time_to_first_token: Duration::ZERO,
             total_time: Duration::ZERO,

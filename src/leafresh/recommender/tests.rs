@@ -94,6 +94,8 @@ fn summary() -> GenerationSummary {
         cached_tokens: 0,
         completion_tokens: 40,
         forced_tokens: 0,
+        drafted_tokens: 0,
+        accepted_tokens: 0,
         queue_wait: Duration::ZERO,
         time_to_first_token: Duration::from_millis(5),
         total_time: Duration::from_millis(50),

@@ -68,6 +68,8 @@ pub struct LlamaEngine {
     guidance: Arc<OnceLock<Result<Guidance, String>>>,
     /// Feed the tokens a constraint forces in one batch (`--no-fast-forward` turns it off).
     fast_forward: bool,
+    /// Self-speculation (`--speculation`).
+    speculation: bool,
 }
 
 /// Threads that prepare requests: tokenizing takes about a millisecond, and two let one long
@@ -86,6 +88,7 @@ impl LlamaEngine {
             .map(|dir| PromptCache::new(dir, model.info(), &settings));
         let replays = Arc::new(Replays::default());
         let fast_forward = settings.fast_forward;
+        let speculation = settings.speculation;
         let guidance = Arc::new(OnceLock::new());
         {
             // Ready long before the first constrained request, without delaying the start.
@@ -115,6 +118,7 @@ impl LlamaEngine {
             replays,
             guidance,
             fast_forward,
+            speculation,
         };
         Ok((engine, thread))
     }
@@ -225,6 +229,7 @@ impl LlamaEngine {
             sampler,
             stop: generation.stop,
             fast_forward,
+            speculation: self.speculation,
             guide,
             reader,
             logprobs,

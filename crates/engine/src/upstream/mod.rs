@@ -297,6 +297,8 @@ impl UpstreamEngine {
                 cached_tokens: 0,
                 completion_tokens: 0,
                 forced_tokens: 0,
+                drafted_tokens: 0,
+                accepted_tokens: 0,
                 queue_wait: admitted - submitted,
                 time_to_first_token: Duration::ZERO,
                 total_time: Duration::ZERO,

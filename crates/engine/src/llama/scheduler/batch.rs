@@ -210,6 +210,19 @@ impl Scheduler<'_> {
             if all {
                 seq.logits_index = Some(self.batch.n_tokens() - 1);
             }
+            // Drafts after the whole input, each with its logits, as many as fit.
+            if all {
+                seq.drafts.truncate(room - take);
+            } else {
+                seq.drafts.clear();
+            }
+            let at = slot.cells.len();
+            for (i, &token) in seq.drafts.iter().enumerate() {
+                self.batch
+                    .add(token, (at + i) as i32, &[slot_id as i32], true)
+                    .expect("the drafts are sized to the room");
+            }
+            slot.cells.extend_from_slice(&seq.drafts);
             slot.staged = Some(Staged::Input { from });
             return;
         }
@@ -239,10 +252,13 @@ impl Scheduler<'_> {
             return;
         };
         let (Staged::Input { from } | Staged::Chunk { from } | Staged::Tail { from }) = staged;
-        let taken = slot.cells.split_off(from);
+        let mut taken = slot.cells.split_off(from);
         if let Some(seq) = slot.sequence.as_mut() {
             match staged {
                 Staged::Input { .. } => {
+                    // Its drafts are dropped: the next step drafts again.
+                    taken.truncate(taken.len() - seq.drafts.len());
+                    seq.drafts.clear();
                     seq.next_input.splice(0..0, taken);
                 }
                 Staged::Chunk { from } => seq.prefilled = from,

@@ -15,6 +15,7 @@
 //! also while queued or during prompt processing.
 
 mod batch;
+mod draft;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 mod queue;
@@ -70,6 +71,8 @@ pub struct EngineSettings {
     pub prompt_cache_dir: Option<std::path::PathBuf>,
     /// Feed the tokens an output constraint forces in one batch (grammar fast-forward).
     pub fast_forward: bool,
+    /// Draft tokens from each sequence's own text and check them in the same step.
+    pub speculation: bool,
     /// Run the host work between two steps (text out, constrained sequences' next masks) on a
     /// second thread while `llama_decode` runs: a gain where the CPU waits for a GPU. Without it
     /// the text goes out right after the sampling, and a mask is computed only when a token is

@@ -35,6 +35,8 @@ pub struct PreparedRequest {
     pub stop: Vec<String>,
     /// Feed the tokens the constraint forces in one batch.
     pub fast_forward: bool,
+    /// Draft tokens from the sequence's own text and check them in the same step.
+    pub speculation: bool,
     /// When the answer's grammar starts, when not from its first token (after the thinking, at
     /// the start of offered calls).
     pub guide: Option<super::tool_use::AnswerGuide>,

@@ -7,6 +7,7 @@ use std::time::Instant;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::token::LlamaToken;
 
+use super::draft::{threshold, Drafter};
 use super::queue::{ChoiceGroup, Job};
 use super::stream::{StreamEnd, TextStream};
 use super::tool_use::AnswerGuide;
@@ -37,6 +38,12 @@ pub struct Sequence {
     lead: Vec<LlamaToken>,
     /// Tokens still to be fed: the one sampled last, and those its constraint forces after it.
     pub next_input: Vec<LlamaToken>,
+    /// Tokens that may follow `next_input`, decoded with it to be checked (self-speculation).
+    pub drafts: Vec<LlamaToken>,
+    /// Drafts of the last step the sampler did not choose: the scheduler removes their cells.
+    pub rejected: usize,
+    /// Proposes the drafts (`None`: speculation off).
+    pub drafter: Option<Drafter>,
     pub sampler: TokenSampler,
     /// Starts the answer's grammar where it does not apply from the first token.
     guide: Option<AnswerGuide>,
@@ -60,6 +67,9 @@ impl Sequence {
     pub fn new(job: Job, cached: usize) -> Self {
         let Job { request, events } = job;
         let prompt_len = request.prompt.len() - request.lead;
+        let drafter = request
+            .speculation
+            .then(|| Drafter::new(&request.prompt[..prompt_len]));
         Self {
             stream: TextStream::new(events, request.stop, request.reader, request.special_text),
             guide: request.guide,
@@ -73,6 +83,9 @@ impl Sequence {
             forced: 0,
             fast_forward: request.fast_forward,
             next_input: Vec::new(),
+            drafts: Vec::new(),
+            rejected: 0,
+            drafter,
             sampler: request.sampler,
             answer: Vec::new(),
             after: request.after,
@@ -86,11 +99,19 @@ impl Sequence {
     }
 
     /// Samples the next token (if this step computed its logits) and takes the tokens its
-    /// constraint forces after it; their text is queued on the stream.
+    /// constraint forces after it; their text is queued on the stream. Drafted tokens decoded
+    /// with the step are checked in order: each the sampler chooses itself at its place is kept
+    /// (it is in the cells already), and the first it does not choose ends the check, the
+    /// sampler's own choice taking its place. The sampler draws exactly as it would have without
+    /// the drafts, so the answer is the same (for a draft of given tokens this is the standard
+    /// acceptance rule: a draft token is kept with the probability the model gives it, and
+    /// otherwise the choice comes from the rest), up to the last bits in which llama.cpp's
+    /// logits of a position computed among several differ (`tests/integration/speculation.rs`).
     fn advance(
         &mut self,
         ctx: &LlamaContext<'_>,
         model: &Model,
+        threshold: f64,
     ) -> Option<Result<FinishReason, EngineError>> {
         let index = self.logits_index?; // None: still processing its prompt.
         if !self.lead.is_empty() {
@@ -99,18 +120,68 @@ impl Sequence {
             self.generated += lead.len();
             self.keep(&lead);
         }
-        let logits = ctx.get_logits_ith(index);
-        let token = match self.sampler.sample(logits) {
-            Ok(token) => token,
-            Err(e) => return Some(Err(e)),
+        let drafts = std::mem::take(&mut self.drafts);
+        let mut checked = 0;
+        let outcome = loop {
+            let step = self.sample_at(ctx, model, index + checked as i32);
+            let token = match step {
+                Ok(Some(token)) => token,
+                Ok(None) => break Some(Ok(FinishReason::Stop)),
+                Err(e) => break Some(Err(e)),
+            };
+            if drafts.get(checked) != Some(&token) {
+                break self.feed(token);
+            }
+            // The draft's token, in the cells already; so are the tokens its constraint forces
+            // after it, as far as the draft has them.
+            checked += 1;
+            self.generated += 1;
+            self.keep(&[token]);
+            let forced = self.forced_after();
+            let in_cells = forced
+                .iter()
+                .zip(&drafts[checked..])
+                .take_while(|(forced, drafted)| forced == drafted)
+                .count();
+            checked += in_cells;
+            if in_cells < forced.len() {
+                // The draft went another way: the forced tokens it lacks are the next input.
+                self.next_input = forced[in_cells..].to_vec();
+                break self.fed_end();
+            }
+            if let Some(end) = self.fed_end() {
+                break Some(end);
+            }
         };
+        // The drafts after the last one kept are not the answer: their cells go.
+        self.rejected = drafts.len() - checked;
+        if let Some(drafter) = &mut self.drafter {
+            drafter.report(drafts.len(), checked);
+            if outcome.is_none() {
+                let room = self.max_new_tokens.saturating_sub(self.generated);
+                self.drafts = drafter.draft(room, threshold);
+            }
+        }
+        outcome
+    }
+
+    /// The token the sampler chooses from the logits at batch index `index` (`None`: the end
+    /// of generation), its log probability queued, the grammar it begins (if any) set.
+    fn sample_at(
+        &mut self,
+        ctx: &LlamaContext<'_>,
+        model: &Model,
+        index: i32,
+    ) -> Result<Option<LlamaToken>, EngineError> {
+        let logits = ctx.get_logits_ith(index);
+        let token = self.sampler.sample(logits)?;
         let token = match &self.guide {
             Some(guide) => guide.overrule(token, self.generated),
             None => token,
         };
         self.first_token.get_or_insert_with(Instant::now);
         if model.tokenizer().is_end_of_generation(token) {
-            return Some(Ok(FinishReason::Stop));
+            return Ok(None);
         }
         if let Some(top) = self.logprobs {
             let logprob = token_logprob(logits, token, top, model.tokenizer());
@@ -119,15 +190,36 @@ impl Sequence {
         if let Some(grammar) = self.guide.as_mut().and_then(|g| g.sampled(token, model)) {
             self.sampler.constrain(grammar);
         }
-        let mut fed = vec![token];
-        if self.fast_forward {
-            fed.extend(self.sampler.forced());
+        Ok(Some(token))
+    }
+
+    /// `token` (sampled, not in the cells yet) and the tokens its constraint forces after it
+    /// become the next step's input.
+    fn feed(&mut self, token: LlamaToken) -> Option<Result<FinishReason, EngineError>> {
+        self.generated += 1;
+        self.keep(&[token]);
+        self.next_input = vec![token];
+        let forced = self.forced_after();
+        self.next_input.extend(forced);
+        self.fed_end()
+    }
+
+    /// The tokens the constraint forces after the one just chosen (with grammar fast-forward),
+    /// within the budget, counted and queued.
+    fn forced_after(&mut self) -> Vec<LlamaToken> {
+        if !self.fast_forward || self.generated >= self.max_new_tokens {
+            return Vec::new();
         }
-        fed.truncate(self.max_new_tokens.saturating_sub(self.generated));
-        self.forced += fed.len().saturating_sub(1);
-        self.generated += fed.len();
-        self.keep(&fed);
-        self.next_input = fed;
+        let mut forced = self.sampler.forced();
+        forced.truncate(self.max_new_tokens - self.generated);
+        self.forced += forced.len();
+        self.generated += forced.len();
+        self.keep(&forced);
+        forced
+    }
+
+    /// Whether the answer ends with the tokens chosen so far.
+    fn fed_end(&self) -> Option<Result<FinishReason, EngineError>> {
         if self.fast_forward && self.sampler.constraint_complete() {
             // Only the end of generation is left: the client need not wait for a decode step to
             // sample it.
@@ -147,6 +239,9 @@ impl Sequence {
         // A special token the model sampled stays in the replay: it is the model's own output
         // (it gave the client no text), and the next turn's cells hold it.
         self.answer.extend_from_slice(tokens);
+        if let Some(drafter) = &mut self.drafter {
+            drafter.extend(tokens);
+        }
         self.stream.push(tokens);
     }
 
@@ -173,12 +268,18 @@ impl Sequence {
                     other => other,
                 };
                 let now = Instant::now();
+                let completion_tokens = self
+                    .stream
+                    .tokens_to_stop(&self.answer, model)
+                    .unwrap_or(self.generated);
                 GenerationEvent::Done(GenerationSummary {
                     finish_reason,
                     prompt_tokens: self.prompt_len,
                     cached_tokens: self.cached.min(self.prompt_len),
-                    completion_tokens: self.generated,
-                    forced_tokens: self.forced,
+                    completion_tokens,
+                    forced_tokens: self.forced.min(completion_tokens),
+                    drafted_tokens: self.drafter.as_ref().map_or(0, |d| d.drafted),
+                    accepted_tokens: self.drafter.as_ref().map_or(0, |d| d.accepted),
                     queue_wait: self.admitted - self.submitted,
                     time_to_first_token: self.first_token.unwrap_or(now) - self.submitted,
                     total_time: now - self.submitted,
@@ -202,10 +303,27 @@ impl Scheduler<'_> {
     /// Samples a slot's next token from the batch just decoded.
     pub(super) fn sample(&mut self, slot_id: usize) {
         self.slots[slot_id].staged = None;
+        // The sequences that will share the next step: how sure a draft must be to pay.
+        let generating = self
+            .slots
+            .iter()
+            .filter(|slot| slot.sequence.is_some())
+            .count();
+        let threshold = threshold(generating);
         let Some(seq) = self.slots[slot_id].sequence.as_mut() else {
             return;
         };
-        if let Some(outcome) = seq.advance(&self.ctx, self.model) {
+        let outcome = seq.advance(&self.ctx, self.model, threshold);
+        let rejected = std::mem::take(&mut seq.rejected);
+        if rejected > 0 {
+            let slot = &mut self.slots[slot_id];
+            let kept = slot.cells.len() - rejected;
+            slot.cells.truncate(kept);
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot_id as u32), Some(kept as u32), None);
+        }
+        if let Some(outcome) = outcome {
             self.finish(slot_id, outcome);
         }
     }

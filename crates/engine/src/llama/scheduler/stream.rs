@@ -214,6 +214,25 @@ impl TextStream {
         Some((&self.sent, tokens))
     }
 
+    /// How many of `answer`'s tokens the answer took up to the end of the stop string that cut
+    /// it (`None`: not cut, or text the tokens do not spell byte for byte): a step that kept
+    /// several draft tokens may have gone past it.
+    pub fn tokens_to_stop(&self, answer: &[LlamaToken], model: &Model) -> Option<usize> {
+        if !self.cut || self.structured || self.reader.is_some() {
+            return None;
+        }
+        let end = self.sent.len() + self.stop.matched()?.len();
+        let (mut spelled, mut piece) = (0, Vec::new());
+        for (i, &token) in answer.iter().enumerate() {
+            model.tokenizer().token_bytes(token, &mut piece);
+            spelled += piece.len();
+            if spelled >= end {
+                return Some(i + 1);
+            }
+        }
+        None
+    }
+
     /// The stop string that ended the answer, if one did.
     pub fn stop_sequence(&self) -> Option<String> {
         self.stop.matched().map(str::to_owned)
