@@ -256,7 +256,7 @@ impl Scheduler<'_> {
         if let Some(seq) = slot.sequence.as_mut() {
             match staged {
                 Staged::Input { .. } => {
-                    // Its drafts are dropped: the next step drafts again.
+                    // Its drafts are dropped: the input is staged again without them.
                     taken.truncate(taken.len() - seq.drafts.len());
                     seq.drafts.clear();
                     seq.next_input.splice(0..0, taken);
