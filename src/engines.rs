@@ -2,7 +2,8 @@
 //! engines' own types (llama.cpp's model, context and scheduler settings; the upstream's and its
 //! local tokenizer). Every other room holds an `Arc<dyn Engine>`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use crate::config::{CacheType, Config, FlashAttention, StepOverlap};
 use crate::engine::llama::{self, LlamaEngine, Model};
@@ -12,8 +13,43 @@ use crate::engine::upstream::{UpstreamEngine, UpstreamSettings};
 use crate::engine::{Engine, EngineError, GgufError};
 use crate::lifecycle;
 
+/// An engine, and the llama.cpp model it loaded for the process's exit to wait on.
+pub struct Started {
+    pub engine: Arc<dyn Engine>,
+    pub llama: LlamaInUse,
+}
+
+/// The llama.cpp model this process loaded (weights, or a vocabulary only), watched without
+/// being kept. llama.cpp's static objects are destroyed when the process exits, and a thread
+/// still inside llama.cpp then crashes: a service that could not bind its port exited by SIGSEGV
+/// about one time in seven on a busy machine, its inference thread still in a step. The model
+/// is released when the last thread that uses it (the inference thread, the constraint
+/// compiler's start) is done, which happens soon after the engine is dropped.
+#[derive(Default)]
+pub struct LlamaInUse(Option<Weak<Tokenizer>>);
+
+impl LlamaInUse {
+    fn of(tokenizer: &Arc<Tokenizer>) -> Self {
+        Self(Some(Arc::downgrade(tokenizer)))
+    }
+
+    /// Waits until the model is released; false if it still is not after `timeout` (a step of a
+    /// long prompt on a big model).
+    pub fn wait_released(&self, timeout: Duration) -> bool {
+        let Some(model) = &self.0 else { return true };
+        let deadline = Instant::now() + timeout;
+        while model.strong_count() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+}
+
 /// llama.cpp in this process: loads the model and starts the inference thread.
-pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
+pub fn embedded(config: &Config) -> anyhow::Result<Started> {
     let model = Model::load(&load_options(config)).map_err(|e| match e {
         EngineError::Gguf(GgufError::Missing { .. }) => anyhow::anyhow!(
             "{e}\n  Download the default model with `scripts/download-model` (or pass another \
@@ -26,6 +62,7 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
     let format = model.tokenizer().chat_format().clone();
     let settings = engine_settings(config);
     let threads = settings.threads;
+    let llama = LlamaInUse::of(model.tokenizer());
     let (engine, engine_thread) = LlamaEngine::start(Arc::new(model), settings)?;
     let engine = engine.with_model_ids(config.model_ids());
     lifecycle::exit_when_engine_dies(engine_thread);
@@ -49,12 +86,15 @@ pub fn embedded(config: &Config) -> anyhow::Result<Arc<dyn Engine>> {
         speculation = !config.no_speculation,
         "model loaded"
     );
-    Ok(Arc::new(engine))
+    Ok(Started {
+        engine: Arc::new(engine),
+        llama,
+    })
 }
 
 /// Upstream mode: no weights here; the upstream may still be down (the background check says
 /// when it answers).
-pub fn upstream(config: &Config, settings: UpstreamSettings) -> anyhow::Result<Arc<dyn Engine>> {
+pub fn upstream(config: &Config, settings: UpstreamSettings) -> anyhow::Result<Started> {
     // The `--tokenizer` vocabulary, no weights.
     let tokenizer = config
         .upstream
@@ -80,7 +120,12 @@ pub fn upstream(config: &Config, settings: UpstreamSettings) -> anyhow::Result<A
              tokenizer decides whether client text that spells a control token becomes one"
         ),
     }
-    Ok(Arc::new(UpstreamEngine::start(settings, tokenizer)?))
+    let tokenizer = tokenizer.map(Arc::new);
+    let llama = tokenizer.as_ref().map(LlamaInUse::of).unwrap_or_default();
+    Ok(Started {
+        engine: Arc::new(UpstreamEngine::start(settings, tokenizer)?),
+        llama,
+    })
 }
 
 /// How to open the model file.

@@ -1,13 +1,14 @@
 //! Boots the service: settings, model, engine, HTTP. Nothing else lives here.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use actix_web::{web, HttpServer};
 use anyhow::Context;
 
 use leafresh_llm::config::Config;
 use leafresh_llm::engine::{Engine, ErrorKind, WarmUp};
-use leafresh_llm::engines;
+use leafresh_llm::engines::{self, LlamaInUse};
 use leafresh_llm::http::{self, AppState};
 use leafresh_llm::{lifecycle, logging};
 
@@ -23,21 +24,33 @@ fn main() -> ExitCode {
         },
     };
     logging::init(&config.log_level, config.log_format);
-    match serve(config) {
+    let mut llama = LlamaInUse::default();
+    let served = serve(config, &mut llama);
+    if let Err(e) = &served {
+        tracing::error!("{e:#}");
+    }
+    // Every handle on the engine is gone with the server: its threads are ending. The exit
+    // destroys llama.cpp's static objects, so it waits for them (see `LlamaInUse`).
+    if !llama.wait_released(RELEASE_TIMEOUT) {
+        tracing::warn!("the inference thread did not end in time; exiting anyway");
+    }
+    match served {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
+/// How long the exit waits for the engine's threads: one step of a long prompt on a big model.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[actix_web::main]
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let engine = match config.upstream_settings() {
+async fn serve(config: Config, llama: &mut LlamaInUse) -> anyhow::Result<()> {
+    let started = match config.upstream_settings() {
         Some(settings) => engines::upstream(&config, settings)?,
         None => engines::embedded(&config)?,
     };
+    *llama = started.llama;
+    let engine = started.engine;
     if !config.no_warm_up {
         warm_up(engine.as_ref()).await?;
     }

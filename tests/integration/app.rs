@@ -21,7 +21,7 @@ fn state() -> web::Data<AppState> {
         "1",
     ])
     .unwrap();
-    let engine = leafresh_llm::engines::embedded(&config).unwrap();
+    let engine = leafresh_llm::engines::embedded(&config).unwrap().engine;
     web::Data::new(AppState::new(engine, &config))
 }
 

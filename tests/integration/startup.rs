@@ -306,3 +306,33 @@ fn a_build_for_a_cpu_feature_the_host_lacks_says_which_and_stops_before_main() {
         "{message}"
     );
 }
+
+#[test]
+fn a_taken_port_exits_1_with_the_hint_every_time() {
+    // The exit used to race the inference thread, still in a step, against llama.cpp's static
+    // destructors: about one exit in seven on a busy machine was a SIGSEGV. Several in a row, each
+    // with the threads busy (tests run beside each other), catch that.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    for attempt in 0..12 {
+        let output = Command::new(binary())
+            .arg("--model")
+            .arg(tiny_model())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--threads", "1"])
+            .env_remove("LEAFRESH_MODEL")
+            .output()
+            .expect("run leafresh-llm");
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "attempt {attempt}: {}",
+            crate::support::describe(&output)
+        );
+        let message = stderr(&output);
+        assert!(
+            message.contains("is another process using the port? choose another with --port"),
+            "{message}"
+        );
+    }
+}

@@ -111,6 +111,25 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A loopback port kept for a service that starts later: bound without listening, so that
+/// connections to it are refused as to a closed port, and no other test takes it meanwhile (a
+/// port from [`free_port`] is free only until someone binds it). Both sockets ask for address
+/// reuse, which Linux grants while neither listens; the service's then listens on it.
+pub fn reserved_port() -> (u16, socket2::Socket) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    socket.set_reuse_address(true).expect("SO_REUSEADDR");
+    let any_port: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any_port.into()).expect("a free port");
+    let port = socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .expect("a bound address")
+        .port();
+    (port, socket)
+}
+
 /// The service binary under test: the one cargo built beside the tests, or
 /// `LEAFRESH_TEST_BINARY` (`scripts/build --cpu CPU --test` runs the tests against a build for
 /// another CPU).

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::{
-    client, encode, free_port, get_events, logged_field, model_id, slow_model, tiny_model,
-    wait_for_metric, Service, SseReader,
+    client, encode, free_port, get_events, logged_field, model_id, reserved_port, slow_model,
+    tiny_model, wait_for_metric, Service, SseReader,
 };
 
 fn base_info_url(service: &Service, session: &str) -> String {
@@ -214,7 +214,8 @@ fn a_client_that_disconnects_cancels_its_upstream_request() {
 
 #[test]
 fn health_is_503_while_the_upstream_is_down_and_200_once_it_is_back() {
-    let port = free_port();
+    // Held until the upstream listens on it: the test waits seconds before starting it.
+    let (port, _reserved) = reserved_port();
     let mut gateway = Service::gateway(&format!("http://127.0.0.1:{port}/v1"), &[]);
     assert!(gateway.wait_health(503, Duration::from_secs(5)));
     gateway.assert_logged("upstream engine unreachable");

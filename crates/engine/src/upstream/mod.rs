@@ -98,7 +98,7 @@ impl UpstreamEngine {
     /// service starts while it is down). Must be called inside a tokio runtime.
     pub fn start(
         settings: UpstreamSettings,
-        tokenizer: Option<Tokenizer>,
+        tokenizer: Option<Arc<Tokenizer>>,
     ) -> Result<Self, EngineError> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
@@ -107,7 +107,7 @@ impl UpstreamEngine {
         let base = settings.base_url.trim_end_matches('/').to_owned();
         let root = base.strip_suffix("/v1").unwrap_or(&base).to_owned();
         let tokenizer = match tokenizer {
-            Some(model) => Some((Arc::new(model), PreparePool::start(1, settings.queue_size)?)),
+            Some(model) => Some((model, PreparePool::start(1, settings.queue_size)?)),
             None => None,
         };
         let upstream = Arc::new(Upstream {

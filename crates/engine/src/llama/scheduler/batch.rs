@@ -207,11 +207,9 @@ impl Scheduler<'_> {
                     .expect("the tokens are sized to the room");
             }
             slot.cells.extend(seq.next_input.drain(..take));
+            // Drafts go after the whole input only, each with its logits, as many as fit.
             if all {
                 seq.logits_index = Some(self.batch.n_tokens() - 1);
-            }
-            // Drafts after the whole input, each with its logits, as many as fit.
-            if all {
                 seq.drafts.truncate(room - take);
             } else {
                 seq.drafts.clear();
