@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     // Every handle on the engine is gone with the server: its threads are ending. The exit
     // destroys llama.cpp's static objects, so it waits for them (see `LlamaInUse`).
     if !llama.wait_released(RELEASE_TIMEOUT) {
-        tracing::warn!("the inference thread did not end in time; exiting anyway");
+        tracing::warn!("threads still inside llama.cpp after {RELEASE_TIMEOUT:?}; exiting anyway");
     }
     match served {
         Ok(()) => ExitCode::SUCCESS,
